@@ -1,0 +1,173 @@
+//! The `keyway` command line. Every command exits 0 on success and 1 on any
+//! failure (bad input, unreadable file, bad usage), with one line on
+//! standard error saying why.
+
+mod input;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::cbor::{self, DecodeOptions};
+use crate::wire::{self, ErrorCode, Message, MsgType};
+pub use input::{InputError, parse_hex, read_limited};
+
+/// Hex text may hold two digits per byte plus generous whitespace.
+const HEX_TEXT_FACTOR: usize = 4;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyway",
+    version,
+    about = "Keyway reference implementation and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generic CBOR tools.
+    Cbor {
+        #[command(subcommand)]
+        command: CborCommand,
+    },
+    /// Decode one Keyway message and print it with field names.
+    Decode {
+        /// Input is hex text (whitespace ignored) instead of binary.
+        #[arg(long)]
+        hex: bool,
+        /// Print JSON instead of annotated diagnostic notation.
+        #[arg(long)]
+        json: bool,
+        /// Input file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Print the example message of a type (hex), or list the types.
+    Example {
+        /// Message type name, e.g. `offer`; omit to list them.
+        name: Option<String>,
+        /// Print binary CBOR instead of hex.
+        #[arg(long)]
+        binary: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CborCommand {
+    /// Print one CBOR item in diagnostic notation (RFC 8949 §8).
+    Diag {
+        /// Accept only deterministic encoding (RFC 8949 §4.2.1).
+        #[arg(long)]
+        deterministic: bool,
+        /// Input is hex text (whitespace ignored) instead of binary.
+        #[arg(long)]
+        hex: bool,
+        /// Input file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+}
+
+/// Runs the command line `args` (including the program name) and returns
+/// the process exit code.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return u8::from(e.use_stderr());
+        }
+    };
+    let result = match cli.command {
+        Command::Cbor {
+            command:
+                CborCommand::Diag {
+                    deterministic,
+                    hex,
+                    file,
+                },
+        } => cbor_diag(deterministic, hex, &file),
+        Command::Decode { hex, json, file } => decode(hex, json, &file),
+        Command::Example { name, binary } => example(name.as_deref(), binary),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+            1
+        }
+    }
+}
+
+fn read_input(file: &str, hex: bool, limit: usize) -> Result<Vec<u8>, String> {
+    if hex {
+        let text = read_limited(file, limit * HEX_TEXT_FACTOR).map_err(|e| e.to_string())?;
+        let bytes = parse_hex(&text).map_err(|e| e.to_string())?;
+        if bytes.len() > limit {
+            return Err(InputError::TooLarge(limit).to_string());
+        }
+        Ok(bytes)
+    } else {
+        read_limited(file, limit).map_err(|e| e.to_string())
+    }
+}
+
+/// Output goes to a pipe that may close early: a failed write is not a crash.
+fn print(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+fn cbor_diag(deterministic: bool, hex: bool, file: &str) -> Result<(), String> {
+    let options = if deterministic {
+        DecodeOptions::DETERMINISTIC
+    } else {
+        DecodeOptions::WELL_FORMED
+    };
+    let bytes = read_input(file, hex, options.max_input)?;
+    let item = cbor::decode(&bytes, &options).map_err(|e| e.to_string())?;
+    print(&cbor::to_diag(&item));
+    Ok(())
+}
+
+fn decode(hex: bool, json: bool, file: &str) -> Result<(), String> {
+    let bytes = read_input(file, hex, wire::MAX_MESSAGE_SIZE)?;
+    let message = Message::decode(&bytes).map_err(|e| {
+        let code = ErrorCode::from(&e);
+        format!("{e} (code {} {})", code.0, code.name().unwrap_or("unknown"))
+    })?;
+    let node = message.describe();
+    if json {
+        let text = serde_json::to_string_pretty(&node.to_json()).map_err(|e| e.to_string())?;
+        print(&text);
+    } else {
+        print(&node.to_annotated_diag());
+    }
+    Ok(())
+}
+
+fn example(name: Option<&str>, binary: bool) -> Result<(), String> {
+    let examples = wire::examples::all();
+    let Some(name) = name else {
+        for m in &examples {
+            print(m.msg_type().name());
+        }
+        return Ok(());
+    };
+    let message = examples
+        .into_iter()
+        .find(|m| m.msg_type().name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = MsgType::ALL.iter().map(|t| t.name()).collect();
+            format!("no message type {name:?}; types: {}", names.join(", "))
+        })?;
+    let bytes = message.encode();
+    if binary {
+        let _ = std::io::stdout().lock().write_all(&bytes);
+    } else {
+        print(&cbor::hex(&bytes));
+    }
+    Ok(())
+}
