@@ -15,6 +15,7 @@ mod support;
 use keyway::cbor::{CborErrorClass, DecodeOptions, Item, decode, encode};
 use quickcheck::{Gen, QuickCheck, TestResult};
 use support::cbor_gen::{AnyItem, loose_encode};
+use support::oracle::{beyond_ciborium, same_value};
 
 fn qc() -> QuickCheck {
     QuickCheck::new().tests(2000).max_tests(20000)
@@ -142,63 +143,4 @@ fn ciborium_agrees_on_everything_we_accept() {
         }
     }
     qc().quickcheck(prop as fn(AnyItem, u64) -> TestResult);
-}
-
-fn beyond_ciborium(item: &Item<'_>) -> bool {
-    match item {
-        Item::Simple(_) => true,
-        Item::Tag(2 | 3, content) => {
-            matches!(&**content, Item::Bytes(b) if b.len() > 15) || beyond_ciborium(content)
-        }
-        Item::Tag(_, c) => beyond_ciborium(c),
-        Item::Array { items, .. } => items.iter().any(beyond_ciborium),
-        Item::Map { entries, .. } => entries
-            .iter()
-            .any(|(k, v)| beyond_ciborium(k) || beyond_ciborium(v)),
-        _ => false,
-    }
-}
-
-fn same_value(ours: &Item<'_>, theirs: &ciborium::Value) -> bool {
-    use ciborium::Value as V;
-    match (ours, theirs) {
-        (Item::Unsigned(v), V::Integer(i)) => i128::from(*i) == i128::from(*v),
-        (Item::Negative(n), V::Integer(i)) => i128::from(*i) == -1 - i128::from(*n),
-        (Item::Bytes(b), V::Bytes(t)) => b.as_ref() == t.as_slice(),
-        (Item::BytesChunks(c), V::Bytes(t)) => c.concat() == *t,
-        (Item::Text(s), V::Text(t)) => s == t,
-        (Item::TextChunks(c), V::Text(t)) => c.concat() == *t,
-        (Item::Array { items, .. }, V::Array(t)) => {
-            items.len() == t.len() && items.iter().zip(t).all(|(a, b)| same_value(a, b))
-        }
-        (Item::Map { entries, .. }, V::Map(t)) => {
-            entries.len() == t.len()
-                && entries
-                    .iter()
-                    .zip(t)
-                    .all(|((k, v), (tk, tv))| same_value(k, tk) && same_value(v, tv))
-        }
-        (Item::Tag(2 | 3, content), V::Integer(i)) => {
-            let bytes = match &**content {
-                Item::Bytes(b) => b.to_vec(),
-                _ => return false,
-            };
-            let magnitude = bytes
-                .iter()
-                .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
-            let value = match ours {
-                Item::Tag(2, _) => i128::try_from(magnitude).ok(),
-                _ => i128::try_from(magnitude).ok().map(|m| -1 - m),
-            };
-            value == Some(i128::from(*i))
-        }
-        (Item::Tag(n, c), V::Tag(tn, tc)) => n == tn && same_value(c, tc),
-        (Item::Bool(b), V::Bool(t)) => b == t,
-        (Item::Null | Item::Undefined, V::Null) => true,
-        (Item::Float(f), V::Float(t)) => {
-            let v = f.to_f64();
-            (v.is_nan() && t.is_nan()) || v.to_bits() == t.to_bits()
-        }
-        _ => false,
-    }
 }

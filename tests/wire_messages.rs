@@ -434,6 +434,50 @@ fn field_values_must_match_their_type_and_bounds() {
                 value: 14,
             },
         ),
+        // KW-WIRE-040: identifier sizes.
+        (
+            MsgType::Ack,
+            vec![5],
+            Item::bytes(vec![0u8; 15]),
+            bad_length(15, 16, 16),
+        ),
+        (
+            MsgType::Ok,
+            vec![50],
+            Item::bytes(vec![0u8; 17]),
+            bad_length(17, 16, 16),
+        ),
+        // KW-WIRE-041: key, nonce, key-id and signature sizes.
+        (
+            MsgType::Offer,
+            vec![22, 3],
+            Item::bytes(vec![0u8; 9]),
+            bad_length(9, 8, 8),
+        ),
+        (
+            MsgType::Offer,
+            vec![22, 4],
+            Item::bytes(vec![0u8; 31]),
+            bad_length(31, 32, 32),
+        ),
+        (
+            MsgType::Offer,
+            vec![22, 6],
+            Item::bytes(vec![0u8; 17]),
+            bad_length(17, 16, 16),
+        ),
+        (
+            MsgType::Offer,
+            vec![22, 9],
+            Item::bytes(vec![0u8; 63]),
+            bad_length(63, 64, 64),
+        ),
+        (
+            MsgType::Offer,
+            vec![22, 8],
+            Item::bytes(vec![0u8; 33]),
+            bad_length(33, 32, 32),
+        ),
     ];
     for (t, path, value, expected) in cases {
         let e = field_error(t, &path, value);
@@ -458,6 +502,25 @@ fn field_values_must_match_their_type_and_bounds() {
         cbor_kind(&e),
         CborErrorKind::UnexpectedType { .. }
     ));
+}
+
+/// KW-WIRE-030: times are unsigned seconds since the epoch.
+#[test]
+fn times_are_unsigned_seconds() {
+    let e = field_error(MsgType::RegisterOk, &[19], Item::Negative(0));
+    assert!(matches!(
+        cbor_kind(&e),
+        CborErrorKind::UnexpectedType { .. }
+    ));
+    let Message::RegisterOk(ok) = example(MsgType::RegisterOk) else {
+        unreachable!()
+    };
+    assert_eq!(ok.not_after, wire::Time(1_767_229_200));
+    let diag = Message::RegisterOk(ok).describe().to_annotated_diag();
+    assert!(
+        diag.contains("19 / not-after /: 1767229200 / 2026-01-01T01:00:00Z /"),
+        "{diag}"
+    );
 }
 
 /// KW-WIRE-031: one spelling per account.

@@ -19,7 +19,7 @@ macro_rules! field_required {
 
 /// A map-shaped structure with integer keys.
 ///
-/// ```ignore
+/// ```text
 /// wire_map! {
 ///     /// Docs.
 ///     pub struct Name = "cddl-rule-name" {

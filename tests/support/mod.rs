@@ -3,3 +3,4 @@
 
 pub mod cbor_gen;
 pub mod edit;
+pub mod oracle;
