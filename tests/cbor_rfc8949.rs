@@ -10,22 +10,10 @@
     clippy::panic
 )]
 
+mod support;
+
 use keyway::cbor::{CborErrorClass, DecodeOptions, decode, encode, to_diag};
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-fn data_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
-
-const APPENDIX_A: &str = include_str!("data/rfc8949-appendix-a.tsv");
-const APPENDIX_F: &str = include_str!("data/rfc8949-appendix-f.txt");
+use support::rfc8949::{APPENDIX_A, APPENDIX_F, data_lines, unhex};
 
 #[test]
 fn appendix_a_examples_print_their_diagnostic_notation() {

@@ -13,7 +13,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod support;
+
 use keyway::wire::{Sample, Source, examples};
+use support::rfc8949::{APPENDIX_A, APPENDIX_F, data_lines};
 
 struct Run {
     code: i32,
@@ -52,14 +55,9 @@ fn failed_with_one_line(run: &Run) {
     assert!(run.stderr.starts_with("error: "), "{:?}", run.stderr);
 }
 
-fn data_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
-
 #[test]
 fn cbor_diag_prints_every_appendix_a_example() {
-    for line in data_lines(include_str!("data/rfc8949-appendix-a.tsv")) {
+    for line in data_lines(APPENDIX_A) {
         let (hex, diag) = line.split_once('\t').unwrap();
         let run = keyway(&["cbor", "diag", "--hex"], hex.as_bytes());
         assert_eq!(
@@ -72,7 +70,7 @@ fn cbor_diag_prints_every_appendix_a_example() {
 
 #[test]
 fn cbor_diag_rejects_every_appendix_f_example_with_exit_1() {
-    for hex in data_lines(include_str!("data/rfc8949-appendix-f.txt")) {
+    for hex in data_lines(APPENDIX_F) {
         for extra in [&[][..], &["--deterministic"]] {
             let mut args = vec!["cbor", "diag", "--hex"];
             args.extend_from_slice(extra);

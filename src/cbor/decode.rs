@@ -251,7 +251,9 @@ impl Decoder<'_> {
                 let key_bytes = key_start
                     .get(..key_start.len() - r.len())
                     .unwrap_or_default();
-                check_key_order(previous_key, key_bytes, key_start)?;
+                if let Some(kind) = key_order_violation(previous_key, key_bytes) {
+                    return Err(PErr::at(key_start, kind));
+                }
                 previous_key = Some(key_bytes);
             }
             let (r, value) = self.item(r, depth)?;
@@ -352,16 +354,17 @@ fn utf8<'a>(bytes: &'a [u8], head_at: &[u8]) -> Result<&'a str, nom::Err<PErr>> 
 }
 
 /// RFC 8949 §4.2.1: keys sorted by the bytewise lexicographic order of
-/// their deterministic encodings, and unique (§5.6).
-pub(crate) fn check_key_order(
+/// their deterministic encodings, and unique (§5.6). Returns what is wrong
+/// with `current` following `previous`, if anything (KW-CBOR-013,
+/// KW-CBOR-014).
+pub(crate) fn key_order_violation(
     previous: Option<&[u8]>,
     current: &[u8],
-    at: &[u8],
-) -> Result<(), nom::Err<PErr>> {
+) -> Option<CborErrorKind> {
     match previous.map(|p| p.cmp(current)) {
-        Some(core::cmp::Ordering::Equal) => Err(PErr::at(at, CborErrorKind::DuplicateMapKey)),
-        Some(core::cmp::Ordering::Greater) => Err(PErr::at(at, CborErrorKind::UnsortedMapKeys)),
-        _ => Ok(()),
+        Some(core::cmp::Ordering::Equal) => Some(CborErrorKind::DuplicateMapKey),
+        Some(core::cmp::Ordering::Greater) => Some(CborErrorKind::UnsortedMapKeys),
+        _ => None,
     }
 }
 

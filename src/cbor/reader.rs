@@ -6,7 +6,7 @@
 //! indefinite lengths are rejected; [`Reader::skip`] validates whole items
 //! with the generic decoder in deterministic mode.
 
-use super::decode::{DecodeOptions, decode_prefix};
+use super::decode::{DecodeOptions, decode_prefix, key_order_violation};
 use super::error::{CborError, CborErrorKind};
 use super::head::{
     Arg, Head, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NEGATIVE, MAJOR_SIMPLE, MAJOR_TAG,
@@ -241,15 +241,10 @@ impl<'a> Reader<'a> {
             }
         };
         let encoded = self.input.get(start..self.pos).unwrap_or_default();
-        match order.previous.map(|p| p.cmp(encoded)) {
-            Some(core::cmp::Ordering::Equal) => {
-                return Err(self.error(start, CborErrorKind::DuplicateMapKey));
-            }
-            Some(core::cmp::Ordering::Greater) => {
-                return Err(self.error(start, CborErrorKind::UnsortedMapKeys));
-            }
-            _ => order.previous = Some(encoded),
+        if let Some(kind) = key_order_violation(order.previous, encoded) {
+            return Err(self.error(start, kind));
         }
+        order.previous = Some(encoded);
         Ok((key, self.base + start))
     }
 

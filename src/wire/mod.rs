@@ -55,3 +55,14 @@ pub const PROTOCOL_LIMITS: DecodeOptions = DecodeOptions {
 pub fn schemas() -> impl Iterator<Item = &'static Schema> {
     MESSAGE_SCHEMAS.iter().chain(structs::NESTED_SCHEMAS.iter())
 }
+
+/// Decodes one message; see [`Message::decode`] (KW-WIRE-001).
+pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
+    Message::decode(bytes)
+}
+
+/// The deterministic encoding of a message; see [`Message::encode`]
+/// (KW-WIRE-002).
+pub fn encode(message: &Message) -> Vec<u8> {
+    message.encode()
+}

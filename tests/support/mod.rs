@@ -4,3 +4,4 @@
 pub mod cbor_gen;
 pub mod edit;
 pub mod oracle;
+pub mod rfc8949;
