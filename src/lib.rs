@@ -28,6 +28,7 @@
 //! ```
 
 pub mod cbor;
+pub mod crypto;
 pub mod wire;
 
 pub mod cli;

@@ -1,4 +1,4 @@
-//! The error code registry (spec/05-errors.md) and the one mapping from
+//! The error code registry (spec/errors.md) and the one mapping from
 //! decode errors to codes.
 
 use super::error::{WireError, WireErrorKind};

@@ -184,6 +184,7 @@ impl<'r, 'a> Fields<'r, 'a> {
 pub(crate) struct MapOut {
     body: Vec<u8>,
     count: u64,
+    skip: Option<u64>,
 }
 
 impl MapOut {
@@ -191,11 +192,24 @@ impl MapOut {
         Self {
             body: Vec::new(),
             count: 0,
+            skip: None,
+        }
+    }
+
+    /// A map that leaves out field `key` (to compute a signature over the
+    /// rest of a message).
+    pub fn without(key: u64) -> Self {
+        Self {
+            skip: Some(key),
+            ..Self::new()
         }
     }
 
     /// Writes field `key`. Keys must be written in ascending order.
     pub fn req<T: WireValue>(&mut self, key: u64, value: &T) {
+        if self.skip == Some(key) {
+            return;
+        }
         cbor::write_uint(&mut self.body, key);
         value.encode(&mut self.body);
         self.count += 1;

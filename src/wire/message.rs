@@ -1,4 +1,4 @@
-//! Every Keyway message (spec/04-messages.md). A message is one map whose
+//! Every Keyway message (spec/messages.md). A message is one map whose
 //! key 0 is the protocol version and key 1 the message type; every other key
 //! has one meaning and one type across all messages (the field registry).
 
@@ -500,6 +500,7 @@ messages! {
 
 const KEY_VERSION: u64 = 0;
 const KEY_TYPE: u64 = 1;
+const KEY_SIGNATURE: u64 = 8;
 
 impl Message {
     /// Decodes one message (KW-WIRE-001): deterministic CBOR within the
@@ -537,7 +538,16 @@ impl Message {
 
     /// The deterministic encoding (KW-WIRE-002).
     pub fn encode(&self) -> Vec<u8> {
-        let mut m = MapOut::new();
+        self.encode_into(MapOut::new())
+    }
+
+    /// The encoding without the `sig` field (key 8), the input of a message
+    /// signature (KW-CRYPTO-060).
+    pub fn encode_without_signature(&self) -> Vec<u8> {
+        self.encode_into(MapOut::without(KEY_SIGNATURE))
+    }
+
+    fn encode_into(&self, mut m: MapOut) -> Vec<u8> {
         m.req(KEY_VERSION, &PROTOCOL_VERSION);
         m.req(KEY_TYPE, &self.msg_type());
         self.encode_body(&mut m);

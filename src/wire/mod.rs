@@ -1,4 +1,4 @@
-//! Typed Keyway messages over the strict CBOR codec (spec/04-messages.md).
+//! Typed Keyway messages over the strict CBOR codec (spec/messages.md).
 //!
 //! [`Message::decode`] accepts exactly the deterministic encodings of valid
 //! messages within the protocol limits; [`Message::encode`] produces them, so

@@ -1,6 +1,6 @@
 //! Structures nested inside messages: certificates and requests for them,
 //! sealed bodies and their recipient entries, and the plaintext structures
-//! that sealed bodies carry (spec/04-messages.md §Structures).
+//! that sealed bodies carry (spec/messages.md §Structures).
 
 use zeroize::Zeroize;
 
@@ -57,7 +57,7 @@ impl WireValue for SecretBytes32 {
 
 wire_map! {
     /// A certificate-issuance request (F1): the device's public keys with
-    /// proof of possession of the signing key (spec/06-crypto.md).
+    /// proof of possession of the signing key (spec/crypto.md).
     pub struct CertRequest = "cert-request" {
         /// The cipher suite.
         0 => suite: req Suite,
@@ -160,8 +160,11 @@ wire_map! {
         1 => kid: req KeyId,
         /// When it checked.
         2 => at: req Time,
-        /// Signature over the certificate and the time (spec/06-crypto.md).
+        /// Signature over the certificate, the requester and the time
+        /// (KW-CRYPTO-012).
         3 => sig: req SignatureBytes,
+        /// The attester's own certificate.
+        4 => cert: req Certificate,
     }
 }
 
@@ -193,8 +196,12 @@ wire_map! {
         2 => prev: req Hash32,
         /// Digest of the version it wrote.
         3 => next: req Hash32,
-        /// Its signature over `prev` and `next` (spec/06-crypto.md).
+        /// Its signature over the change (KW-CRYPTO-035).
         4 => sig: req SignatureBytes,
+        /// Its ephemeral key, when it drew a new content key and re-wrapped.
+        5 => epk: opt PublicKey,
+        /// Its certificate.
+        6 => cert: req Certificate,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The field types shared by messages: identifiers, addresses, fixed-size
-//! byte strings and enumerations (spec/04-messages.md §Common types).
+//! byte strings and enumerations (spec/messages.md §Common types).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -14,7 +14,7 @@ fixed_bytes! {
     TxnId = 8;
     /// Session identifier: chosen at random by the caller (KW-WIRE-041).
     SessionId = 16;
-    /// Key identifier: names a public key (defined in spec/06-crypto.md).
+    /// Key identifier: names a public key (defined in spec/crypto.md).
     KeyId = 8;
     /// Recording identifier, chosen by the recorder's controller.
     RecordingId = 16;
@@ -386,7 +386,7 @@ impl WireValue for Signature {
     }
 }
 
-/// A protocol error code (spec/05-errors.md): three digits whose first
+/// A protocol error code (spec/errors.md): three digits whose first
 /// names the class. Receivers accept codes they do not know and act on the
 /// class (KW-ERR-002).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -4,4 +4,5 @@
 pub mod cbor_gen;
 pub mod edit;
 pub mod oracle;
+pub mod pki;
 pub mod rfc8949;

@@ -1,0 +1,38 @@
+//! Cryptography of suite keyway-v1 (spec/crypto.md): keys and key
+//! identifiers, certificates and attestations, registration proofs, sealed
+//! bodies with per-recipient key wrap, session keys, message signatures.
+//!
+//! Layer rule: imports `cbor` and `wire` only. Randomness comes from the
+//! caller through [`Entropy`].
+
+mod cert;
+mod entropy;
+mod error;
+mod kek;
+mod keys;
+mod msgsig;
+pub mod primitives;
+pub mod register;
+mod seal;
+mod secret;
+mod session;
+pub(crate) mod structure;
+
+pub use cert::{
+    CertProfile, CertificateAuthority, Expect, TrustAnchor, TrustStore, attest,
+    attestation_signature_input, cert_signature_input, check_attestation,
+};
+pub use entropy::{Entropy, SeededEntropy};
+pub use error::{CertError, CryptoError};
+pub use kek::{KekBinding, KeyCache, derive_kek, kek_info, unwrap_with, wrap_with};
+pub use keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
+pub use msgsig::{message_signature_input, sign_message, unsigned, verify_message};
+pub use seal::{
+    Opened, RecipientSpec, Rekeying, SealContext, content_digest, current_wrapper, edit,
+    edit_signature_input, open, permission_map, seal, seal_signature_input, verify_sealed,
+};
+pub use secret::{Secret32, ct_eq};
+pub use session::{
+    DirectionKeys, KeyPolicy, REPLAY_WINDOW, RekeyWrapped, ReplayWindow, SealedPayload, media_ad,
+    message_ad, open_media, rekey_ad, seal_media,
+};

@@ -1,0 +1,320 @@
+//! Registration crypto (F1, F2): the account verifier and proof
+//! (KW-CRYPTO-020, KW-CRYPTO-021), proof of possession of the signing key
+//! (KW-CRYPTO-022) and of the key-agreement key (KW-CRYPTO-023).
+
+use zeroize::Zeroize;
+
+use super::entropy::Entropy;
+use super::error::CryptoError;
+use super::keys::{Identity, KxKeyPair, verify};
+use super::primitives::{hkdf32, hmac_sha256, pbkdf2_sha256, sha256};
+use super::secret::{Secret32, ct_eq};
+use super::structure::{AUTH, CLIENT_KEY, CSR, KX_POP, Part, structure};
+use crate::wire::{
+    CertRequest, Extensions, Mac32, Message, Nonce, Principal, PublicKey, Register, Suite,
+};
+
+/// Fewest and most PBKDF2 iterations a challenge may ask for.
+pub const ITERATIONS: core::ops::RangeInclusive<u64> = 4096..=1_000_000;
+
+fn check_iterations(iterations: u64) -> Result<u32, CryptoError> {
+    if ITERATIONS.contains(&iterations) {
+        u32::try_from(iterations).map_err(|_| CryptoError::BadIterations(iterations))
+    } else {
+        Err(CryptoError::BadIterations(iterations))
+    }
+}
+
+/// The device's key derived from its provisioned secret:
+/// `client_key = HMAC(PBKDF2(p, s, n), "keyway-v1 client key")`.
+pub fn client_key(secret: &[u8], salt: &Nonce, iterations: u64) -> Result<Secret32, CryptoError> {
+    let salted = pbkdf2_sha256(secret, &salt.0, check_iterations(iterations)?);
+    Ok(Secret32::new(hmac_sha256(salted.expose(), CLIENT_KEY)))
+}
+
+/// What the server stores per account instead of the secret
+/// (KW-REG-006): `(salt, iterations, stored_key = H(client_key))`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verifier {
+    /// PBKDF2 salt.
+    pub salt: Nonce,
+    /// PBKDF2 iteration count.
+    pub iterations: u64,
+    /// `H(client_key)`.
+    pub stored_key: [u8; 32],
+}
+
+impl core::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Verifier(iterations {}, <redacted>)", self.iterations)
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.stored_key.zeroize();
+    }
+}
+
+impl Verifier {
+    /// The verifier of `secret` under a fresh salt.
+    pub fn new(
+        secret: &[u8],
+        iterations: u64,
+        entropy: &mut impl Entropy,
+    ) -> Result<Self, CryptoError> {
+        Self::with_salt(secret, Nonce(entropy.array()), iterations)
+    }
+
+    /// The verifier of `secret` under `salt`.
+    pub fn with_salt(secret: &[u8], salt: Nonce, iterations: u64) -> Result<Self, CryptoError> {
+        let key = client_key(secret, &salt, iterations)?;
+        Ok(Self {
+            salt,
+            iterations,
+            stored_key: sha256(key.expose()),
+        })
+    }
+}
+
+/// `auth_message = cbor(["keyway-v1 auth", nonce, r0])`, where `r0` is the
+/// encoding of `register` without its `auth`.
+pub fn auth_message(nonce: &Nonce, register: &Register) -> Vec<u8> {
+    let r0 = Message::Register(Register {
+        auth: None,
+        ..register.clone()
+    })
+    .encode();
+    structure(AUTH, &[Part::Bytes(&nonce.0), Part::Bytes(&r0)])
+}
+
+/// `proof = client_key XOR HMAC(H(client_key), auth_message)`.
+pub fn proof(client_key: &Secret32, auth_message: &[u8]) -> Mac32 {
+    let signature = hmac_sha256(&sha256(client_key.expose()), auth_message);
+    let mut out = [0u8; 32];
+    for ((o, k), s) in out.iter_mut().zip(client_key.expose()).zip(signature) {
+        *o = k ^ s;
+    }
+    Mac32(out)
+}
+
+/// The server's check of a proof (KW-CRYPTO-021), in constant time.
+pub fn check_proof(
+    verifier: &Verifier,
+    auth_message: &[u8],
+    proof: &Mac32,
+) -> Result<(), CryptoError> {
+    let signature = hmac_sha256(&verifier.stored_key, auth_message);
+    let mut client_key = [0u8; 32];
+    for ((c, p), s) in client_key.iter_mut().zip(proof.0).zip(signature) {
+        *c = p ^ s;
+    }
+    let ok = ct_eq(&sha256(&client_key), &verifier.stored_key);
+    client_key.zeroize();
+    if ok {
+        Ok(())
+    } else {
+        Err(CryptoError::AuthFailed)
+    }
+}
+
+/// The signed input of `csr.pop` (KW-CRYPTO-022).
+pub fn csr_signature_input(
+    account: &Principal,
+    sig_key: &PublicKey,
+    kx_key: &PublicKey,
+) -> Vec<u8> {
+    structure(
+        CSR,
+        &[
+            Part::Text(account.as_str()),
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&sig_key.0),
+            Part::Bytes(&kx_key.0),
+        ],
+    )
+}
+
+/// A certificate-issuance request for `identity`.
+pub fn make_csr(identity: &Identity) -> CertRequest {
+    let sig_key = identity.signing.public();
+    let kx_key = identity.kx.public();
+    CertRequest {
+        suite: Suite::KeywayV1,
+        sig_key,
+        kx_key,
+        pop: identity
+            .signing
+            .sign(&csr_signature_input(&identity.account, &sig_key, &kx_key)),
+        ext: Extensions::new(),
+    }
+}
+
+/// Checks `csr.pop` (KW-REG-007).
+pub fn check_csr(account: &Principal, csr: &CertRequest) -> Result<(), CryptoError> {
+    verify(
+        &csr.sig_key,
+        &csr_signature_input(account, &csr.sig_key, &csr.kx_key),
+        &csr.pop,
+    )
+    .map_err(|_| CryptoError::PopFailed)
+}
+
+fn kx_pop_key(
+    shared: &Secret32,
+    nonce: &Nonce,
+    account: &Principal,
+    kx_key: &PublicKey,
+    challenge: &PublicKey,
+) -> Secret32 {
+    let info = structure(
+        KX_POP,
+        &[
+            Part::Text(account.as_str()),
+            Part::Bytes(&kx_key.0),
+            Part::Bytes(&challenge.0),
+        ],
+    );
+    hkdf32(&nonce.0, shared.expose(), &info)
+}
+
+/// The device's `kx-proof` (KW-CRYPTO-023).
+pub fn kx_proof(
+    account: &Principal,
+    kx: &KxKeyPair,
+    challenge: &PublicKey,
+    nonce: &Nonce,
+    auth_message: &[u8],
+) -> Result<Mac32, CryptoError> {
+    let shared = kx.agree(challenge).map_err(|_| CryptoError::PopFailed)?;
+    let key = kx_pop_key(&shared, nonce, account, &kx.public(), challenge);
+    Ok(Mac32(hmac_sha256(key.expose(), auth_message)))
+}
+
+/// The server's check of `kx-proof` with its challenge key `ephemeral`.
+pub fn check_kx_proof(
+    account: &Principal,
+    kx_key: &PublicKey,
+    ephemeral: &KxKeyPair,
+    nonce: &Nonce,
+    auth_message: &[u8],
+    proof: &Mac32,
+) -> Result<(), CryptoError> {
+    let shared = ephemeral
+        .agree(kx_key)
+        .map_err(|_| CryptoError::PopFailed)?;
+    let key = kx_pop_key(&shared, nonce, account, kx_key, &ephemeral.public());
+    let expected = hmac_sha256(key.expose(), auth_message);
+    if ct_eq(&expected, &proof.0) {
+        Ok(())
+    } else {
+        Err(CryptoError::PopFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SeededEntropy;
+    use crate::wire::examples;
+
+    fn register() -> Register {
+        match examples::all().remove(0) {
+            Message::Register(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn kw_crypto_021_a_proof_verifies_once_bound_to_every_field() {
+        let mut rng = SeededEntropy::from_label("reg");
+        let verifier = Verifier::new(b"correct horse", 4096, &mut rng).unwrap();
+        let key = client_key(b"correct horse", &verifier.salt, 4096).unwrap();
+        let nonce = Nonce([3; 16]);
+        let r = register();
+        let msg = auth_message(&nonce, &r);
+        let p = proof(&key, &msg);
+        check_proof(&verifier, &msg, &p).unwrap();
+        // Another nonce, another field, another secret: all fail.
+        assert_eq!(
+            check_proof(&verifier, &auth_message(&Nonce([4; 16]), &r), &p),
+            Err(CryptoError::AuthFailed)
+        );
+        let moved = Register {
+            expires: 1,
+            ..r.clone()
+        };
+        assert_eq!(
+            check_proof(&verifier, &auth_message(&nonce, &moved), &p),
+            Err(CryptoError::AuthFailed)
+        );
+        let wrong = client_key(b"battery staple", &verifier.salt, 4096).unwrap();
+        assert_eq!(
+            check_proof(&verifier, &msg, &proof(&wrong, &msg)),
+            Err(CryptoError::AuthFailed)
+        );
+        // The auth field itself is not part of what is proven.
+        let with_auth = Register { auth: None, ..r };
+        assert_eq!(auth_message(&nonce, &with_auth), msg);
+    }
+
+    #[test]
+    fn iteration_counts_are_bounded() {
+        assert_eq!(
+            client_key(b"p", &Nonce([0; 16]), 4095),
+            Err(CryptoError::BadIterations(4095))
+        );
+        assert_eq!(
+            client_key(b"p", &Nonce([0; 16]), 1_000_001),
+            Err(CryptoError::BadIterations(1_000_001))
+        );
+    }
+
+    #[test]
+    fn kw_reg_007_both_keys_are_proven() {
+        let mut rng = SeededEntropy::from_label("pop");
+        let alice = Identity::generate(Principal::new("alice@a.example").unwrap(), &mut rng);
+        let csr = make_csr(&alice);
+        check_csr(&alice.account, &csr).unwrap();
+        let other = Principal::new("mallory@a.example").unwrap();
+        assert_eq!(check_csr(&other, &csr), Err(CryptoError::PopFailed));
+
+        let server_e = KxKeyPair::generate(&mut rng);
+        let nonce = Nonce([1; 16]);
+        let proof = kx_proof(&alice.account, &alice.kx, &server_e.public(), &nonce, b"m").unwrap();
+        check_kx_proof(
+            &alice.account,
+            &alice.kx.public(),
+            &server_e,
+            &nonce,
+            b"m",
+            &proof,
+        )
+        .unwrap();
+        // A key the device does not hold: it cannot make the proof.
+        let stranger = KxKeyPair::generate(&mut rng);
+        assert_eq!(
+            check_kx_proof(
+                &alice.account,
+                &stranger.public(),
+                &server_e,
+                &nonce,
+                b"m",
+                &proof
+            ),
+            Err(CryptoError::PopFailed)
+        );
+        // A small-order key yields no proof at all (KW-CRYPTO-005).
+        assert_eq!(
+            check_kx_proof(
+                &alice.account,
+                &PublicKey([0; 32]),
+                &server_e,
+                &nonce,
+                b"m",
+                &proof
+            ),
+            Err(CryptoError::PopFailed)
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! Sealed bodies (F4): content encryption, per-recipient key wrap, the
+//! sender's signed permission map, edits by permitted servers, and the
+//! destination's check of who wrote each version (KW-CRYPTO-030 to
+//! KW-CRYPTO-036).
+
+use super::cert::{Expect, TrustStore};
+use super::entropy::Entropy;
+use super::error::CryptoError;
+use super::kek::{KekBinding, KeyCache};
+use super::keys::{Identity, KeyUse, key_id, verify};
+use super::primitives::{sha256, siv_cipher, siv_open, siv_seal};
+use super::secret::Secret32;
+use super::structure::{BODY, CONTENT, EDIT, Part, SEAL, opt_bytes, structure};
+use crate::cbor;
+use crate::wire::{
+    Bytes, Certificate, Edit, Extensions, Hash32, List, Nonce, Permission, Principal, PublicKey,
+    Recipient, RecipientKind, Role, Sealed, SessionId, Suite,
+};
+
+/// Who a sealed body is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientSpec {
+    /// The recipient's account.
+    pub id: Principal,
+    /// Its X25519 public key.
+    pub kx_key: PublicKey,
+    /// Destination device, or a server asked to decrypt.
+    pub kind: RecipientKind,
+    /// Read, or read and modify.
+    pub perm: Permission,
+    /// Leave `id` and `kid` out of the entry; the recipient finds it by
+    /// trial (KW-SEAL-003).
+    pub anonymous: bool,
+}
+
+/// The context of a sealed body.
+#[derive(Debug, Clone, Copy)]
+pub struct SealContext<'a> {
+    /// The session.
+    pub session: &'a SessionId,
+    /// The content identifier.
+    pub cid: u64,
+}
+
+/// `cbor(["keyway-v1 body", suite, session, cid, sender])`.
+fn body_ad(ctx: SealContext<'_>, sender: &Principal) -> Vec<u8> {
+    structure(
+        BODY,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&ctx.session.0),
+            Part::Uint(ctx.cid),
+            Part::Text(sender.as_str()),
+        ],
+    )
+}
+
+/// `H(cbor(["keyway-v1 content", session, cid, plaintext]))` (KW-CRYPTO-031).
+pub fn content_digest(ctx: SealContext<'_>, plaintext: &[u8]) -> Hash32 {
+    Hash32(sha256(&structure(
+        CONTENT,
+        &[
+            Part::Bytes(&ctx.session.0),
+            Part::Uint(ctx.cid),
+            Part::Bytes(plaintext),
+        ],
+    )))
+}
+
+/// The permission map `[[id, kid, kind, perm], …]` (KW-CRYPTO-032).
+pub fn permission_map(recipients: &[Recipient]) -> Vec<u8> {
+    let mut out = Vec::new();
+    cbor::write_array_header(&mut out, recipients.len() as u64);
+    for r in recipients {
+        cbor::write_array_header(&mut out, 4);
+        match &r.id {
+            Some(id) => cbor::write_text_string(&mut out, id.as_str()),
+            None => out.push(0xf6),
+        }
+        match &r.kid {
+            Some(kid) => cbor::write_bytes(&mut out, &kid.0),
+            None => out.push(0xf6),
+        }
+        cbor::write_uint(&mut out, r.kind.code());
+        cbor::write_uint(&mut out, r.perm.code());
+    }
+    out
+}
+
+/// The sender's signed input (KW-CRYPTO-032).
+pub fn seal_signature_input(
+    ctx: SealContext<'_>,
+    sender: &Principal,
+    hash: &Hash32,
+    map: &[u8],
+) -> Vec<u8> {
+    structure(
+        SEAL,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&ctx.session.0),
+            Part::Uint(ctx.cid),
+            Part::Text(sender.as_str()),
+            Part::Bytes(&hash.0),
+            Part::Encoded(map),
+        ],
+    )
+}
+
+/// An editor's signed input (KW-CRYPTO-035).
+pub fn edit_signature_input(
+    ctx: SealContext<'_>,
+    editor: &Principal,
+    prev: &Hash32,
+    next: &Hash32,
+    epk: Option<&PublicKey>,
+    map: &[u8],
+) -> Vec<u8> {
+    structure(
+        EDIT,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&ctx.session.0),
+            Part::Uint(ctx.cid),
+            Part::Text(editor.as_str()),
+            Part::Bytes(&prev.0),
+            Part::Bytes(&next.0),
+            opt_bytes(epk.map(|k| k.0.as_slice())),
+            Part::Encoded(map),
+        ],
+    )
+}
+
+/// The wrapper of the current entries and its ephemeral key: the last
+/// edit that carries an `epk`, or the sender (KW-CRYPTO-033).
+pub fn current_wrapper(sealed: &Sealed) -> (&Principal, &PublicKey) {
+    sealed
+        .edits
+        .iter()
+        .flat_map(|edits| edits.iter())
+        .rev()
+        .find_map(|e| e.epk.as_ref().map(|epk| (&e.editor, epk)))
+        .unwrap_or((&sealed.sender, &sealed.epk))
+}
+
+fn encrypt_content(
+    ctx: SealContext<'_>,
+    sender: &Principal,
+    cek: &Secret32,
+    nonce: &Nonce,
+    plaintext: &[u8],
+) -> Result<Bytes<16, 8192>, CryptoError> {
+    let ct = siv_seal(
+        &mut siv_cipher(cek.expose()),
+        &[&body_ad(ctx, sender), &nonce.0],
+        plaintext,
+    );
+    let len = ct.len();
+    Bytes::new(ct).ok_or(CryptoError::Plaintext(crate::wire::WireError {
+        offset: 0,
+        kind: crate::wire::WireErrorKind::BadLength {
+            actual: len,
+            min: 16,
+            max: 8192,
+        },
+    }))
+}
+
+fn wrap_entry(
+    cache: &mut KeyCache,
+    binding: &KekBinding<'_>,
+    cid: u64,
+    nonce: &Nonce,
+    cek: &Secret32,
+) -> Result<Bytes<16, 64>, CryptoError> {
+    let wrapped = cache.wrap(binding, nonce, cid, cek)?;
+    Bytes::new(wrapped.to_vec()).ok_or(CryptoError::DecryptFailed)
+}
+
+/// Seals `plaintext` for `recipients` (KW-SEAL-001, KW-SEAL-002,
+/// KW-SEAL-005). A fresh content key is drawn unless `cek` is given (a
+/// rekey seals a chosen key). Returns the body and its content key.
+pub fn seal(
+    ctx: SealContext<'_>,
+    sender: &Identity,
+    recipients: &[RecipientSpec],
+    plaintext: &[u8],
+    cek: Option<&Secret32>,
+    cache: &mut KeyCache,
+    entropy: &mut impl Entropy,
+) -> Result<(Sealed, Secret32), CryptoError> {
+    let epk = cache.ephemeral(ctx.session, entropy).public();
+    let cek = match cek {
+        Some(k) => k.clone(),
+        None => Secret32::new(entropy.array()),
+    };
+    let nonce = Nonce(entropy.array());
+    let ct = encrypt_content(ctx, &sender.account, &cek, &nonce, plaintext)?;
+    let hash = content_digest(ctx, plaintext);
+    let mut entries = Vec::with_capacity(recipients.len());
+    for spec in recipients {
+        let binding = KekBinding {
+            session: ctx.session,
+            wrapper: &sender.account,
+            epk: &epk,
+            recipient: &spec.kx_key,
+            kind: spec.kind,
+            perm: spec.perm,
+        };
+        let wrapped = wrap_entry(cache, &binding, ctx.cid, &nonce, &cek)?;
+        entries.push(Recipient {
+            id: (!spec.anonymous).then(|| spec.id.clone()),
+            kid: (!spec.anonymous).then(|| key_id(&spec.kx_key, KeyUse::KeyAgreement)),
+            kind: spec.kind,
+            perm: spec.perm,
+            wrapped,
+            ext: Extensions::new(),
+        });
+    }
+    let map = permission_map(&entries);
+    let sig = sender
+        .signing
+        .sign(&seal_signature_input(ctx, &sender.account, &hash, &map));
+    let recipients = List::new(entries).ok_or(CryptoError::NoEntry)?;
+    let sealed = Sealed {
+        suite: Suite::KeywayV1,
+        cid: ctx.cid,
+        sender: sender.account.clone(),
+        sender_kid: sender.signing.kid(),
+        epk,
+        recipients,
+        nonce,
+        ct,
+        hash,
+        sig,
+        edits: None,
+        ext: Extensions::new(),
+    };
+    Ok((sealed, cek))
+}
+
+/// What a recipient gets from a sealed body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The content key.
+    pub cek: Secret32,
+    /// The control information (current version).
+    pub plaintext: Vec<u8>,
+    /// Which entry was ours.
+    pub entry: usize,
+}
+
+/// Finds this party's entry, explicitly or by trial (KW-SEAL-003,
+/// KW-CRYPTO-034), unwraps the content key and decrypts. Does not check
+/// signatures: see [`verify_sealed`].
+pub fn open(
+    sealed: &Sealed,
+    session: &SessionId,
+    me: &Identity,
+    cache: &mut KeyCache,
+) -> Result<Opened, CryptoError> {
+    let (wrapper, epk) = current_wrapper(sealed);
+    let my_kid = me.kx.kid();
+    let my_key = me.kx.public();
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
+    };
+    let unwrap = |cache: &mut KeyCache, r: &Recipient| {
+        let binding = KekBinding {
+            session,
+            wrapper,
+            epk,
+            recipient: &my_key,
+            kind: r.kind,
+            perm: r.perm,
+        };
+        cache.unwrap(&binding, &me.kx, &sealed.nonce, sealed.cid, &r.wrapped)
+    };
+    let explicit = sealed
+        .recipients
+        .iter()
+        .position(|r| r.id.as_ref() == Some(&me.account) && r.kid == Some(my_kid));
+    let (entry, cek) = match explicit {
+        Some(i) => {
+            let r = sealed.recipients.get(i).ok_or(CryptoError::NoEntry)?;
+            (i, unwrap(cache, r)?)
+        }
+        None => sealed
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id.is_none() && r.kid.is_none())
+            .find_map(|(i, r)| unwrap(cache, r).ok().map(|k| (i, k)))
+            .ok_or(CryptoError::NoEntry)?,
+    };
+    let ad = body_ad(ctx, &sealed.sender);
+    let plaintext = siv_open(
+        &mut siv_cipher(cek.expose()),
+        &[&ad, &sealed.nonce.0],
+        &sealed.ct,
+    )?;
+    Ok(Opened {
+        cek,
+        plaintext,
+        entry,
+    })
+}
+
+fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a Recipient> {
+    sealed.recipients.iter().find(|r| {
+        r.id.as_ref() == Some(editor)
+            && r.kind == RecipientKind::Server
+            && r.perm == Permission::ReadModify
+    })
+}
+
+/// The destination's check (KW-SEAL-009, KW-CRYPTO-036): sender
+/// certificate and signature over the current permission map; each edit's
+/// permission, certificate, signature and link; and the plaintext's digest
+/// against the last signed version.
+pub fn verify_sealed(
+    sealed: &Sealed,
+    session: &SessionId,
+    plaintext: &[u8],
+    sender_cert: &Certificate,
+    trust: &TrustStore,
+    now: u64,
+) -> Result<(), CryptoError> {
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
+    };
+    trust.check(
+        sender_cert,
+        Expect {
+            subject: &sealed.sender,
+            role: None,
+            now,
+        },
+    )?;
+    if key_id(&sender_cert.tbs.sig_key, KeyUse::Signing) != sealed.sender_kid {
+        return Err(CryptoError::KeyIdMismatch);
+    }
+    let map = permission_map(&sealed.recipients);
+    verify(
+        &sender_cert.tbs.sig_key,
+        &seal_signature_input(ctx, &sealed.sender, &sealed.hash, &map),
+        &sealed.sig,
+    )?;
+    let mut current = sealed.hash;
+    for edit in sealed.edits.iter().flat_map(|e| e.iter()) {
+        if find_editor_entry(sealed, &edit.editor).is_none() {
+            return Err(CryptoError::EditorNotPermitted(edit.editor.clone()));
+        }
+        trust.check(
+            &edit.cert,
+            Expect {
+                subject: &edit.editor,
+                role: Some(Role::Server),
+                now,
+            },
+        )?;
+        if key_id(&edit.cert.tbs.sig_key, KeyUse::Signing) != edit.kid {
+            return Err(CryptoError::KeyIdMismatch);
+        }
+        let input = edit_signature_input(
+            ctx,
+            &edit.editor,
+            &edit.prev,
+            &edit.next,
+            edit.epk.as_ref(),
+            &map,
+        );
+        verify(&edit.cert.tbs.sig_key, &input, &edit.sig)?;
+        if edit.prev != current {
+            return Err(CryptoError::BrokenChain);
+        }
+        current = edit.next;
+    }
+    if content_digest(ctx, plaintext) != current {
+        return Err(CryptoError::PermissionDenied(
+            "content matches no signed version",
+        ));
+    }
+    Ok(())
+}
+
+/// How an editor re-encrypts (KW-CRYPTO-035).
+pub enum Rekeying<'a> {
+    /// Keep the content key and nonce.
+    KeepKey,
+    /// Draw a new content key, nonce and ephemeral key, and re-wrap every
+    /// entry but the editor's own and those of `via`, looking up each
+    /// recipient's X25519 key with `key_of(index, entry)`.
+    NewKey {
+        /// The servers the message has passed.
+        via: &'a [Principal],
+        /// The X25519 key of an entry's recipient.
+        key_of: &'a dyn Fn(usize, &Recipient) -> Option<PublicKey>,
+    },
+}
+
+/// An editor's change of the control information (KW-SEAL-007): the new
+/// body, and the content key it is under.
+#[allow(clippy::too_many_arguments)]
+pub fn edit(
+    sealed: &Sealed,
+    session: &SessionId,
+    editor: &Identity,
+    editor_cert: &Certificate,
+    cek: &Secret32,
+    new_plaintext: &[u8],
+    rekeying: Rekeying<'_>,
+    cache: &mut KeyCache,
+    entropy: &mut impl Entropy,
+) -> Result<(Sealed, Secret32), CryptoError> {
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
+    };
+    if find_editor_entry(sealed, &editor.account).is_none() {
+        return Err(CryptoError::EditorNotPermitted(editor.account.clone()));
+    }
+    let prev = sealed
+        .edits
+        .iter()
+        .flat_map(|e| e.iter())
+        .last()
+        .map_or(sealed.hash, |e| e.next);
+    let next = content_digest(ctx, new_plaintext);
+    let mut out = sealed.clone();
+    let (cek, epk) = match rekeying {
+        Rekeying::KeepKey => (cek.clone(), None),
+        Rekeying::NewKey { via, key_of } => {
+            let epk = cache.ephemeral(session, entropy).public();
+            let cek = Secret32::new(entropy.array());
+            out.nonce = Nonce(entropy.array());
+            let mut entries = out.recipients.clone().into_vec();
+            for (i, entry) in entries.iter_mut().enumerate() {
+                let upstream = entry
+                    .id
+                    .as_ref()
+                    .is_some_and(|id| id == &editor.account || via.contains(id));
+                if upstream {
+                    continue;
+                }
+                let key = key_of(i, entry).ok_or(CryptoError::UnknownRecipientKey(i))?;
+                let binding = KekBinding {
+                    session,
+                    wrapper: &editor.account,
+                    epk: &epk,
+                    recipient: &key,
+                    kind: entry.kind,
+                    perm: entry.perm,
+                };
+                entry.wrapped = wrap_entry(cache, &binding, ctx.cid, &out.nonce, &cek)?;
+            }
+            out.recipients = List::new(entries).ok_or(CryptoError::NoEntry)?;
+            (cek, Some(epk))
+        }
+    };
+    out.ct = encrypt_content(ctx, &sealed.sender, &cek, &out.nonce, new_plaintext)?;
+    let map = permission_map(&out.recipients);
+    let sig = editor.signing.sign(&edit_signature_input(
+        ctx,
+        &editor.account,
+        &prev,
+        &next,
+        epk.as_ref(),
+        &map,
+    ));
+    let mut edits = out.edits.take().map(List::into_vec).unwrap_or_default();
+    edits.push(Edit {
+        editor: editor.account.clone(),
+        kid: editor.signing.kid(),
+        prev,
+        next,
+        sig,
+        epk,
+        cert: editor_cert.clone(),
+        ext: Extensions::new(),
+    });
+    out.edits = Some(List::new(edits).ok_or(CryptoError::PermissionDenied("edit chain full"))?);
+    Ok((out, cek))
+}

@@ -1,0 +1,525 @@
+//! Session keys (F5): one chain of epochs per direction, in-session
+//! payloads, rekey under the current key, replay windows and retirement of
+//! old epochs (KW-KEY-001 to KW-KEY-006, KW-CRYPTO-040 to KW-CRYPTO-043).
+
+use aes_siv::siv::Aes128Siv;
+
+use super::entropy::Entropy;
+use super::error::CryptoError;
+use super::primitives::{siv_cipher, siv_open, siv_seal, siv_unwrap32, siv_wrap32};
+use super::secret::Secret32;
+use super::structure::{MEDIA, MSG, Part, REKEY, structure};
+use crate::wire::{MsgType, Principal, SessionId, Suite};
+
+/// How long a replaced receive epoch stays usable, and when to rekey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Seconds after which a sender rekeys (KW-KEY-003).
+    pub rekey_after_secs: u64,
+    /// Messages after which a sender rekeys (KW-KEY-003).
+    pub rekey_after_messages: u64,
+    /// Seconds a replaced receive epoch is kept (KW-KEY-004).
+    pub grace_secs: u64,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            rekey_after_secs: 600,
+            rekey_after_messages: 1000,
+            grace_secs: 30,
+        }
+    }
+}
+
+/// Sequence numbers accepted behind the highest seen (KW-KEY-005).
+pub const REPLAY_WINDOW: u64 = 64;
+
+/// A sliding window of seen sequence numbers (RFC 4303 §3.4.3 style).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: Option<u64>,
+    /// Bit `i` set: `highest - i` was seen.
+    seen: u64,
+}
+
+impl ReplayWindow {
+    /// Whether `seq` would be accepted. Does not record it.
+    pub fn check(&self, seq: u64) -> Result<(), CryptoError> {
+        match self.highest {
+            None => Ok(()),
+            Some(h) if seq > h => Ok(()),
+            Some(h) => {
+                let back = h - seq;
+                if back >= REPLAY_WINDOW || self.seen & (1 << back) != 0 {
+                    Err(CryptoError::Replay(seq))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Records `seq`, which [`ReplayWindow::check`] accepted.
+    pub fn record(&mut self, seq: u64) {
+        match self.highest {
+            None => {
+                self.highest = Some(seq);
+                self.seen = 1;
+            }
+            Some(h) if seq > h => {
+                let shift = seq - h;
+                self.seen = if shift >= REPLAY_WINDOW {
+                    0
+                } else {
+                    self.seen << shift
+                };
+                self.seen |= 1;
+                self.highest = Some(seq);
+            }
+            Some(h) => {
+                let back = h - seq;
+                if back < REPLAY_WINDOW {
+                    self.seen |= 1 << back;
+                }
+            }
+        }
+    }
+}
+
+/// The associated data of an in-session payload (KW-CRYPTO-041).
+pub fn message_ad(
+    session: &SessionId,
+    from: &Principal,
+    to: &Principal,
+    msg_type: MsgType,
+    epoch: u64,
+    seq: u64,
+) -> Vec<u8> {
+    structure(
+        MSG,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&session.0),
+            Part::Text(from.as_str()),
+            Part::Text(to.as_str()),
+            Part::Uint(msg_type.code()),
+            Part::Uint(epoch),
+            Part::Uint(seq),
+        ],
+    )
+}
+
+/// The associated data of a rekey under the current key (KW-CRYPTO-042).
+pub fn rekey_ad(
+    session: &SessionId,
+    from: &Principal,
+    to: &Principal,
+    epoch: u64,
+    seq: u64,
+) -> Vec<u8> {
+    structure(
+        REKEY,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&session.0),
+            Part::Text(from.as_str()),
+            Part::Text(to.as_str()),
+            Part::Uint(epoch),
+            Part::Uint(seq),
+        ],
+    )
+}
+
+/// The associated data of a media payload (KW-CRYPTO-043).
+pub fn media_ad(
+    session: &SessionId,
+    from: &Principal,
+    stream: u64,
+    epoch: u64,
+    seq: u64,
+) -> Vec<u8> {
+    structure(
+        MEDIA,
+        &[
+            Part::Uint(Suite::KeywayV1.code()),
+            Part::Bytes(&session.0),
+            Part::Text(from.as_str()),
+            Part::Uint(stream),
+            Part::Uint(epoch),
+            Part::Uint(seq),
+        ],
+    )
+}
+
+/// Encrypts one media frame (KW-CRYPTO-043).
+pub fn seal_media(key: &Secret32, ad: &[u8], frame: &[u8]) -> Vec<u8> {
+    siv_seal(&mut siv_cipher(key.expose()), &[ad], frame)
+}
+
+/// Decrypts one media frame.
+pub fn open_media(key: &Secret32, ad: &[u8], payload: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    siv_open(&mut siv_cipher(key.expose()), &[ad], payload)
+}
+
+struct Epoch {
+    number: u64,
+    key: Secret32,
+    cipher: Aes128Siv,
+    /// When this epoch stops being accepted (receive side, once replaced).
+    retire_at: Option<u64>,
+    window: ReplayWindow,
+}
+
+impl Epoch {
+    fn new(number: u64, key: Secret32) -> Self {
+        let cipher = siv_cipher(key.expose());
+        Self {
+            number,
+            key,
+            cipher,
+            retire_at: None,
+            window: ReplayWindow::default(),
+        }
+    }
+}
+
+/// The keys of one direction (`from` → `to`) of a session.
+pub struct DirectionKeys {
+    session: SessionId,
+    from: Principal,
+    to: Principal,
+    /// Current epoch last; at most one older epoch in its grace window.
+    epochs: Vec<Epoch>,
+    /// Next sequence number to send in the current epoch.
+    next_seq: u64,
+    /// When the current epoch began.
+    epoch_started: u64,
+}
+
+impl core::fmt::Debug for DirectionKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "DirectionKeys({} -> {}, epoch {})",
+            self.from,
+            self.to,
+            self.current_epoch()
+        )
+    }
+}
+
+/// A payload and its place in the direction's sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedPayload {
+    /// The epoch.
+    pub epoch: u64,
+    /// The sequence number.
+    pub seq: u64,
+    /// The ciphertext.
+    pub payload: Vec<u8>,
+}
+
+/// A rekey under the current key, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyWrapped {
+    /// The new epoch.
+    pub epoch: u64,
+    /// Sequence number in the old epoch.
+    pub seq: u64,
+    /// The new key wrapped under the current one.
+    pub wrapped: [u8; 48],
+}
+
+impl DirectionKeys {
+    /// Epoch 0 of a direction, keyed with the session key (KW-CRYPTO-040).
+    pub fn new(
+        session: SessionId,
+        from: Principal,
+        to: Principal,
+        key: Secret32,
+        now: u64,
+    ) -> Self {
+        Self {
+            session,
+            from,
+            to,
+            epochs: vec![Epoch::new(0, key)],
+            next_seq: 0,
+            epoch_started: now,
+        }
+    }
+
+    /// The current epoch.
+    pub fn current_epoch(&self) -> u64 {
+        self.epochs.last().map_or(0, |e| e.number)
+    }
+
+    /// The key of the current epoch (e.g. to seal a rekey body for
+    /// recipients, or for a recorder).
+    pub fn current_key(&self) -> Option<&Secret32> {
+        self.epochs.last().map(|e| &e.key)
+    }
+
+    /// Whether the sender should rekey now (KW-KEY-003).
+    pub fn needs_rekey(&self, now: u64, policy: &KeyPolicy) -> bool {
+        now.saturating_sub(self.epoch_started) >= policy.rekey_after_secs
+            || self.next_seq >= policy.rekey_after_messages
+    }
+
+    fn take_seq(&mut self) -> Result<u64, CryptoError> {
+        let seq = self.next_seq;
+        self.next_seq = seq.checked_add(1).ok_or(CryptoError::SequenceExhausted)?;
+        Ok(seq)
+    }
+
+    /// Sender: encrypts an in-session payload (KW-KEY-002, KW-CRYPTO-041).
+    pub fn seal(
+        &mut self,
+        msg_type: MsgType,
+        plaintext: &[u8],
+    ) -> Result<SealedPayload, CryptoError> {
+        let seq = self.take_seq()?;
+        let epoch = self.current_epoch();
+        let ad = message_ad(&self.session, &self.from, &self.to, msg_type, epoch, seq);
+        let current = self
+            .epochs
+            .last_mut()
+            .ok_or(CryptoError::StaleEpoch(epoch))?;
+        let payload = siv_seal(&mut current.cipher, &[&ad], plaintext);
+        Ok(SealedPayload {
+            epoch,
+            seq,
+            payload,
+        })
+    }
+
+    /// Receiver: retires epochs whose grace window has passed.
+    pub fn expire(&mut self, now: u64) {
+        self.epochs
+            .retain(|e| e.retire_at.is_none_or(|retire| now < retire));
+    }
+
+    fn epoch_mut(&mut self, epoch: u64, now: u64) -> Result<&mut Epoch, CryptoError> {
+        self.epochs
+            .iter_mut()
+            .find(|e| e.number == epoch && e.retire_at.is_none_or(|r| now < r))
+            .ok_or(CryptoError::StaleEpoch(epoch))
+    }
+
+    /// Receiver: checks and decrypts an in-session payload. A rejected
+    /// payload changes nothing (KW-ERR-004); an accepted one is recorded
+    /// in the replay window (KW-KEY-005).
+    pub fn open(
+        &mut self,
+        msg_type: MsgType,
+        epoch: u64,
+        seq: u64,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let ad = message_ad(&self.session, &self.from, &self.to, msg_type, epoch, seq);
+        let state = self.epoch_mut(epoch, now)?;
+        state.window.check(seq)?;
+        let plaintext = siv_open(&mut state.cipher, &[&ad], payload)?;
+        state.window.record(seq);
+        Ok(plaintext)
+    }
+
+    /// Sender: draws the next epoch's key, wraps it under the current one
+    /// (KW-CRYPTO-042) and switches to it.
+    pub fn rekey_wrapped(
+        &mut self,
+        now: u64,
+        entropy: &mut impl Entropy,
+    ) -> Result<RekeyWrapped, CryptoError> {
+        let key = Secret32::new(entropy.array());
+        self.rekey_wrapped_with(key, now)
+    }
+
+    /// [`DirectionKeys::rekey_wrapped`] with a chosen key (for vectors).
+    pub fn rekey_wrapped_with(
+        &mut self,
+        key: Secret32,
+        now: u64,
+    ) -> Result<RekeyWrapped, CryptoError> {
+        let seq = self.take_seq()?;
+        let old = self.current_epoch();
+        let epoch = old.checked_add(1).ok_or(CryptoError::StaleEpoch(old))?;
+        let ad = rekey_ad(&self.session, &self.from, &self.to, epoch, seq);
+        let current = self.epochs.last_mut().ok_or(CryptoError::StaleEpoch(old))?;
+        let wrapped = siv_wrap32(&mut current.cipher, &[&ad], key.expose());
+        self.switch_sending(epoch, key, now);
+        Ok(RekeyWrapped {
+            epoch,
+            seq,
+            wrapped,
+        })
+    }
+
+    /// Sender: switches to a new epoch whose key it sealed for the
+    /// recipients itself (KW-CRYPTO-042, body form).
+    pub fn switch_sending(&mut self, epoch: u64, key: Secret32, now: u64) {
+        // A sender never needs an old key again.
+        self.epochs.clear();
+        self.epochs.push(Epoch::new(epoch, key));
+        self.next_seq = 0;
+        self.epoch_started = now;
+    }
+
+    /// Receiver: accepts a rekey under the current key. Rejected input
+    /// changes nothing.
+    pub fn accept_rekey_wrapped(
+        &mut self,
+        epoch: u64,
+        seq: u64,
+        wrapped: &[u8],
+        now: u64,
+        policy: &KeyPolicy,
+    ) -> Result<(), CryptoError> {
+        let current = self.current_epoch();
+        if Some(epoch) != current.checked_add(1) {
+            return Err(CryptoError::StaleEpoch(epoch));
+        }
+        let ad = rekey_ad(&self.session, &self.from, &self.to, epoch, seq);
+        let state = self.epoch_mut(current, now)?;
+        state.window.check(seq)?;
+        let key = siv_unwrap32(&mut state.cipher, &[&ad], wrapped)?;
+        state.window.record(seq);
+        self.install(epoch, key, now, policy);
+        Ok(())
+    }
+
+    /// Receiver: installs epoch `epoch` with a key obtained from a rekey
+    /// body; the current epoch enters its grace window (KW-KEY-004).
+    pub fn accept_rekey_key(
+        &mut self,
+        epoch: u64,
+        key: Secret32,
+        now: u64,
+        policy: &KeyPolicy,
+    ) -> Result<(), CryptoError> {
+        if Some(epoch) != self.current_epoch().checked_add(1) {
+            return Err(CryptoError::StaleEpoch(epoch));
+        }
+        self.install(epoch, key, now, policy);
+        Ok(())
+    }
+
+    fn install(&mut self, epoch: u64, key: Secret32, now: u64, policy: &KeyPolicy) {
+        // Only the epoch just replaced keeps a grace window.
+        self.epochs.retain(|e| e.retire_at.is_none());
+        if let Some(previous) = self.epochs.last_mut() {
+            previous.retire_at = Some(now.saturating_add(policy.grace_secs));
+        }
+        self.epochs.push(Epoch::new(epoch, key));
+        self.epoch_started = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SeededEntropy;
+
+    fn pair() -> (DirectionKeys, DirectionKeys) {
+        let session = SessionId([5; 16]);
+        let a = Principal::new("alice@a.example").unwrap();
+        let b = Principal::new("bob@b.example").unwrap();
+        let k = Secret32::new([8; 32]);
+        (
+            DirectionKeys::new(session, a.clone(), b.clone(), k.clone(), 0),
+            DirectionKeys::new(session, a, b, k, 0),
+        )
+    }
+
+    #[test]
+    fn kw_key_005_replays_and_old_sequence_numbers_are_rejected() {
+        let mut w = ReplayWindow::default();
+        for seq in [5, 3, 70, 69] {
+            w.check(seq).unwrap();
+            w.record(seq);
+        }
+        assert_eq!(w.check(5), Err(CryptoError::Replay(5)), "behind the window");
+        assert_eq!(w.check(70), Err(CryptoError::Replay(70)));
+        assert_eq!(w.check(69), Err(CryptoError::Replay(69)));
+        w.check(68).unwrap();
+        w.check(7).unwrap();
+        w.check(71).unwrap();
+        assert_eq!(w.check(6), Err(CryptoError::Replay(6)), "exactly 64 behind");
+    }
+
+    #[test]
+    fn kw_key_002_payloads_flow_and_replays_fail_without_state_change() {
+        let (mut send, mut recv) = pair();
+        let p = send.seal(MsgType::Info, b"hello").unwrap();
+        assert_eq!(
+            recv.open(MsgType::Info, p.epoch, p.seq, &p.payload, 1)
+                .unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            recv.open(MsgType::Info, p.epoch, p.seq, &p.payload, 1),
+            Err(CryptoError::Replay(0))
+        );
+        // Moved to another message type: fails, and seq 1 stays unused.
+        let q = send.seal(MsgType::Info, b"x").unwrap();
+        assert_eq!(
+            recv.open(MsgType::Bye, q.epoch, q.seq, &q.payload, 1),
+            Err(CryptoError::DecryptFailed)
+        );
+        assert_eq!(
+            recv.open(MsgType::Info, q.epoch, q.seq, &q.payload, 1)
+                .unwrap(),
+            b"x"
+        );
+    }
+
+    #[test]
+    fn kw_key_004_rekey_switches_and_the_old_epoch_retires_after_grace() {
+        let policy = KeyPolicy::default();
+        let (mut send, mut recv) = pair();
+        let late = send.seal(MsgType::Info, b"late").unwrap();
+        let r = send
+            .rekey_wrapped(100, &mut SeededEntropy::from_label("rk"))
+            .unwrap();
+        assert_eq!(r.epoch, 1);
+        recv.accept_rekey_wrapped(r.epoch, r.seq, &r.wrapped, 100, &policy)
+            .unwrap();
+        assert_eq!(
+            recv.accept_rekey_wrapped(r.epoch, r.seq, &r.wrapped, 100, &policy),
+            Err(CryptoError::StaleEpoch(1)),
+            "a replayed rekey"
+        );
+        let fresh = send.seal(MsgType::Info, b"new").unwrap();
+        assert_eq!(fresh.epoch, 1);
+        assert_eq!(
+            recv.open(MsgType::Info, 1, fresh.seq, &fresh.payload, 101)
+                .unwrap(),
+            b"new"
+        );
+        // A message of the old epoch in flight: accepted within the grace window.
+        assert_eq!(
+            recv.open(MsgType::Info, 0, late.seq, &late.payload, 129)
+                .unwrap(),
+            b"late"
+        );
+        recv.expire(130);
+        let stale = DirectionKeys::new(
+            SessionId([5; 16]),
+            Principal::new("alice@a.example").unwrap(),
+            Principal::new("bob@b.example").unwrap(),
+            Secret32::new([8; 32]),
+            0,
+        )
+        .seal(MsgType::Info, b"old")
+        .map(|p| (p.seq, p.payload))
+        .unwrap();
+        assert_eq!(
+            recv.open(MsgType::Info, 0, stale.0 + 5, &stale.1, 130),
+            Err(CryptoError::StaleEpoch(0))
+        );
+        assert!(send.needs_rekey(100 + policy.rekey_after_secs, &policy));
+        assert!(!send.needs_rekey(101, &policy));
+    }
+}

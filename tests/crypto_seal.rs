@@ -1,0 +1,472 @@
+//! Sealed bodies through trusted and untrusted servers (F4): who can read,
+//! who can change, and how the destination tells (KW-SEAL-*,
+//! KW-CRYPTO-030 to KW-CRYPTO-036).
+
+// Tests may panic on unexpected input: that is how they fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use keyway::crypto::{
+    CryptoError, KeyCache, RecipientSpec, Rekeying, SealContext, SeededEntropy, edit, open, seal,
+    verify_sealed,
+};
+use keyway::wire::{
+    Bytes, ErrorCode, List, Permission, PublicKey, RecipientKind, Sealed, SessionDesc, SessionId,
+    decode_plaintext, encode_plaintext, examples,
+};
+use support::pki::{NOW, Party, Pki, pki};
+
+const SESSION: SessionId = SessionId([0x5e; 16]);
+
+fn spec(p: &Party, kind: RecipientKind, perm: Permission) -> RecipientSpec {
+    RecipientSpec {
+        id: p.id.account.clone(),
+        kx_key: p.id.kx.public(),
+        kind,
+        perm,
+        anonymous: false,
+    }
+}
+
+fn recipients(pki: &Pki) -> Vec<RecipientSpec> {
+    vec![
+        spec(&pki.sc_a, RecipientKind::Server, Permission::ReadModify),
+        spec(&pki.sc_b, RecipientKind::Server, Permission::Read),
+        spec(&pki.bob, RecipientKind::Destination, Permission::Read),
+    ]
+}
+
+fn plaintext() -> Vec<u8> {
+    encode_plaintext(&examples::session_desc())
+}
+
+fn sealed_offer(pki: &Pki) -> Sealed {
+    let ctx = SealContext {
+        session: &SESSION,
+        cid: 0,
+    };
+    let mut rng = SeededEntropy::from_label("seal");
+    let (sealed, _) = seal(
+        ctx,
+        &pki.alice.id,
+        &recipients(pki),
+        &plaintext(),
+        None,
+        &mut KeyCache::new(64),
+        &mut rng,
+    )
+    .unwrap();
+    sealed
+}
+
+fn destination_check(pki: &Pki, sealed: &Sealed) -> Result<Vec<u8>, CryptoError> {
+    let opened = open(sealed, &SESSION, &pki.bob.id, &mut KeyCache::new(8))?;
+    verify_sealed(
+        sealed,
+        &SESSION,
+        &opened.plaintext,
+        &pki.alice.cert,
+        &pki.trust,
+        NOW,
+    )?;
+    Ok(opened.plaintext)
+}
+
+/// KW-SEAL-001, KW-SEAL-002, KW-SEAL-003, KW-SEAL-009: each recipient reads;
+/// the destination verifies the sender.
+#[test]
+fn recipients_open_and_the_destination_verifies() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    assert_eq!(destination_check(&pki, &sealed).unwrap(), plaintext());
+    for server in [&pki.sc_a, &pki.sc_b] {
+        let opened = open(&sealed, &SESSION, &server.id, &mut KeyCache::new(8)).unwrap();
+        assert_eq!(opened.plaintext, plaintext());
+    }
+    let desc: SessionDesc = decode_plaintext(&destination_check(&pki, &sealed).unwrap()).unwrap();
+    assert_eq!(desc, examples::session_desc());
+}
+
+/// KW-SEAL-008: a server without an entry learns nothing; no entry unwraps
+/// with its key.
+#[test]
+fn an_untrusted_server_cannot_open() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut cache = KeyCache::new(8);
+    assert_eq!(
+        open(&sealed, &SESSION, &pki.sc_c.id, &mut cache),
+        Err(CryptoError::NoEntry)
+    );
+    assert!(cache.is_empty(), "failed trials leave nothing behind");
+    // Nor can it with the entries made anonymous (trial unwrap tries them all).
+    let mut anon = sealed.clone();
+    let mut entries = anon.recipients.clone().into_vec();
+    for r in &mut entries {
+        r.id = None;
+        r.kid = None;
+    }
+    anon.recipients = List::new(entries).unwrap();
+    assert_eq!(
+        open(&anon, &SESSION, &pki.sc_c.id, &mut cache),
+        Err(CryptoError::NoEntry)
+    );
+}
+
+/// KW-SEAL-003: anonymous entries are found by trial unwrap.
+#[test]
+fn trial_unwrap_finds_anonymous_entries() {
+    let pki = pki();
+    let mut specs = recipients(&pki);
+    for s in &mut specs {
+        s.anonymous = true;
+    }
+    let ctx = SealContext {
+        session: &SESSION,
+        cid: 0,
+    };
+    let (sealed, cek) = seal(
+        ctx,
+        &pki.alice.id,
+        &specs,
+        &plaintext(),
+        None,
+        &mut KeyCache::new(8),
+        &mut SeededEntropy::from_label("anon"),
+    )
+    .unwrap();
+    assert!(
+        sealed
+            .recipients
+            .iter()
+            .all(|r| r.id.is_none() && r.kid.is_none())
+    );
+    let opened = open(&sealed, &SESSION, &pki.sc_b.id, &mut KeyCache::new(8)).unwrap();
+    assert_eq!((opened.entry, opened.cek), (1, cek));
+    assert_eq!(destination_check(&pki, &sealed).unwrap(), plaintext());
+}
+
+/// KW-SEAL-005: the signed permission map: entries cannot be dropped,
+/// added, swapped or altered.
+#[test]
+fn the_permission_map_is_signed() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mutate = |f: &dyn Fn(&mut Vec<keyway::wire::Recipient>)| {
+        let mut s = sealed.clone();
+        let mut entries = s.recipients.clone().into_vec();
+        f(&mut entries);
+        s.recipients = List::new(entries).unwrap();
+        s
+    };
+    // Dropped: sc@b's entry.
+    let dropped = mutate(&|e| {
+        e.remove(1);
+    });
+    assert_eq!(
+        destination_check(&pki, &dropped),
+        Err(CryptoError::BadSignature)
+    );
+    // Added: a copy of bob's entry for the transit server.
+    let added = mutate(&|e| {
+        let mut extra = e[2].clone();
+        extra.id = Some(pki.sc_c.id.account.clone());
+        e.push(extra);
+    });
+    assert_eq!(
+        destination_check(&pki, &added),
+        Err(CryptoError::BadSignature)
+    );
+    // Swapped order.
+    let swapped = mutate(&|e| e.swap(0, 1));
+    assert_eq!(
+        destination_check(&pki, &swapped),
+        Err(CryptoError::BadSignature)
+    );
+    // Upgraded permission: sc@b's read becomes read-modify. Its own unwrap
+    // fails (the permission is bound in the key), and the destination sees it.
+    let upgraded = mutate(&|e| e[1].perm = Permission::ReadModify);
+    assert_eq!(
+        open(&upgraded, &SESSION, &pki.sc_b.id, &mut KeyCache::new(8)),
+        Err(CryptoError::DecryptFailed)
+    );
+    assert_eq!(
+        destination_check(&pki, &upgraded),
+        Err(CryptoError::BadSignature)
+    );
+    // Swapped wrapped keys between two recipients (KW-SEAL-004).
+    let crossed = mutate(&|e| {
+        let w = e[0].wrapped.clone();
+        e[0].wrapped = e[2].wrapped.clone();
+        e[2].wrapped = w;
+    });
+    assert_eq!(
+        destination_check(&pki, &crossed),
+        Err(CryptoError::DecryptFailed)
+    );
+}
+
+/// KW-SEAL-004, KW-CRYPTO-030: a body moved to another session, or with a
+/// flipped bit, does not open.
+#[test]
+fn bodies_are_bound_to_their_session_and_authenticated() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let other = SessionId([0x11; 16]);
+    assert_eq!(
+        open(&sealed, &other, &pki.bob.id, &mut KeyCache::new(8)),
+        Err(CryptoError::DecryptFailed)
+    );
+    let mut flipped = sealed.clone();
+    let mut ct = flipped.ct.to_vec();
+    ct[20] ^= 1;
+    flipped.ct = Bytes::new(ct).unwrap();
+    assert_eq!(
+        open(&flipped, &SESSION, &pki.bob.id, &mut KeyCache::new(8)),
+        Err(CryptoError::DecryptFailed)
+    );
+    assert_eq!(
+        ErrorCode::from(&CryptoError::DecryptFailed),
+        ErrorCode::DECRYPT_FAILED
+    );
+}
+
+fn modified_desc() -> Vec<u8> {
+    let mut desc = examples::session_desc();
+    let mut streams = desc.streams.clone().into_vec();
+    streams[0].addr = "203.0.113.1:30000".parse().unwrap();
+    desc.streams = List::new(streams).unwrap();
+    encode_plaintext(&desc)
+}
+
+/// KW-SEAL-007, KW-SEAL-009: a read-modify server rewrites the media
+/// address keeping the key; the destination sees who wrote the version.
+#[test]
+fn a_permitted_server_edits_keeping_the_key() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut cache = KeyCache::new(8);
+    let mut rng = SeededEntropy::from_label("edit");
+    let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
+    let (edited, cek) = edit(
+        &sealed,
+        &SESSION,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &modified_desc(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(cek, opened.cek);
+    assert_eq!(edited.edits.as_ref().unwrap().len(), 1);
+    assert_eq!(destination_check(&pki, &edited).unwrap(), modified_desc());
+    // The read-only server downstream still opens it.
+    let seen = open(&edited, &SESSION, &pki.sc_b.id, &mut KeyCache::new(8)).unwrap();
+    assert_eq!(seen.plaintext, modified_desc());
+}
+
+/// KW-SEAL-007: with a new content key, downstream entries are re-wrapped
+/// under the editor's ephemeral key; upstream entries are left.
+#[test]
+fn a_permitted_server_edits_with_a_new_key() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut cache = KeyCache::new(8);
+    let mut rng = SeededEntropy::from_label("edit new key");
+    let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
+    let keys: Vec<(String, PublicKey)> = [&pki.sc_b, &pki.bob]
+        .iter()
+        .map(|p| (p.id.account.as_str().to_string(), p.id.kx.public()))
+        .collect();
+    let key_of = |_: usize, r: &keyway::wire::Recipient| {
+        let id = r.id.as_ref()?;
+        keys.iter().find(|(a, _)| a == id.as_str()).map(|(_, k)| *k)
+    };
+    let via = [];
+    let (edited, cek) = edit(
+        &sealed,
+        &SESSION,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &modified_desc(),
+        Rekeying::NewKey {
+            via: &via,
+            key_of: &key_of,
+        },
+        &mut cache,
+        &mut rng,
+    )
+    .unwrap();
+    assert_ne!(cek, opened.cek);
+    assert!(edited.edits.as_ref().unwrap()[0].epk.is_some());
+    assert_eq!(destination_check(&pki, &edited).unwrap(), modified_desc());
+    assert_eq!(
+        open(&edited, &SESSION, &pki.sc_b.id, &mut KeyCache::new(8))
+            .unwrap()
+            .cek,
+        cek
+    );
+    // The editor's own entry was left as it was: stale now.
+    assert_eq!(edited.recipients[0].wrapped, sealed.recipients[0].wrapped);
+}
+
+/// KW-SEAL-006: a read-only server's change is detected, whether it
+/// re-encrypts silently or signs an edit it may not make.
+#[test]
+fn a_read_only_server_cannot_change_the_content() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut cache = KeyCache::new(8);
+    let mut rng = SeededEntropy::from_label("rogue");
+    let opened = open(&sealed, &SESSION, &pki.sc_b.id, &mut cache).unwrap();
+    // It cannot edit through the API…
+    let refused = edit(
+        &sealed,
+        &SESSION,
+        &pki.sc_b.id,
+        &pki.sc_b.cert,
+        &opened.cek,
+        &modified_desc(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut rng,
+    );
+    assert!(matches!(refused, Err(CryptoError::EditorNotPermitted(_))));
+    // …and what it can do by hand is caught: re-encrypting under the key it
+    // read, without an edit,
+    let rogue = reencrypt(&pki, &sealed, &opened.cek, &modified_desc());
+    assert_eq!(
+        destination_check(&pki, &rogue),
+        Err(CryptoError::PermissionDenied(
+            "content matches no signed version"
+        ))
+    );
+    // or with an edit signed by itself.
+    let (permitted, _) = edit(
+        &sealed,
+        &SESSION,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &modified_desc(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut rng,
+    )
+    .unwrap();
+    let mut forged = permitted.clone();
+    let mut edits = forged.edits.take().unwrap().into_vec();
+    edits[0].editor = pki.sc_b.id.account.clone();
+    edits[0].cert = pki.sc_b.cert.clone();
+    forged.edits = List::new(edits).map(Some).unwrap();
+    assert!(matches!(
+        destination_check(&pki, &forged),
+        Err(CryptoError::EditorNotPermitted(_))
+    ));
+    assert_eq!(
+        ErrorCode::from(&CryptoError::EditorNotPermitted(
+            pki.sc_b.id.account.clone()
+        )),
+        ErrorCode::PERMISSION_DENIED
+    );
+}
+
+/// Re-encrypts a body's content under `cek` as a rogue hop would.
+fn reencrypt(
+    _pki: &Pki,
+    sealed: &Sealed,
+    cek: &keyway::crypto::Secret32,
+    plaintext: &[u8],
+) -> Sealed {
+    use keyway::crypto::primitives::{siv_cipher, siv_seal};
+    let ad = {
+        let mut out = Vec::new();
+        keyway::cbor::write_array_header(&mut out, 5);
+        keyway::cbor::write_text_string(&mut out, "keyway-v1 body");
+        keyway::cbor::write_uint(&mut out, 1);
+        keyway::cbor::write_bytes(&mut out, &SESSION.0);
+        keyway::cbor::write_uint(&mut out, sealed.cid);
+        keyway::cbor::write_text_string(&mut out, sealed.sender.as_str());
+        out
+    };
+    let mut rogue = sealed.clone();
+    rogue.ct = Bytes::new(siv_seal(
+        &mut siv_cipher(cek.expose()),
+        &[&ad, &sealed.nonce.0],
+        plaintext,
+    ))
+    .unwrap();
+    rogue
+}
+
+/// KW-CRYPTO-036: edits must chain.
+#[test]
+fn a_broken_edit_chain_is_detected() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut cache = KeyCache::new(8);
+    let mut rng = SeededEntropy::from_label("chain");
+    let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
+    let (once, cek) = edit(
+        &sealed,
+        &SESSION,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &modified_desc(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut rng,
+    )
+    .unwrap();
+    let (twice, _) = edit(
+        &once,
+        &SESSION,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &cek,
+        &plaintext(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(destination_check(&pki, &twice).unwrap(), plaintext());
+    // Dropping the first edit breaks the chain.
+    let mut cut = twice.clone();
+    let edits = cut.edits.take().unwrap().into_vec();
+    cut.edits = Some(List::new(edits[1..].to_vec()).unwrap());
+    assert_eq!(destination_check(&pki, &cut), Err(CryptoError::BrokenChain));
+}
+
+/// KW-CRYPTO-005: wrapping for a small-order key fails.
+#[test]
+fn small_order_recipient_keys_are_refused() {
+    let pki = pki();
+    let mut specs = recipients(&pki);
+    specs[2].kx_key = PublicKey([0; 32]);
+    let ctx = SealContext {
+        session: &SESSION,
+        cid: 0,
+    };
+    let result = seal(
+        ctx,
+        &pki.alice.id,
+        &specs,
+        &plaintext(),
+        None,
+        &mut KeyCache::new(8),
+        &mut SeededEntropy::from_label("lo"),
+    );
+    assert_eq!(result.unwrap_err(), CryptoError::LowOrderPoint);
+}
