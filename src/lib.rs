@@ -7,6 +7,9 @@
 //!   reader for schema-driven decoding, diagnostic notation;
 //! - [`wire`]: every Keyway message as a typed value, decoded only from its
 //!   deterministic encoding and encoded back to exactly those bytes;
+//! - [`crypto`]: suite keyway-v1 — keys, certificates, registration proofs,
+//!   sealed bodies with per-recipient key wrap, session keys;
+//! - [`vectors`]: golden vectors, generated and checked;
 //! - [`cli`]: the `keyway` command line.
 //!
 //! ```
@@ -30,6 +33,8 @@
 pub mod cbor;
 pub mod crypto;
 pub mod wire;
+
+pub mod vectors;
 
 pub mod cli;
 

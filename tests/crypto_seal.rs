@@ -227,10 +227,15 @@ fn bodies_are_bound_to_their_session_and_authenticated() {
     let mut ct = flipped.ct.to_vec();
     ct[20] ^= 1;
     flipped.ct = Bytes::new(ct).unwrap();
+    let mut cache = KeyCache::new(8);
     assert_eq!(
-        open(&flipped, &SESSION, &pki.bob.id, &mut KeyCache::new(8)),
+        open(&flipped, &SESSION, &pki.bob.id, &mut cache),
         Err(CryptoError::DecryptFailed)
     );
+    // KW-ERR-004: the key did unwrap, but the body was rejected: nothing kept.
+    assert!(cache.is_empty());
+    open(&sealed, &SESSION, &pki.bob.id, &mut cache).unwrap();
+    assert_eq!(cache.len(), 1);
     assert_eq!(
         ErrorCode::from(&CryptoError::DecryptFailed),
         ErrorCode::DECRYPT_FAILED
@@ -469,4 +474,34 @@ fn small_order_recipient_keys_are_refused() {
         &mut SeededEntropy::from_label("lo"),
     );
     assert_eq!(result.unwrap_err(), CryptoError::LowOrderPoint);
+}
+
+/// KW-CRYPTO-004: every random value of a seal (ephemeral key, content key,
+/// nonce) comes from the caller's source: the same source seals the same
+/// bytes, another source other bytes.
+#[test]
+fn sealing_draws_randomness_only_from_the_caller() {
+    let pki = pki();
+    let ctx = SealContext {
+        session: &SESSION,
+        cid: 0,
+    };
+    let run = |label: &str| {
+        seal(
+            ctx,
+            &pki.alice.id,
+            &recipients(&pki),
+            &plaintext(),
+            None,
+            &mut KeyCache::new(8),
+            &mut SeededEntropy::from_label(label),
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(run("a"), run("a"));
+    let (a, b) = (run("a"), run("b"));
+    assert_ne!(a.nonce, b.nonce);
+    assert_ne!(a.epk, b.epk);
+    assert_ne!(a.recipients[0].wrapped, b.recipients[0].wrapped);
 }

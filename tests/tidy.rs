@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use keyway::wire::{self, MsgType};
 
 /// Areas whose requirements are implemented: each must be cited by a test.
-const IMPLEMENTED_AREAS: &[&str] = &["CBOR", "WIRE", "LIMIT"];
+const IMPLEMENTED_AREAS: &[&str] = &["CBOR", "WIRE", "LIMIT", "CRYPTO", "VEC"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -155,9 +155,15 @@ fn cited_requirements_are_defined() {
     );
 }
 
-/// The text of test code: files under tests/ and `#[cfg(test)]` modules.
+/// The text of test code: files under tests/, `#[cfg(test)]` modules, and
+/// the golden vectors (each vector is a test and names its requirements).
 fn test_code() -> String {
     let mut text = String::new();
+    let mut vector_files = Vec::new();
+    files_under(&root().join("vectors"), ".json", &mut vector_files);
+    for file in vector_files {
+        text.push_str(&read(&file));
+    }
     for file in sources() {
         let content = read(&file);
         if file.starts_with(root().join("tests")) {
@@ -204,6 +210,29 @@ fn every_claim_is_traced() {
     }
     let numbers: Vec<u32> = claims.keys().copied().collect();
     assert_eq!(numbers, (1..=58).collect::<Vec<_>>());
+
+    // Vector references (`kind/slug`) name existing tcIds.
+    let mut vector_text = String::new();
+    let mut vector_files = Vec::new();
+    files_under(&root().join("vectors"), ".json", &mut vector_files);
+    for file in vector_files {
+        vector_text.push_str(&read(&file));
+    }
+    for reference in text.split('`').skip(1).step_by(2) {
+        let is_tc_id = reference.split_once('/').is_some_and(|(kind, slug)| {
+            !kind.is_empty()
+                && !slug.is_empty()
+                && reference
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'/')
+        });
+        if is_tc_id {
+            assert!(
+                vector_text.contains(&format!("\"tcId\": \"{reference}\"")),
+                "traceability cites vector {reference}, which does not exist"
+            );
+        }
+    }
 
     // `file::test` references name existing tests.
     for reference in text.split('`').skip(1).step_by(2) {

@@ -826,3 +826,17 @@ fn arbitrary_bytes_never_panic() {
         .tests(20000)
         .quickcheck(prop as fn(Vec<u8>) -> bool);
 }
+
+/// KW-CRYPTO-034: a recipient entry has both `id` and `kid`, or neither.
+#[test]
+fn recipient_entries_are_explicit_or_anonymous() {
+    let mut item = example_item(MsgType::Offer);
+    let recipients = get(get(&mut item, 22), 5);
+    let Item::Array { items, .. } = recipients else {
+        unreachable!()
+    };
+    remove(&mut items[0], 1);
+    let e = reject(&bytes_of(&item));
+    assert!(matches!(e.kind, WireErrorKind::FieldCombination(_)), "{e}");
+    assert_eq!(ErrorCode::from(&e), ErrorCode::SCHEMA);
+}

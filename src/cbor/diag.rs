@@ -99,6 +99,23 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Bytes from hex text (either case); `None` for odd length or a non-hex
+/// character.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    digits
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some((nibble(*hi)? << 4) | nibble(*lo)?),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A JSON-style quoted string; everything outside printable ASCII is
 /// escaped, code points above U+FFFF as surrogate pairs.
 pub fn write_text(out: &mut String, text: &str) {

@@ -21,7 +21,7 @@ mod item;
 mod reader;
 
 pub use decode::{DecodeOptions, decode};
-pub use diag::{format_float, hex, to_diag, write_diag, write_hex_bytes, write_text};
+pub use diag::{format_float, hex, to_diag, unhex, write_diag, write_hex_bytes, write_text};
 pub use encode::{
     encode, encode_into, write_array_header, write_bool, write_bytes, write_float, write_head,
     write_map_header, write_nint, write_text as write_text_string, write_uint,

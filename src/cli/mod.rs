@@ -45,6 +45,11 @@ enum Command {
         #[arg(default_value = "-")]
         file: String,
     },
+    /// Generate or check the golden test vectors.
+    Vectors {
+        #[command(subcommand)]
+        command: VectorsCommand,
+    },
     /// Print the example message of a type (hex), or list the types.
     Example {
         /// Message type name, e.g. `offer`; omit to list them.
@@ -52,6 +57,21 @@ enum Command {
         /// Print binary CBOR instead of hex.
         #[arg(long)]
         binary: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VectorsCommand {
+    /// Write every vector file, deterministically, into a directory.
+    Generate {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Check every vector file in a directory; exit 1 on any mismatch.
+    Verify {
+        /// Directory holding the vector files.
+        dir: std::path::PathBuf,
     },
 }
 
@@ -92,6 +112,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         } => cbor_diag(deterministic, hex, &file),
         Command::Decode { hex, json, file } => decode(hex, json, &file),
         Command::Example { name, binary } => example(name.as_deref(), binary),
+        Command::Vectors { command } => vectors(command),
     };
     match result {
         Ok(()) => 0,
@@ -146,6 +167,31 @@ fn decode(hex: bool, json: bool, file: &str) -> Result<(), String> {
         print(&node.to_annotated_diag());
     }
     Ok(())
+}
+
+fn vectors(command: VectorsCommand) -> Result<(), String> {
+    match command {
+        VectorsCommand::Generate { out } => {
+            let n =
+                crate::vectors::write_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            print(&format!("wrote {n} vector files to {}", out.display()));
+            Ok(())
+        }
+        VectorsCommand::Verify { dir } => {
+            let report = crate::vectors::verify_dir(&dir);
+            for (file, n) in &report.checked {
+                print(&format!("ok   {file}: {n} tests"));
+            }
+            for failure in &report.failures {
+                print(&format!("FAIL {failure}"));
+            }
+            if report.failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} vector failures", report.failures.len()))
+            }
+        }
+    }
 }
 
 fn example(name: Option<&str>, binary: bool) -> Result<(), String> {

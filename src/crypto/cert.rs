@@ -154,6 +154,13 @@ impl TrustStore {
             &cert.sig,
         )
         .map_err(|_| CertError::BadSignature)?;
+        self.check_use(cert, expect)
+    }
+
+    /// The checks of KW-CERT-002 after the issuer's: what an attestation
+    /// leaves to the device (KW-CERT-005).
+    pub fn check_use(&self, cert: &Certificate, expect: Expect<'_>) -> Result<(), CertError> {
+        let tbs = &cert.tbs;
         if &tbs.subject != expect.subject || tbs.subject.domain() != tbs.issuer.as_str() {
             return Err(CertError::SubjectMismatch);
         }
@@ -216,18 +223,26 @@ pub fn attest(
     }
 }
 
-/// Checks an attestation received by `to` for `cert` (KW-CERT-005): the
-/// attester is a server of `to`'s own domain with a valid certificate, and
-/// its signature verifies.
+/// How far an attestation's time may be from the device's clock.
+pub const ATTESTATION_SKEW_SECS: u64 = 300;
+
+/// Checks an attestation received by `to` for `cert`, the certificate of
+/// `target` (KW-CERT-005, KW-CRYPTO-012): the attester is a server of
+/// `to`'s own domain with a valid certificate, its signature verifies, its
+/// time is near `now`; then `cert` passes every check but the issuer's.
 pub fn check_attestation(
     trust: &TrustStore,
     attestation: &Attestation,
     cert: &Certificate,
+    target: &Principal,
     to: &Principal,
     now: u64,
 ) -> Result<(), CryptoError> {
     if attestation.attester.domain() != to.domain() {
         return Err(CryptoError::Cert(CertError::UnknownIssuer));
+    }
+    if attestation.at.0.abs_diff(now) > ATTESTATION_SKEW_SECS {
+        return Err(CryptoError::StaleAttestation);
     }
     trust.check(
         &attestation.cert,
@@ -242,7 +257,16 @@ pub fn check_attestation(
         return Err(CryptoError::KeyIdMismatch);
     }
     let input = attestation_signature_input(&attestation.attester, attestation.at.0, to, cert);
-    verify(key, &input, &attestation.sig)
+    verify(key, &input, &attestation.sig)?;
+    trust.check_use(
+        cert,
+        Expect {
+            subject: target,
+            role: None,
+            now,
+        },
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

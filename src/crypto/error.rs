@@ -57,6 +57,9 @@ pub enum CryptoError {
     /// No recipient entry of the sealed body is ours.
     #[error("no recipient entry for this key")]
     NoEntry,
+    /// An attestation whose time is too far from the device's clock.
+    #[error("attestation time is not within 300 seconds of now")]
+    StaleAttestation,
     /// An edit's `prev` is not the digest it changed.
     #[error("the edit chain is broken")]
     BrokenChain,
@@ -109,6 +112,7 @@ impl From<&CryptoError> for ErrorCode {
             CryptoError::LowOrderPoint | CryptoError::DecryptFailed | CryptoError::NoEntry => {
                 ErrorCode::DECRYPT_FAILED
             }
+            CryptoError::StaleAttestation => ErrorCode::CERT_INVALID,
             CryptoError::Cert(c) => match c {
                 CertError::UnknownIssuer | CertError::BadSignature | CertError::RoleMismatch => {
                     ErrorCode::CERT_INVALID

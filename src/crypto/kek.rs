@@ -75,6 +75,33 @@ pub fn unwrap_with(
     siv_unwrap32(cipher, &wrap_headers(nonce, &cid), wrapped)
 }
 
+/// A wrap with no cached key: `X25519(e, P)`, HKDF, AES-SIV (the full
+/// construction of KW-CRYPTO-033).
+pub fn wrap_full(
+    ephemeral: &KxKeyPair,
+    binding: &KekBinding<'_>,
+    nonce: &Nonce,
+    cid: u64,
+    cek: &Secret32,
+) -> Result<[u8; 48], CryptoError> {
+    let shared = ephemeral.agree(binding.recipient)?;
+    let kek = derive_kek(&shared, binding);
+    Ok(wrap_with(&mut siv_cipher(kek.expose()), nonce, cid, cek))
+}
+
+/// An unwrap with no cached key (KW-CRYPTO-034).
+pub fn unwrap_full(
+    me: &KxKeyPair,
+    binding: &KekBinding<'_>,
+    nonce: &Nonce,
+    cid: u64,
+    wrapped: &[u8],
+) -> Result<Secret32, CryptoError> {
+    let shared = me.agree(binding.epk)?;
+    let kek = derive_kek(&shared, binding);
+    unwrap_with(&mut siv_cipher(kek.expose()), nonce, cid, wrapped)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Direction {
     Wrap,
@@ -116,7 +143,10 @@ struct Cached {
 /// erased, so remote parties cannot grow it without limit.
 pub struct KeyCache {
     ephemerals: HashMap<SessionId, KxKeyPair>,
-    keks: HashMap<Slot, Cached>,
+    /// foldhash with a per-instance random seed: a third of SipHash's cost
+    /// on the cached wrap path, and still seeded against flooding by remote
+    /// parties, who choose `epk`; the cache is bounded besides.
+    keks: HashMap<Slot, Cached, foldhash::fast::RandomState>,
     order: VecDeque<Slot>,
     capacity: usize,
 }
@@ -137,7 +167,7 @@ impl KeyCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             ephemerals: HashMap::new(),
-            keks: HashMap::new(),
+            keks: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -222,6 +252,41 @@ impl KeyCache {
         Ok(wrap_with(cipher, nonce, cid, cek))
     }
 
+    /// Keeps a key-encryption key that unwrapped an entry for this party,
+    /// found outside the cache (e.g. by trial).
+    pub fn remember_unwrap(&mut self, binding: &KekBinding<'_>, kek: &Secret32) {
+        self.insert(Slot::new(Direction::Unwrap, binding), binding.wrapper, kek);
+    }
+
+    /// Whether an unwrap key for `binding` is cached.
+    pub fn has_unwrap(&self, binding: &KekBinding<'_>) -> bool {
+        self.keks
+            .get(&Slot::new(Direction::Unwrap, binding))
+            .is_some_and(|c| &c.wrapper == binding.wrapper)
+    }
+
+    /// Unwraps an entry wrapped for `me` without caching a newly derived
+    /// key: that key is returned for [`KeyCache::remember_unwrap`] once the
+    /// caller has accepted the whole message, so a rejected message leaves
+    /// the cache as it was (KW-ERR-004).
+    pub fn unwrap_deferred(
+        &mut self,
+        binding: &KekBinding<'_>,
+        me: &KxKeyPair,
+        nonce: &Nonce,
+        cid: u64,
+        wrapped: &[u8],
+    ) -> Result<(Secret32, Option<Secret32>), CryptoError> {
+        let slot = Slot::new(Direction::Unwrap, binding);
+        if let Some(cipher) = self.cached(&slot, binding.wrapper) {
+            return unwrap_with(cipher, nonce, cid, wrapped).map(|cek| (cek, None));
+        }
+        let shared = me.agree(binding.epk)?;
+        let kek = derive_kek(&shared, binding);
+        let cek = unwrap_with(&mut siv_cipher(kek.expose()), nonce, cid, wrapped)?;
+        Ok((cek, Some(kek)))
+    }
+
     /// Unwraps an entry wrapped for `me`.
     pub fn unwrap(
         &mut self,
@@ -251,6 +316,8 @@ mod tests {
     use super::*;
     use crate::crypto::SeededEntropy;
 
+    /// KW-CRYPTO-050: a cached key wraps as a fresh one would, and the cache
+    /// key binds everything the derivation binds.
     #[test]
     fn kw_crypto_050_cached_and_fresh_wraps_agree_and_bind_the_permission() {
         let mut rng = SeededEntropy::from_label("kek");

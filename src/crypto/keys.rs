@@ -160,6 +160,8 @@ mod tests {
     use super::*;
     use crate::crypto::SeededEntropy;
 
+    /// KW-CRYPTO-001: Ed25519 verification is strict (a non-canonical `S`
+    /// is rejected).
     #[test]
     fn signatures_verify_and_bind_the_message() {
         let key = SigningKeyPair::generate(&mut SeededEntropy::from_label("k"));

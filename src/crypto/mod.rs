@@ -19,12 +19,14 @@ mod session;
 pub(crate) mod structure;
 
 pub use cert::{
-    CertProfile, CertificateAuthority, Expect, TrustAnchor, TrustStore, attest,
-    attestation_signature_input, cert_signature_input, check_attestation,
+    ATTESTATION_SKEW_SECS, CertProfile, CertificateAuthority, Expect, TrustAnchor, TrustStore,
+    attest, attestation_signature_input, cert_signature_input, check_attestation,
 };
-pub use entropy::{Entropy, SeededEntropy};
+pub use entropy::{Entropy, RecordingEntropy, ScriptedEntropy, SeededEntropy};
 pub use error::{CertError, CryptoError};
-pub use kek::{KekBinding, KeyCache, derive_kek, kek_info, unwrap_with, wrap_with};
+pub use kek::{
+    KekBinding, KeyCache, derive_kek, kek_info, unwrap_full, unwrap_with, wrap_full, wrap_with,
+};
 pub use keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 pub use msgsig::{message_signature_input, sign_message, unsigned, verify_message};
 pub use seal::{
@@ -33,6 +35,6 @@ pub use seal::{
 };
 pub use secret::{Secret32, ct_eq};
 pub use session::{
-    DirectionKeys, KeyPolicy, REPLAY_WINDOW, RekeyWrapped, ReplayWindow, SealedPayload, media_ad,
-    message_ad, open_media, rekey_ad, seal_media,
+    DirectionKeys, KeyPolicy, REPLAY_WINDOW, RekeyWrapped, ReplayWindow, SealedPayload,
+    SessionKeyStore, SessionKeys, media_ad, message_ad, open_media, rekey_ad, seal_media,
 };

@@ -147,7 +147,7 @@ mod tests {
             .collect()
     }
 
-    /// RFC 5297 Appendix A.1 (deterministic AES-SIV).
+    /// KW-CRYPTO-001: RFC 5297 Appendix A.1 (deterministic AES-SIV).
     #[test]
     fn aes_siv_matches_rfc_5297() {
         let key: [u8; 32] = hex("fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")

@@ -4,6 +4,7 @@
 
 use zeroize::Zeroize;
 
+use super::cert::{CertProfile, CertificateAuthority};
 use super::entropy::Entropy;
 use super::error::CryptoError;
 use super::keys::{Identity, KxKeyPair, verify};
@@ -11,7 +12,8 @@ use super::primitives::{hkdf32, hmac_sha256, pbkdf2_sha256, sha256};
 use super::secret::{Secret32, ct_eq};
 use super::structure::{AUTH, CLIENT_KEY, CSR, KX_POP, Part, structure};
 use crate::wire::{
-    CertRequest, Extensions, Mac32, Message, Nonce, Principal, PublicKey, Register, Suite,
+    CertRequest, Certificate, Extensions, Mac32, Message, Nonce, Principal, PublicKey, Register,
+    Role, Suite,
 };
 
 /// Fewest and most PBKDF2 iterations a challenge may ask for.
@@ -116,6 +118,29 @@ pub fn check_proof(
     } else {
         Err(CryptoError::AuthFailed)
     }
+}
+
+/// Issues the certificate of a registration (KW-REG-008): valid from `now`
+/// to the end of the granted term, for the keys of a checked `csr`.
+pub fn issue_for_registration(
+    ca: &CertificateAuthority,
+    serial: u64,
+    account: &Principal,
+    role: Role,
+    csr: &CertRequest,
+    now: u64,
+    granted_secs: u64,
+) -> Result<Certificate, CryptoError> {
+    check_csr(account, csr)?;
+    Ok(ca.issue(&CertProfile {
+        serial,
+        subject: account.clone(),
+        role,
+        sig_key: csr.sig_key,
+        kx_key: csr.kx_key,
+        not_before: now,
+        not_after: now.saturating_add(granted_secs),
+    }))
 }
 
 /// The signed input of `csr.pop` (KW-CRYPTO-022).
@@ -256,6 +281,27 @@ mod tests {
         // The auth field itself is not part of what is proven.
         let with_auth = Register { auth: None, ..r };
         assert_eq!(auth_message(&nonce, &with_auth), msg);
+    }
+
+    /// KW-REG-008: the certificate's term is the registration's.
+    #[test]
+    fn kw_reg_008_registration_certificates_end_with_the_registration() {
+        let mut rng = SeededEntropy::from_label("issue");
+        let ca = CertificateAuthority::new(
+            crate::wire::Domain::new("a.example").unwrap(),
+            crate::crypto::SigningKeyPair::generate(&mut rng),
+        );
+        let alice = Identity::generate(Principal::new("alice@a.example").unwrap(), &mut rng);
+        let csr = make_csr(&alice);
+        let cert =
+            issue_for_registration(&ca, 5, &alice.account, Role::Device, &csr, 1000, 3600).unwrap();
+        assert_eq!((cert.tbs.not_before.0, cert.tbs.not_after.0), (1000, 4600));
+        assert_eq!(cert.tbs.kx_key, alice.kx.public());
+        let other = Principal::new("mallory@a.example").unwrap();
+        assert_eq!(
+            issue_for_registration(&ca, 6, &other, Role::Device, &csr, 1000, 3600),
+            Err(CryptoError::PopFailed)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::cert::{Expect, TrustStore};
 use super::entropy::Entropy;
 use super::error::CryptoError;
-use super::kek::{KekBinding, KeyCache};
+use super::kek::{KekBinding, KeyCache, derive_kek, unwrap_with};
 use super::keys::{Identity, KeyUse, key_id, verify};
 use super::primitives::{sha256, siv_cipher, siv_open, siv_seal};
 use super::secret::Secret32;
@@ -262,37 +262,35 @@ pub fn open(
     let (wrapper, epk) = current_wrapper(sealed);
     let my_kid = me.kx.kid();
     let my_key = me.kx.public();
-    let ctx = SealContext {
+    let binding = |r: &Recipient| KekBinding {
         session,
-        cid: sealed.cid,
-    };
-    let unwrap = |cache: &mut KeyCache, r: &Recipient| {
-        let binding = KekBinding {
-            session,
-            wrapper,
-            epk,
-            recipient: &my_key,
-            kind: r.kind,
-            perm: r.perm,
-        };
-        cache.unwrap(&binding, &me.kx, &sealed.nonce, sealed.cid, &r.wrapped)
+        wrapper,
+        epk,
+        recipient: &my_key,
+        kind: r.kind,
+        perm: r.perm,
     };
     let explicit = sealed
         .recipients
         .iter()
         .position(|r| r.id.as_ref() == Some(&me.account) && r.kid == Some(my_kid));
-    let (entry, cek) = match explicit {
+    let (entry, cek, new_kek) = match explicit {
         Some(i) => {
             let r = sealed.recipients.get(i).ok_or(CryptoError::NoEntry)?;
-            (i, unwrap(cache, r)?)
+            let (cek, kek) = cache.unwrap_deferred(
+                &binding(r),
+                &me.kx,
+                &sealed.nonce,
+                sealed.cid,
+                &r.wrapped,
+            )?;
+            (i, cek, kek)
         }
-        None => sealed
-            .recipients
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.id.is_none() && r.kid.is_none())
-            .find_map(|(i, r)| unwrap(cache, r).ok().map(|k| (i, k)))
-            .ok_or(CryptoError::NoEntry)?,
+        None => trial_unwrap(sealed, me, cache, &binding)?,
+    };
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
     };
     let ad = body_ad(ctx, &sealed.sender);
     let plaintext = siv_open(
@@ -300,11 +298,61 @@ pub fn open(
         &[&ad, &sealed.nonce.0],
         &sealed.ct,
     )?;
+    // Only a body that opened whole leaves a key behind (KW-ERR-004).
+    if let (Some(kek), Some(r)) = (new_kek, sealed.recipients.get(entry)) {
+        cache.remember_unwrap(&binding(r), &kek);
+    }
     Ok(Opened {
         cek,
         plaintext,
         entry,
     })
+}
+
+/// Tries every anonymous entry (KW-CRYPTO-034). One X25519 serves all
+/// entries, since they share the wrapper's ephemeral key; one HKDF serves
+/// each (kind, permission). Returns the entry, its content key and, when it
+/// was derived here, the key-encryption key to cache once the body opens.
+fn trial_unwrap<'s>(
+    sealed: &'s Sealed,
+    me: &Identity,
+    cache: &mut KeyCache,
+    binding: &dyn Fn(&'s Recipient) -> KekBinding<'s>,
+) -> Result<(usize, Secret32, Option<Secret32>), CryptoError> {
+    let anonymous = || {
+        sealed
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id.is_none() && r.kid.is_none())
+    };
+    // Cached keys first: a repeat unwrap costs no X25519.
+    for (i, r) in anonymous() {
+        let b = binding(r);
+        if cache.has_unwrap(&b) {
+            if let Ok(cek) = cache.unwrap(&b, &me.kx, &sealed.nonce, sealed.cid, &r.wrapped) {
+                return Ok((i, cek, None));
+            }
+        }
+    }
+    let (_, epk) = current_wrapper(sealed);
+    let shared = me.kx.agree(epk)?;
+    let mut keks: Vec<(RecipientKind, Permission, Secret32)> = Vec::new();
+    for (i, r) in anonymous() {
+        let kek = match keks.iter().find(|(k, p, _)| *k == r.kind && *p == r.perm) {
+            Some((_, _, kek)) => kek.clone(),
+            None => {
+                let kek = derive_kek(&shared, &binding(r));
+                keks.push((r.kind, r.perm, kek.clone()));
+                kek
+            }
+        };
+        let mut cipher = siv_cipher(kek.expose());
+        if let Ok(cek) = unwrap_with(&mut cipher, &sealed.nonce, sealed.cid, &r.wrapped) {
+            return Ok((i, cek, Some(kek)));
+        }
+    }
+    Err(CryptoError::NoEntry)
 }
 
 fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a Recipient> {

@@ -44,12 +44,14 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// KW-CRYPTO-002: secrets never reach debug output.
     #[test]
     fn secrets_do_not_print() {
         let s = Secret32::new([7; 32]);
         assert_eq!(format!("{s:?}"), "Secret32(<redacted>)");
     }
 
+    /// KW-CRYPTO-002: constant-time comparison gives the right answers.
     #[test]
     fn constant_time_comparison_is_correct() {
         assert!(ct_eq(b"abc", b"abc"));

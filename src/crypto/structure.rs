@@ -38,7 +38,8 @@ pub enum Part<'a> {
 
 /// `cbor([label, parts…])`.
 pub fn structure(label: &str, parts: &[Part<'_>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    // The longest structure on a hot path (a KEK info) is 119 bytes.
+    let mut out = Vec::with_capacity(128);
     cbor::write_array_header(&mut out, 1 + parts.len() as u64);
     cbor::write_text_string(&mut out, label);
     for part in parts {

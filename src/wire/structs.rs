@@ -183,6 +183,18 @@ wire_map! {
         /// The wrapped content key.
         4 => wrapped: req Bytes<16, 64>,
     }
+    check = check_recipient;
+}
+
+/// KW-CRYPTO-034: an entry is explicit (`id` and `kid`) or anonymous
+/// (neither).
+fn check_recipient(r: &Recipient) -> Result<(), super::error::WireErrorKind> {
+    if r.id.is_some() != r.kid.is_some() {
+        return Err(super::error::WireErrorKind::FieldCombination(
+            "a recipient entry has both id and kid or neither",
+        ));
+    }
+    Ok(())
 }
 
 wire_map! {

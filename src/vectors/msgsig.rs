@@ -1,0 +1,181 @@
+//! Signatures of firewall and recording requests (KW-CRYPTO-060,
+//! KW-FW-005).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
+use crate::crypto::{
+    CertProfile, CertificateAuthority, Secret32, SigningKeyPair, message_signature_input,
+    sign_message, verify_message,
+};
+use crate::crypto::{Expect, TrustAnchor, TrustStore};
+use crate::wire::{
+    Certificate, Domain, Message, MsgType, Principal, Role, decode_plaintext, encode_plaintext,
+    examples,
+};
+
+const NOW: u64 = 1_767_225_600;
+
+/// The anchor the signer's certificate chains to, and the time of the checks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MsgSigParams {
+    domain: String,
+    anchor: Hex,
+    now: u64,
+}
+
+/// A signed request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MsgSigTest {
+    #[serde(flatten)]
+    meta: Meta,
+    /// The signer's certificate (already validated by the receiver).
+    certificate: Hex,
+    /// The signer's seed, for valid tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig_seed: Option<Hex>,
+    message: Hex,
+    signature_input: Hex,
+}
+
+const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server; decode message; m = its encoding without key 8; signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
+sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed, signing reproduces the message.";
+
+pub fn generate() -> String {
+    let mut rng = entropy_for("msgsig/pki");
+    let ca = CertificateAuthority::new(
+        Domain("a.example".into()),
+        SigningKeyPair::generate(&mut rng),
+    );
+    let key = SigningKeyPair::generate(&mut rng);
+    let cert = ca.issue(&CertProfile {
+        serial: 9,
+        subject: Principal("sc@a.example".into()),
+        role: Role::Server,
+        sig_key: key.public(),
+        kx_key: crate::crypto::KxKeyPair::generate(&mut rng).public(),
+        not_before: NOW - 60,
+        not_after: NOW + 3600,
+    });
+    let params = MsgSigParams {
+        domain: "a.example".into(),
+        anchor: Hex(ca.anchor().key.0.to_vec()),
+        now: NOW,
+    };
+    let mut tests = Vec::new();
+    let reqs = ["KW-CRYPTO-060", "KW-FW-005"];
+    for t in [MsgType::PinholeOpen, MsgType::RecordStart] {
+        let Some(mut m) = examples::all().into_iter().find(|m| m.msg_type() == t) else {
+            continue;
+        };
+        if sign_message(&mut m, &key).is_none() {
+            continue;
+        }
+        let tc = format!("msgsig/{}", t.name());
+        tests.push(make(
+            &params,
+            &tc,
+            "a request signed by its server",
+            &reqs,
+            &[],
+            &cert,
+            Some(&key),
+            &m,
+        ));
+        let mut changed = m.clone();
+        if let Message::PinholeOpen(p) = &mut changed {
+            p.lifetime += 1;
+        }
+        if let Message::RecordStart(r) = &mut changed {
+            r.mode = crate::wire::RecordingMode::CiphertextAndKeys;
+        }
+        tests.push(make(
+            &params,
+            &format!("{tc}-changed"),
+            "a field changed after signing",
+            &reqs,
+            &["Forged"],
+            &cert,
+            None,
+            &changed,
+        ));
+    }
+    let notes = [("Forged", "The message was changed after it was signed.")];
+    VectorFile::new("msgsig", "spec/crypto.md §7", RECIPE, &notes, params, tests).to_json()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make(
+    params: &MsgSigParams,
+    tc: &str,
+    comment: &str,
+    reqs: &[&str],
+    flags: &[&str],
+    cert: &Certificate,
+    key: Option<&SigningKeyPair>,
+    m: &Message,
+) -> MsgSigTest {
+    let mut t = MsgSigTest {
+        meta: Meta::valid(tc, comment, reqs, flags),
+        certificate: Hex(encode_plaintext(cert)),
+        sig_seed: key.map(|k| Hex(k.seed().expose().to_vec())),
+        message: Hex(m.encode()),
+        signature_input: Hex(message_signature_input(m).unwrap_or_default()),
+    };
+    if let Err(f) = run(params, &t) {
+        t.meta = Meta::invalid(tc, comment, reqs, flags, &f);
+    }
+    t
+}
+
+fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
+    let bad = |e: String| Failure {
+        code: "vector".into(),
+        detail: e,
+    };
+    let message = Message::decode(&t.message.0)?;
+    let cert: Certificate = decode_plaintext(&t.certificate.0)?;
+    let trust = TrustStore::new(vec![TrustAnchor {
+        domain: Domain::new(&params.domain).map_err(|e| bad(e.to_string()))?,
+        key: crate::wire::PublicKey(params.anchor.array().map_err(bad)?),
+    }]);
+    trust
+        .check(
+            &cert,
+            Expect {
+                subject: &cert.tbs.subject,
+                role: Some(Role::Server),
+                now: params.now,
+            },
+        )
+        .map_err(|e| Failure::from(crate::crypto::CryptoError::Cert(e)))?;
+    verify_message(&message, &cert)?;
+    Ok(())
+}
+
+pub fn verify_json(text: &str) -> Result<usize, Vec<String>> {
+    verify_file(
+        text,
+        "msgsig",
+        |t: &MsgSigTest| &t.meta,
+        |p: &MsgSigParams, t| {
+            t.meta.expect(run(p, t))?;
+            let message = Message::decode(&t.message.0).map_err(|e| e.to_string())?;
+            same(
+                "signature_input",
+                &t.signature_input.0,
+                &message_signature_input(&message).unwrap_or_default(),
+            )?;
+            if let Some(seed) = &t.sig_seed {
+                let mut again = message.clone();
+                sign_message(
+                    &mut again,
+                    &SigningKeyPair::from_seed(&Secret32::new(seed.array()?)),
+                )
+                .ok_or("not signable")?;
+                same("message", &t.message.0, &again.encode())?;
+            }
+            Ok(())
+        },
+    )
+}

@@ -1,0 +1,618 @@
+//! Registration proofs (KW-CRYPTO-020 to KW-CRYPTO-023, KW-REG-005 to
+//! KW-REG-007).
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
+use crate::crypto::register::{
+    Verifier, auth_message, check_csr, check_kx_proof, check_proof, client_key,
+    csr_signature_input, kx_proof, make_csr, proof,
+};
+use crate::crypto::{Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair, primitives};
+use crate::wire::{
+    CertRequest, Mac32, Message, Nonce, Principal, PublicKey, Register, decode_plaintext,
+    encode_plaintext, examples,
+};
+
+const NOTES: &[(&str, &str)] = &[
+    ("WrongSecret", "The device used another provisioned secret."),
+    (
+        "Replay",
+        "A proof made for one challenge nonce presented with another (KW-REG-005).",
+    ),
+    (
+        "Moved",
+        "A proof made for one request presented with a changed request.",
+    ),
+    ("Bounds", "An iteration count outside 4096..=1000000."),
+    (
+        "LowOrderPoint",
+        "An X25519 key of small order (KW-CRYPTO-005).",
+    ),
+    ("WrongAccount", "A proof checked for another account."),
+];
+
+/// A verifier derived from a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifierTest {
+    #[serde(flatten)]
+    meta: Meta,
+    secret: Hex,
+    salt: Hex,
+    iterations: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    salted: Option<Hex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key: Option<Hex>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored_key: Option<Hex>,
+}
+
+pub fn generate_verifier() -> String {
+    let make = |tc: &str, secret: &[u8], iterations: u64, flags: &[&str]| {
+        let salt: [u8; 16] = entropy_for(tc).array();
+        let reqs = ["KW-CRYPTO-020", "KW-REG-006"];
+        match client_key(secret, &Nonce(salt), iterations) {
+            Ok(key) => VerifierTest {
+                meta: Meta::valid(
+                    tc,
+                    "the stored verifier of a provisioned secret",
+                    &reqs,
+                    flags,
+                ),
+                secret: Hex(secret.to_vec()),
+                salt: Hex(salt.to_vec()),
+                iterations,
+                salted: Some(Hex(primitives::pbkdf2_sha256(
+                    secret,
+                    &salt,
+                    iterations as u32,
+                )
+                .expose()
+                .to_vec())),
+                client_key: Some(Hex(key.expose().to_vec())),
+                stored_key: Some(Hex(primitives::sha256(key.expose()).to_vec())),
+            },
+            Err(e) => VerifierTest {
+                meta: Meta::invalid(
+                    tc,
+                    "an iteration count out of bounds",
+                    &reqs,
+                    flags,
+                    &Failure::from(e),
+                ),
+                secret: Hex(secret.to_vec()),
+                salt: Hex(salt.to_vec()),
+                iterations,
+                salted: None,
+                client_key: None,
+                stored_key: None,
+            },
+        }
+    };
+    let tests = vec![
+        make(
+            "register-verifier/4096",
+            b"correct horse battery staple",
+            4096,
+            &[],
+        ),
+        make(
+            "register-verifier/10000",
+            b"\x00\xff provisioned",
+            10_000,
+            &[],
+        ),
+        make(
+            "register-verifier/too-few-iterations",
+            b"secret",
+            4095,
+            &["Bounds"],
+        ),
+        make(
+            "register-verifier/too-many-iterations",
+            b"secret",
+            1_000_001,
+            &["Bounds"],
+        ),
+    ];
+    let recipe = "salted = PBKDF2-HMAC-SHA256(secret, salt, iterations, 32); client_key = HMAC-SHA256(salted, \"keyway-v1 client key\"); stored_key = SHA-256(client_key). Iterations outside 4096..=1000000 are rejected.";
+    VectorFile::new(
+        "register-verifier",
+        "spec/crypto.md §3",
+        recipe,
+        NOTES,
+        (),
+        tests,
+    )
+    .to_json()
+}
+
+pub fn verify_verifier_json(text: &str) -> Result<usize, Vec<String>> {
+    verify_file(
+        text,
+        "register-verifier",
+        |t: &VerifierTest| &t.meta,
+        |_: &(), t| {
+            let salt = Nonce(t.salt.array()?);
+            let key = t
+                .meta
+                .expect(client_key(&t.secret.0, &salt, t.iterations).map_err(Failure::from))?;
+            if let Some(key) = key {
+                let field =
+                    |v: &Option<Hex>, name: &str| v.clone().ok_or(format!("{name} missing"));
+                same(
+                    "salted",
+                    &field(&t.salted, "salted")?.0,
+                    primitives::pbkdf2_sha256(&t.secret.0, &salt.0, t.iterations as u32).expose(),
+                )?;
+                same(
+                    "client_key",
+                    &field(&t.client_key, "client_key")?.0,
+                    key.expose(),
+                )?;
+                same(
+                    "stored_key",
+                    &field(&t.stored_key, "stored_key")?.0,
+                    &primitives::sha256(key.expose()),
+                )?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// A proof checked by the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofTest {
+    #[serde(flatten)]
+    meta: Meta,
+    /// The verifier the server holds.
+    stored_key: Hex,
+    /// The nonce the server issued.
+    nonce: Hex,
+    /// The `register` as received, with `auth`.
+    register: Hex,
+    auth_message: Hex,
+    /// For valid tests: the device's client key, to recompute the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key: Option<Hex>,
+}
+
+/// One coherent F1 exchange: alice's keys and csr, her register, the
+/// server's challenge, and her answer to it.
+struct Exchange {
+    alice: Identity,
+    register: Register,
+    salt: Nonce,
+    nonce: Nonce,
+    server: KxKeyPair,
+    client_key: Secret32,
+    stored_key: [u8; 32],
+    auth_message: Vec<u8>,
+    answered: Register,
+}
+
+const SECRET: &[u8] = b"correct horse battery staple";
+
+fn exchange() -> Exchange {
+    let mut rng = entropy_for("register/exchange");
+    let alice = Identity::generate(Principal("alice@a.example".into()), &mut rng);
+    let mut register = match examples::all().into_iter().next() {
+        Some(Message::Register(r)) => r,
+        _ => Register {
+            txn: crate::wire::TxnId([1; 8]),
+            from: alice.account.clone(),
+            contact: crate::wire::Contact {
+                transport: crate::wire::Transport::Udp,
+                addr: std::net::SocketAddr::from(([192, 0, 2, 10], 5070)),
+            },
+            expires: 3600,
+            csr: None,
+            cert: None,
+            auth: None,
+            ext: crate::wire::Extensions::new(),
+        },
+    };
+    register.from = alice.account.clone();
+    register.csr = Some(make_csr(&alice));
+    register.auth = None;
+    let salt = Nonce(rng.array());
+    let nonce = Nonce(rng.array());
+    let server = KxKeyPair::generate(&mut rng);
+    let client_key = client_key(SECRET, &salt, 4096).unwrap_or_else(|_| Secret32::new([0; 32]));
+    let stored_key = primitives::sha256(client_key.expose());
+    let msg = auth_message(&nonce, &register);
+    let kx = kx_proof(&alice.account, &alice.kx, &server.public(), &nonce, &msg).ok();
+    let answered = Register {
+        auth: Some(crate::wire::AuthResponse {
+            nonce,
+            proof: proof(&client_key, &msg),
+            kx_proof: kx,
+            ext: crate::wire::Extensions::new(),
+        }),
+        ..register.clone()
+    };
+    Exchange {
+        alice,
+        register,
+        salt,
+        nonce,
+        server,
+        client_key,
+        stored_key,
+        auth_message: msg,
+        answered,
+    }
+}
+
+pub fn generate_proof() -> String {
+    let x = exchange();
+    let reqs = ["KW-CRYPTO-021", "KW-REG-005"];
+    let make = |tc: &str,
+                comment: &str,
+                flags: &[&str],
+                nonce: &Nonce,
+                register: &Register,
+                with_key: bool| {
+        let mut t = ProofTest {
+            meta: Meta::valid(tc, comment, &reqs, flags),
+            stored_key: Hex(x.stored_key.to_vec()),
+            nonce: Hex(nonce.0.to_vec()),
+            register: Hex(Message::Register(register.clone()).encode()),
+            auth_message: Hex(auth_message(nonce, register)),
+            client_key: with_key.then(|| Hex(x.client_key.expose().to_vec())),
+        };
+        if let Err(f) = run_proof(&t) {
+            t.meta = t.meta.clone().failing(&f);
+        }
+        t
+    };
+    let other_nonce = Nonce(entropy_for("register-proof/other-nonce").array());
+    let moved = Register {
+        expires: 86_400,
+        ..x.answered.clone()
+    };
+    let mut wrong = x.answered.clone();
+    let wrong_key =
+        client_key(b"Tr0ub4dor&3", &x.salt, 4096).unwrap_or_else(|_| Secret32::new([0; 32]));
+    if let Some(auth) = wrong.auth.as_mut() {
+        auth.proof = proof(&wrong_key, &x.auth_message);
+    }
+    let tests = vec![
+        make(
+            "register-proof/valid",
+            "alice answers the challenge: the proof binds the nonce and every field of her register, csr included",
+            &[],
+            &x.nonce,
+            &x.answered,
+            true,
+        ),
+        make(
+            "register-proof/replayed-nonce",
+            "her proof checked under another challenge's nonce (a server first rejects the echoed nonce as stale, KW-REG-005; this is the MAC beneath)",
+            &["Replay"],
+            &other_nonce,
+            &x.answered,
+            false,
+        ),
+        make(
+            "register-proof/moved",
+            "her proof presented with a longer term",
+            &["Moved"],
+            &x.nonce,
+            &moved,
+            false,
+        ),
+        make(
+            "register-proof/wrong-secret",
+            "a proof from another secret",
+            &["WrongSecret"],
+            &x.nonce,
+            &wrong,
+            false,
+        ),
+    ];
+    let recipe = "Decode register; r0 = its encoding without auth; auth_message = cbor([\"keyway-v1 auth\", nonce, r0]) (compare); \
+client_key' = auth.proof XOR HMAC-SHA256(stored_key, auth_message); accept iff SHA-256(client_key') == stored_key. \
+With client_key given, proof = client_key XOR HMAC-SHA256(SHA-256(client_key), auth_message) equals auth.proof. \
+The register is a complete F1 request: its csr's pop and its auth's kx-proof verify (see csr and kx-pop).";
+    VectorFile::new(
+        "register-proof",
+        "spec/crypto.md §3",
+        recipe,
+        NOTES,
+        (),
+        tests,
+    )
+    .to_json()
+}
+
+fn run_proof(t: &ProofTest) -> Result<(), Failure> {
+    let bad = |e: String| Failure {
+        code: "vector".into(),
+        detail: e,
+    };
+    let Message::Register(r) = Message::decode(&t.register.0)? else {
+        return Err(bad("not a register".into()));
+    };
+    let auth = r.auth.clone().ok_or_else(|| bad("no auth".into()))?;
+    let nonce = Nonce(t.nonce.array().map_err(bad)?);
+    let verifier = Verifier {
+        salt: Nonce([0; 16]),
+        iterations: 4096,
+        stored_key: t.stored_key.array().map_err(bad)?,
+    };
+    check_proof(&verifier, &auth_message(&nonce, &r), &auth.proof)?;
+    Ok(())
+}
+
+pub fn verify_proof_json(text: &str) -> Result<usize, Vec<String>> {
+    verify_file(
+        text,
+        "register-proof",
+        |t: &ProofTest| &t.meta,
+        |_: &(), t| {
+            t.meta.expect(run_proof(t))?;
+            let Message::Register(r) = Message::decode(&t.register.0).map_err(|e| e.to_string())?
+            else {
+                return Err("not a register".into());
+            };
+            let nonce = Nonce(t.nonce.array()?);
+            same("auth_message", &t.auth_message.0, &auth_message(&nonce, &r))?;
+            if let (Some(key), Some(auth)) = (&t.client_key, &r.auth) {
+                let p: Mac32 = proof(&Secret32::new(key.array()?), &t.auth_message.0);
+                same("proof", &auth.proof.0, &p.0)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// A certificate-issuance request's proof of possession.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CsrTest {
+    #[serde(flatten)]
+    meta: Meta,
+    account: String,
+    /// The device's Ed25519 seed, for valid tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig_seed: Option<Hex>,
+    csr: Hex,
+    signature_input: Hex,
+}
+
+pub fn generate_csr() -> String {
+    let mut rng = entropy_for("csr/alice");
+    let alice = Identity::generate(Principal("alice@a.example".into()), &mut rng);
+    let csr = make_csr(&alice);
+    let reqs = ["KW-CRYPTO-022", "KW-REG-007"];
+    let make =
+        |tc: &str, comment: &str, flags: &[&str], account: &str, csr: &CertRequest, seed: bool| {
+            let mut t = CsrTest {
+                meta: Meta::valid(tc, comment, &reqs, flags),
+                account: account.into(),
+                sig_seed: seed.then(|| Hex(alice.signing.seed().expose().to_vec())),
+                csr: Hex(encode_plaintext(csr)),
+                signature_input: Hex(csr_signature_input(
+                    &Principal(account.into()),
+                    &csr.sig_key,
+                    &csr.kx_key,
+                )),
+            };
+            if let Err(f) = run_csr(&t) {
+                t.meta = Meta::invalid(tc, comment, &reqs, flags, &f);
+            }
+            t
+        };
+    let mut swapped = csr.clone();
+    swapped.kx_key = KxKeyPair::generate(&mut rng).public();
+    let tests = vec![
+        make(
+            "csr/valid",
+            "proof of possession of the signing key, binding both keys and the account",
+            &[],
+            "alice@a.example",
+            &csr,
+            true,
+        ),
+        make(
+            "csr/other-account",
+            "the request presented for another account",
+            &["WrongAccount"],
+            "mallory@a.example",
+            &csr,
+            false,
+        ),
+        make(
+            "csr/swapped-kx-key",
+            "the X25519 key replaced after signing",
+            &["Moved"],
+            "alice@a.example",
+            &swapped,
+            false,
+        ),
+    ];
+    let recipe = "Decode csr; Ed25519-verify (strictly) pop with sig-key over signature_input = cbor([\"keyway-v1 csr\", account, 1, sig-key, kx-key]). With sig_seed given, the signature is reproducible (Ed25519 is deterministic).";
+    VectorFile::new("csr", "spec/crypto.md §3", recipe, NOTES, (), tests).to_json()
+}
+
+fn run_csr(t: &CsrTest) -> Result<(), Failure> {
+    let bad = |e: String| Failure {
+        code: "vector".into(),
+        detail: e,
+    };
+    let csr: CertRequest = decode_plaintext(&t.csr.0)?;
+    let account = Principal::new(&t.account).map_err(|e| bad(e.to_string()))?;
+    check_csr(&account, &csr)?;
+    Ok(())
+}
+
+pub fn verify_csr_json(text: &str) -> Result<usize, Vec<String>> {
+    verify_file(
+        text,
+        "csr",
+        |t: &CsrTest| &t.meta,
+        |_: &(), t| {
+            t.meta.expect(run_csr(t))?;
+            let csr: CertRequest = decode_plaintext(&t.csr.0).map_err(|e| e.to_string())?;
+            let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
+            same(
+                "signature_input",
+                &t.signature_input.0,
+                &csr_signature_input(&account, &csr.sig_key, &csr.kx_key),
+            )?;
+            if let Some(seed) = &t.sig_seed {
+                let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
+                same("pop", &csr.pop.0, &key.sign(&t.signature_input.0).0)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The X25519 proof of possession.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KxPopTest {
+    #[serde(flatten)]
+    meta: Meta,
+    account: String,
+    kx_key: Hex,
+    /// The device's private key, when it can make the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kx_private: Option<Hex>,
+    /// The server's challenge key pair.
+    challenge_private: Hex,
+    challenge: Hex,
+    nonce: Hex,
+    auth_message: Hex,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shared_secret: Option<Hex>,
+    kx_proof: Hex,
+}
+
+pub fn generate_kx_pop() -> String {
+    let x = exchange();
+    let reqs = ["KW-CRYPTO-023", "KW-REG-007"];
+    let good = x
+        .answered
+        .auth
+        .as_ref()
+        .and_then(|a| a.kx_proof)
+        .map_or([0; 32], |m| m.0);
+    let make = |tc: &str,
+                comment: &str,
+                flags: &[&str],
+                kx_key: PublicKey,
+                private: Option<&KxKeyPair>,
+                nonce: &Nonce| {
+        let mut t = KxPopTest {
+            meta: Meta::valid(tc, comment, &reqs, flags),
+            account: x.alice.account.as_str().into(),
+            kx_key: Hex(kx_key.0.to_vec()),
+            kx_private: private.map(|k| Hex(k.secret().expose().to_vec())),
+            challenge_private: Hex(x.server.secret().expose().to_vec()),
+            challenge: Hex(x.server.public().0.to_vec()),
+            nonce: Hex(nonce.0.to_vec()),
+            auth_message: Hex(auth_message(nonce, &x.register)),
+            shared_secret: private
+                .and_then(|k| k.agree(&x.server.public()).ok())
+                .map(|s| Hex(s.expose().to_vec())),
+            kx_proof: Hex(good.to_vec()),
+        };
+        if let Err(f) = run_kx_pop(&t) {
+            t.meta = t.meta.clone().failing(&f);
+        }
+        t
+    };
+    let stranger = KxKeyPair::generate(&mut entropy_for("kx-pop/stranger")).public();
+    let other_nonce = Nonce(entropy_for("kx-pop/other-nonce").array());
+    let tests = vec![
+        make(
+            "kx-pop/valid",
+            "alice proves the X25519 key of her csr, in the exchange of register-proof/valid",
+            &[],
+            x.alice.kx.public(),
+            Some(&x.alice.kx),
+            &x.nonce,
+        ),
+        make(
+            "kx-pop/other-key",
+            "her proof checked against a key she does not hold",
+            &["Moved"],
+            stranger,
+            None,
+            &x.nonce,
+        ),
+        make(
+            "kx-pop/zero-key",
+            "an all-zero X25519 key",
+            &["LowOrderPoint"],
+            PublicKey([0; 32]),
+            None,
+            &x.nonce,
+        ),
+        make(
+            "kx-pop/replayed-nonce",
+            "her proof checked under another challenge (its nonce salts the key and enters auth_message)",
+            &["Replay"],
+            x.alice.kx.public(),
+            None,
+            &other_nonce,
+        ),
+    ];
+    let recipe = "z = X25519(challenge_private, kx_key) (reject all-zero); k = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 kx-pop\", account, kx_key, challenge])); \
+accept iff HMAC-SHA256(k, auth_message) == kx_proof (constant time). With kx_private given, X25519(kx_private, challenge) = shared_secret and the device's proof equals kx_proof.";
+    VectorFile::new("kx-pop", "spec/crypto.md §3", recipe, NOTES, (), tests).to_json()
+}
+
+fn run_kx_pop(t: &KxPopTest) -> Result<(), Failure> {
+    let bad = |e: String| Failure {
+        code: "vector".into(),
+        detail: e,
+    };
+    let account = Principal::new(&t.account).map_err(|e| bad(e.to_string()))?;
+    let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array().map_err(bad)?));
+    check_kx_proof(
+        &account,
+        &PublicKey(t.kx_key.array().map_err(bad)?),
+        &server,
+        &Nonce(t.nonce.array().map_err(bad)?),
+        &t.auth_message.0,
+        &Mac32(t.kx_proof.array().map_err(bad)?),
+    )?;
+    Ok(())
+}
+
+pub fn verify_kx_pop_json(text: &str) -> Result<usize, Vec<String>> {
+    verify_file(
+        text,
+        "kx-pop",
+        |t: &KxPopTest| &t.meta,
+        |_: &(), t| {
+            t.meta.expect(run_kx_pop(t))?;
+            let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array()?));
+            same("challenge", &t.challenge.0, &server.public().0)?;
+            if let Some(private) = &t.kx_private {
+                let device = KxKeyPair::from_secret(&Secret32::new(private.array()?));
+                let shared = device.agree(&server.public()).map_err(|e| e.to_string())?;
+                same(
+                    "shared_secret",
+                    &t.shared_secret.clone().unwrap_or_default().0,
+                    shared.expose(),
+                )?;
+                let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
+                let p = kx_proof(
+                    &account,
+                    &device,
+                    &server.public(),
+                    &Nonce(t.nonce.array()?),
+                    &t.auth_message.0,
+                )
+                .map_err(|e| e.to_string())?;
+                same("kx_proof", &t.kx_proof.0, &p.0)?;
+            }
+            Ok(())
+        },
+    )
+}
