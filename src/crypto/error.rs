@@ -70,6 +70,9 @@ pub enum CryptoError {
     /// An editor without a read-modify entry.
     #[error("{0} has no read-modify permission")]
     EditorNotPermitted(Principal),
+    /// The echoed nonce is not the outstanding challenge's.
+    #[error("the echoed nonce is not the outstanding challenge")]
+    StaleNonce,
     /// The proof of the provisioned secret does not verify.
     #[error("account proof does not verify")]
     AuthFailed,
@@ -126,6 +129,7 @@ impl From<&CryptoError> for ErrorCode {
             | CryptoError::PermissionDenied(_)
             | CryptoError::EditorNotPermitted(_) => ErrorCode::PERMISSION_DENIED,
             CryptoError::AuthFailed => ErrorCode::AUTH_FAILED,
+            CryptoError::StaleNonce => ErrorCode::STALE_NONCE,
             CryptoError::PopFailed => ErrorCode::POP_FAILED,
             CryptoError::BadIterations(_) => ErrorCode::SCHEMA,
             CryptoError::Replay(_) => ErrorCode::REPLAY,

@@ -143,6 +143,22 @@ pub fn issue_for_registration(
     }))
 }
 
+/// The server's check of a `register` answering the challenge with
+/// `nonce` (KW-REG-005, KW-CRYPTO-021): the echoed nonce first, then the
+/// proof. Whether the nonce is still outstanding (unused, unexpired, for
+/// this account) is the caller's state to check before.
+pub fn check_auth(
+    verifier: &Verifier,
+    nonce: &Nonce,
+    register: &Register,
+) -> Result<(), CryptoError> {
+    let auth = register.auth.as_ref().ok_or(CryptoError::AuthFailed)?;
+    if !ct_eq(&auth.nonce.0, &nonce.0) {
+        return Err(CryptoError::StaleNonce);
+    }
+    check_proof(verifier, &auth_message(nonce, register), &auth.proof)
+}
+
 /// The signed input of `csr.pop` (KW-CRYPTO-022).
 pub fn csr_signature_input(
     account: &Principal,

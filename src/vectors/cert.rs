@@ -444,6 +444,22 @@ pub struct AttestTest {
     now: u64,
 }
 
+const ATTEST_NOTES: &[(&str, &str)] = &[
+    (
+        "Skew",
+        "The attestation's time at or beyond 300 seconds from the device's clock (KW-CRYPTO-012).",
+    ),
+    (
+        "Boundary",
+        "The attested certificate just outside its term (KW-CERT-003).",
+    ),
+    ("Forged", "The attestation was changed after it was signed."),
+    (
+        "Misused",
+        "A valid attestation presented to another device, in another domain, or for another account.",
+    ),
+];
+
 const ATTEST_RECIPE: &str = "Decode attestation; its attester is in the domain of `to`; |at - now| <= 300; its cert is valid for the attester with role server at now (see cert vectors); \
 kid is the key identifier of that certificate's sig-key; sig verifies over signature_input = cbor([\"keyway-v1 attest\", attester, at, to, certificate]); \
 then the attested certificate passes KW-CERT-002 except the issuer checks: subject = target in its issuer's domain, term at now, not revoked.";
@@ -554,14 +570,14 @@ pub fn generate_attest() -> String {
         make(Case {
             tc: "attest/stale",
             comment: "an attestation 301 seconds old",
-            flags: &["Boundary"],
+            flags: &["Skew"],
             now: at + 301,
             ..base
         }),
         make(Case {
             tc: "attest/at-skew-limit",
             comment: "an attestation exactly 300 seconds old",
-            flags: &["Boundary"],
+            flags: &["Skew"],
             now: at + 300,
             ..base
         }),
@@ -578,7 +594,7 @@ pub fn generate_attest() -> String {
         "attest",
         "spec/crypto.md §2",
         ATTEST_RECIPE,
-        NOTES,
+        ATTEST_NOTES,
         params,
         tests,
     )

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
 use crate::crypto::register::{
-    Verifier, auth_message, check_csr, check_kx_proof, check_proof, client_key,
-    csr_signature_input, kx_proof, make_csr, proof,
+    Verifier, auth_message, check_auth, check_csr, check_kx_proof, client_key, csr_signature_input,
+    kx_proof, make_csr, proof,
 };
 use crate::crypto::{Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair, primitives};
 use crate::wire::{
@@ -246,6 +246,15 @@ fn exchange() -> Exchange {
     }
 }
 
+/// `register` with its `auth.nonce` replaced by `nonce`, the proof kept.
+fn echoing(register: &Register, nonce: Nonce) -> Register {
+    let mut r = register.clone();
+    if let Some(auth) = r.auth.as_mut() {
+        auth.nonce = nonce;
+    }
+    r
+}
+
 pub fn generate_proof() -> String {
     let x = exchange();
     let reqs = ["KW-CRYPTO-021", "KW-REG-005"];
@@ -289,11 +298,19 @@ pub fn generate_proof() -> String {
             true,
         ),
         make(
-            "register-proof/replayed-nonce",
-            "her proof checked under another challenge's nonce (a server first rejects the echoed nonce as stale, KW-REG-005; this is the MAC beneath)",
+            "register-proof/replayed",
+            "her whole answer replayed against a later challenge: the echoed nonce is not outstanding",
             &["Replay"],
             &other_nonce,
             &x.answered,
+            false,
+        ),
+        make(
+            "register-proof/proof-for-other-nonce",
+            "the later challenge's nonce echoed, with the proof made for the earlier one",
+            &["Replay"],
+            &other_nonce,
+            &echoing(&x.answered, other_nonce),
             false,
         ),
         make(
@@ -313,7 +330,7 @@ pub fn generate_proof() -> String {
             false,
         ),
     ];
-    let recipe = "Decode register; r0 = its encoding without auth; auth_message = cbor([\"keyway-v1 auth\", nonce, r0]) (compare); \
+    let recipe = "Decode register; its auth.nonce must equal nonce (the outstanding challenge's), else stale-nonce; r0 = its encoding without auth; auth_message = cbor([\"keyway-v1 auth\", nonce, r0]) (compare); \
 client_key' = auth.proof XOR HMAC-SHA256(stored_key, auth_message); accept iff SHA-256(client_key') == stored_key. \
 With client_key given, proof = client_key XOR HMAC-SHA256(SHA-256(client_key), auth_message) equals auth.proof. \
 The register is a complete F1 request: its csr's pop and its auth's kx-proof verify (see csr and kx-pop).";
@@ -336,14 +353,12 @@ fn run_proof(t: &ProofTest) -> Result<(), Failure> {
     let Message::Register(r) = Message::decode(&t.register.0)? else {
         return Err(bad("not a register".into()));
     };
-    let auth = r.auth.clone().ok_or_else(|| bad("no auth".into()))?;
-    let nonce = Nonce(t.nonce.array().map_err(bad)?);
     let verifier = Verifier {
         salt: Nonce([0; 16]),
         iterations: 4096,
         stored_key: t.stored_key.array().map_err(bad)?,
     };
-    check_proof(&verifier, &auth_message(&nonce, &r), &auth.proof)?;
+    check_auth(&verifier, &Nonce(t.nonce.array().map_err(bad)?), &r)?;
     Ok(())
 }
 
@@ -494,18 +509,37 @@ pub struct KxPopTest {
 pub fn generate_kx_pop() -> String {
     let x = exchange();
     let reqs = ["KW-CRYPTO-023", "KW-REG-007"];
-    let good = x
-        .answered
-        .auth
-        .as_ref()
-        .and_then(|a| a.kx_proof)
+    // The register of the exchange with its csr naming `kx_key` (the csr's
+    // pop re-signed by alice, so only the X25519 proof is at stake), and
+    // alice's kx-proof over it, made with the key she holds.
+    let case = |kx_key: PublicKey, nonce: &Nonce| {
+        let mut r = x.register.clone();
+        if let Some(csr) = r.csr.as_mut() {
+            csr.kx_key = kx_key;
+            csr.pop = x.alice.signing.sign(&csr_signature_input(
+                &x.alice.account,
+                &csr.sig_key,
+                &kx_key,
+            ));
+        }
+        let msg = auth_message(nonce, &r);
+        let proof = kx_proof(
+            &x.alice.account,
+            &x.alice.kx,
+            &x.server.public(),
+            &x.nonce,
+            &auth_message(&x.nonce, &r),
+        )
         .map_or([0; 32], |m| m.0);
+        (msg, proof)
+    };
     let make = |tc: &str,
                 comment: &str,
                 flags: &[&str],
                 kx_key: PublicKey,
                 private: Option<&KxKeyPair>,
                 nonce: &Nonce| {
+        let (msg, proof) = case(kx_key, nonce);
         let mut t = KxPopTest {
             meta: Meta::valid(tc, comment, &reqs, flags),
             account: x.alice.account.as_str().into(),
@@ -514,11 +548,11 @@ pub fn generate_kx_pop() -> String {
             challenge_private: Hex(x.server.secret().expose().to_vec()),
             challenge: Hex(x.server.public().0.to_vec()),
             nonce: Hex(nonce.0.to_vec()),
-            auth_message: Hex(auth_message(nonce, &x.register)),
+            auth_message: Hex(msg),
             shared_secret: private
                 .and_then(|k| k.agree(&x.server.public()).ok())
                 .map(|s| Hex(s.expose().to_vec())),
-            kx_proof: Hex(good.to_vec()),
+            kx_proof: Hex(proof.to_vec()),
         };
         if let Err(f) = run_kx_pop(&t) {
             t.meta = t.meta.clone().failing(&f);
@@ -538,7 +572,7 @@ pub fn generate_kx_pop() -> String {
         ),
         make(
             "kx-pop/other-key",
-            "her proof checked against a key she does not hold",
+            "a csr naming someone else's X25519 key: the proof, made with alice's own key, fails",
             &["Moved"],
             stranger,
             None,
@@ -546,7 +580,7 @@ pub fn generate_kx_pop() -> String {
         ),
         make(
             "kx-pop/zero-key",
-            "an all-zero X25519 key",
+            "a csr naming an all-zero X25519 key",
             &["LowOrderPoint"],
             PublicKey([0; 32]),
             None,
@@ -561,7 +595,7 @@ pub fn generate_kx_pop() -> String {
             &other_nonce,
         ),
     ];
-    let recipe = "z = X25519(challenge_private, kx_key) (reject all-zero); k = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 kx-pop\", account, kx_key, challenge])); \
+    let recipe = "auth_message is the register's (its csr's kx-key is kx_key); z = X25519(challenge_private, kx_key) (reject all-zero); k = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 kx-pop\", account, kx_key, challenge])); \
 accept iff HMAC-SHA256(k, auth_message) == kx_proof (constant time). With kx_private given, X25519(kx_private, challenge) = shared_secret and the device's proof equals kx_proof.";
     VectorFile::new("kx-pop", "spec/crypto.md §3", recipe, NOTES, (), tests).to_json()
 }
