@@ -144,3 +144,22 @@ fn ciborium_agrees_on_everything_we_accept() {
     }
     qc().quickcheck(prop as fn(AnyItem, u64) -> TestResult);
 }
+
+/// Inputs the fuzzers found (`tests/data/fuzz-regressions/`), replayed:
+/// whatever we accept, ciborium decodes to the same value.
+#[test]
+fn fuzz_regressions_agree_with_ciborium() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz-regressions");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        if let Ok(ours) = decode(&bytes, &DecodeOptions::WELL_FORMED) {
+            match ciborium::from_reader::<ciborium::Value, _>(bytes.as_slice()) {
+                Ok(theirs) => assert!(same_value(&ours, &theirs), "{:?}", entry.path()),
+                Err(_) => assert!(beyond_ciborium(&ours), "{:?}", entry.path()),
+            }
+        }
+        count += 1;
+    }
+    assert!(count > 0);
+}

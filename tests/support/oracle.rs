@@ -69,6 +69,12 @@ pub fn same_value(ours: &Item<'_>, theirs: &ciborium::Value) -> bool {
             }
             _ => false,
         },
+        // A bignum's value does not change with leading zero bytes (RFC 8949
+        // §3.4.3); ciborium sometimes strips them.
+        (Item::Tag(n @ (2 | 3), c), V::Tag(tn, tc)) if n == tn => match (&**c, &**tc) {
+            (Item::Bytes(a), V::Bytes(b)) => without_leading_zeros(a) == without_leading_zeros(b),
+            _ => same_value(c, tc),
+        },
         (Item::Tag(n, c), V::Tag(tn, tc)) => n == tn && same_value(c, tc),
         (Item::Bool(b), V::Bool(t)) => b == t,
         (Item::Null | Item::Undefined, V::Null) => true,
@@ -78,4 +84,9 @@ pub fn same_value(ours: &Item<'_>, theirs: &ciborium::Value) -> bool {
         }
         _ => false,
     }
+}
+
+fn without_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
 }
