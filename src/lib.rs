@@ -9,6 +9,9 @@
 //!   deterministic encoding and encoded back to exactly those bytes;
 //! - [`crypto`]: suite keyway-v1 — keys, certificates, registration proofs,
 //!   sealed bodies with per-recipient key wrap, session keys;
+//! - [`core`]: sans-IO state machines of device, server, recorder and
+//!   firewall: inputs, `now` and randomness in, outputs out;
+//! - [`sim`]: a whole deployment in memory on a virtual clock;
 //! - [`vectors`]: golden vectors, generated and checked;
 //! - [`cli`]: the `keyway` command line.
 //!
@@ -31,10 +34,13 @@
 //! ```
 
 pub mod cbor;
+pub mod core;
 pub mod crypto;
 pub mod wire;
 
 pub mod vectors;
+
+pub mod sim;
 
 pub mod cli;
 

@@ -350,6 +350,12 @@ fn a_read_only_server_cannot_change_the_content() {
     // …and what it can do by hand is caught: re-encrypting under the key it
     // read, without an edit,
     let rogue = reencrypt(&pki, &sealed, &opened.cek, &modified_desc());
+    // The library's fault injection does exactly this.
+    assert_eq!(
+        keyway::crypto::reencrypt_without_edit(&sealed, &SESSION, &opened.cek, &modified_desc())
+            .unwrap(),
+        rogue
+    );
     assert_eq!(
         destination_check(&pki, &rogue),
         Err(CryptoError::PermissionDenied(
@@ -504,4 +510,21 @@ fn sealing_draws_randomness_only_from_the_caller() {
     assert_ne!(a.nonce, b.nonce);
     assert_ne!(a.epk, b.epk);
     assert_ne!(a.recipients[0].wrapped, b.recipients[0].wrapped);
+}
+
+/// KW-KEY-001, KW-KEY-006: a server that learned the session key from the
+/// offer reads a body sealed under the same key (the answer) without an
+/// entry of its own; any other key fails.
+#[test]
+fn a_body_under_a_known_key_opens_without_an_entry() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut KeyCache::new(8)).unwrap();
+    assert_eq!(
+        keyway::crypto::open_with_key(&sealed, &SESSION, &opened.cek).unwrap(),
+        plaintext()
+    );
+    let wrong = keyway::crypto::Secret32::new([1; 32]);
+    assert!(keyway::crypto::open_with_key(&sealed, &SESSION, &wrong).is_err());
+    assert!(keyway::crypto::open_with_key(&sealed, &SessionId([0; 16]), &opened.cek).is_err());
 }

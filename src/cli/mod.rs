@@ -58,6 +58,34 @@ enum Command {
         #[arg(long)]
         binary: bool,
     },
+    /// Run a whole deployment in memory on a virtual clock and print what
+    /// happened; the same arguments print the same bytes.
+    Simulate {
+        /// Domains with devices (a transit hub joins two or more).
+        #[arg(long, default_value_t = 2)]
+        domains: usize,
+        /// Devices per domain.
+        #[arg(long, default_value_t = 4)]
+        devices: usize,
+        /// Calls between random pairs of devices.
+        #[arg(long, default_value_t = 10)]
+        calls: usize,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Probability of losing a datagram (duplicates at half the rate).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// The last domain's server changes bodies it may only read.
+        #[arg(long)]
+        tamper: bool,
+        /// Record nothing.
+        #[arg(long)]
+        no_record: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +141,27 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         Command::Decode { hex, json, file } => decode(hex, json, &file),
         Command::Example { name, binary } => example(name.as_deref(), binary),
         Command::Vectors { command } => vectors(command),
+        Command::Simulate {
+            domains,
+            devices,
+            calls,
+            seed,
+            loss,
+            tamper,
+            no_record,
+            json,
+        } => simulate(
+            &crate::sim::SimConfig {
+                domains,
+                devices,
+                calls,
+                seed,
+                loss,
+                tamper,
+                record: !no_record,
+            },
+            json,
+        ),
     };
     match result {
         Ok(()) => 0,
@@ -120,6 +169,31 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             let _ = writeln!(std::io::stderr().lock(), "error: {message}");
             1
         }
+    }
+}
+
+/// `keyway simulate`: the report on standard output; exit 1 when an
+/// invariant broke.
+fn simulate(cfg: &crate::sim::SimConfig, json: bool) -> Result<(), String> {
+    let report = crate::sim::run(cfg).map_err(|e| e.to_string())?;
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        t.push('\n');
+        t
+    } else {
+        report.to_text()
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    if report.invariant_violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} invariant violations",
+            report.invariant_violations.len()
+        ))
     }
 }
 

@@ -355,6 +355,45 @@ fn trial_unwrap<'s>(
     Err(CryptoError::NoEntry)
 }
 
+/// Decrypts a body with a content key already held — a trusted server
+/// reading the answer under the session key it learned from the offer
+/// (KW-KEY-001, KW-KEY-006). Signatures are checked by [`verify_sealed`].
+pub fn open_with_key(
+    sealed: &Sealed,
+    session: &SessionId,
+    cek: &Secret32,
+) -> Result<Vec<u8>, CryptoError> {
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
+    };
+    let ad = body_ad(ctx, &sealed.sender);
+    siv_open(
+        &mut siv_cipher(cek.expose()),
+        &[&ad, &sealed.nonce.0],
+        &sealed.ct,
+    )
+}
+
+/// Replaces a body's control information under its content key without
+/// an edit — what a server with read permission must not do
+/// (KW-SEAL-006). Exists so that the simulator's fault injection and the
+/// tests can show that every destination detects it (KW-SEAL-009).
+pub fn reencrypt_without_edit(
+    sealed: &Sealed,
+    session: &SessionId,
+    cek: &Secret32,
+    new_plaintext: &[u8],
+) -> Result<Sealed, CryptoError> {
+    let ctx = SealContext {
+        session,
+        cid: sealed.cid,
+    };
+    let mut out = sealed.clone();
+    out.ct = encrypt_content(ctx, &sealed.sender, cek, &sealed.nonce, new_plaintext)?;
+    Ok(out)
+}
+
 fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a Recipient> {
     sealed.recipients.iter().find(|r| {
         r.id.as_ref() == Some(editor)
@@ -375,18 +414,35 @@ pub fn verify_sealed(
     trust: &TrustStore,
     now: u64,
 ) -> Result<(), CryptoError> {
+    verify_sealed_with(
+        sealed,
+        session,
+        plaintext,
+        sender_cert,
+        &|cert, subject, role| trust.check(cert, Expect { subject, role, now }),
+    )
+}
+
+/// [`verify_sealed`] with the caller's own certificate check, for parties
+/// that confirm some certificates by attestation rather than by an anchor
+/// (KW-CERT-005): `validate(cert, subject, role)`.
+#[allow(clippy::type_complexity)]
+pub fn verify_sealed_with(
+    sealed: &Sealed,
+    session: &SessionId,
+    plaintext: &[u8],
+    sender_cert: &Certificate,
+    validate: &dyn Fn(
+        &Certificate,
+        &Principal,
+        Option<Role>,
+    ) -> Result<(), super::error::CertError>,
+) -> Result<(), CryptoError> {
     let ctx = SealContext {
         session,
         cid: sealed.cid,
     };
-    trust.check(
-        sender_cert,
-        Expect {
-            subject: &sealed.sender,
-            role: None,
-            now,
-        },
-    )?;
+    validate(sender_cert, &sealed.sender, None)?;
     if key_id(&sender_cert.tbs.sig_key, KeyUse::Signing) != sealed.sender_kid {
         return Err(CryptoError::KeyIdMismatch);
     }
@@ -401,14 +457,7 @@ pub fn verify_sealed(
         if find_editor_entry(sealed, &edit.editor).is_none() {
             return Err(CryptoError::EditorNotPermitted(edit.editor.clone()));
         }
-        trust.check(
-            &edit.cert,
-            Expect {
-                subject: &edit.editor,
-                role: Some(Role::Server),
-                now,
-            },
-        )?;
+        validate(&edit.cert, &edit.editor, Some(Role::Server))?;
         if key_id(&edit.cert.tbs.sig_key, KeyUse::Signing) != edit.kid {
             return Err(CryptoError::KeyIdMismatch);
         }

@@ -390,20 +390,43 @@ impl DirectionKeys {
         Ok(())
     }
 
+    /// Sender: switches to the next epoch with `key`, which it sealed for
+    /// the recipients itself (KW-CRYPTO-042, body form). Returns the new
+    /// epoch and the rekey's sequence number in the old one.
+    pub fn rekey_with_key(&mut self, key: Secret32, now: u64) -> Result<(u64, u64), CryptoError> {
+        let seq = self.take_seq()?;
+        let old = self.current_epoch();
+        let epoch = old.checked_add(1).ok_or(CryptoError::StaleEpoch(old))?;
+        self.switch_sending(epoch, key, now);
+        Ok((epoch, seq))
+    }
+
     /// Receiver: installs epoch `epoch` with a key obtained from a rekey
-    /// body; the current epoch enters its grace window (KW-KEY-004).
+    /// body; the rekey's `seq` is checked in the current epoch's window
+    /// (KW-CRYPTO-044), and the current epoch enters its grace window
+    /// (KW-KEY-004). Rejected input changes nothing.
     pub fn accept_rekey_key(
         &mut self,
         epoch: u64,
+        seq: u64,
         key: Secret32,
         now: u64,
         policy: &KeyPolicy,
     ) -> Result<(), CryptoError> {
-        if Some(epoch) != self.current_epoch().checked_add(1) {
+        let current = self.current_epoch();
+        if Some(epoch) != current.checked_add(1) {
             return Err(CryptoError::StaleEpoch(epoch));
         }
+        let state = self.epoch_mut(current, now)?;
+        state.window.check(seq)?;
+        state.window.record(seq);
         self.install(epoch, key, now, policy);
         Ok(())
+    }
+
+    /// When the current epoch began.
+    pub fn epoch_started(&self) -> u64 {
+        self.epoch_started
     }
 
     fn install(&mut self, epoch: u64, key: Secret32, now: u64, policy: &KeyPolicy) {
@@ -496,6 +519,33 @@ mod tests {
             DirectionKeys::new(session, a.clone(), b.clone(), k.clone(), 0),
             DirectionKeys::new(session, a, b, k, 0),
         )
+    }
+
+    /// KW-KEY-003, KW-KEY-004 (body form): the sender switches to a key it
+    /// sealed itself; the receiver installs it once, checking the rekey's
+    /// sequence number; a replayed rekey changes nothing.
+    #[test]
+    fn a_rekey_with_a_sealed_key_switches_both_sides() {
+        let (mut tx, mut rx) = pair();
+        let policy = KeyPolicy::default();
+        let new_key = Secret32::new([9; 32]);
+        let (epoch, seq) = tx.rekey_with_key(new_key.clone(), 10).unwrap();
+        assert_eq!((epoch, seq), (1, 0));
+        rx.accept_rekey_key(epoch, seq, new_key.clone(), 10, &policy)
+            .unwrap();
+        let sealed = tx.seal(MsgType::Info, b"under epoch 1").unwrap();
+        assert_eq!(sealed.epoch, 1);
+        assert_eq!(
+            rx.open(MsgType::Info, sealed.epoch, sealed.seq, &sealed.payload, 11)
+                .unwrap(),
+            b"under epoch 1"
+        );
+        assert_eq!(
+            rx.accept_rekey_key(epoch, seq, new_key, 12, &policy),
+            Err(CryptoError::StaleEpoch(1))
+        );
+        assert_eq!(rx.current_epoch(), 1);
+        assert_eq!(tx.epoch_started(), 10);
     }
 
     #[test]

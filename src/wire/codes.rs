@@ -119,6 +119,21 @@ impl ErrorCode {
     pub fn class(self) -> u16 {
         self.0 / 100
     }
+
+    /// The code as a receiver acts on it (KW-ERR-002): a defined code is
+    /// itself; an unknown one is the first defined code of its class, or
+    /// `internal` when its class has none.
+    pub fn understood(self) -> ErrorCode {
+        if self.name().is_some() {
+            return self;
+        }
+        ErrorCode::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.class() == self.class())
+            .min_by_key(|c| c.0)
+            .unwrap_or(ErrorCode::INTERNAL)
+    }
 }
 
 impl From<&WireError> for ErrorCode {

@@ -1,0 +1,540 @@
+//! The recorder (F7) as a sans-IO state machine: it obeys signed recording
+//! commands from the servers it is configured with, learns media keys from
+//! the sealed `keys` they carry, decrypts the media packets a firewall
+//! copies to it, and lists and serves recordings to the accounts allowed
+//! to see them (KW-REC-002..005).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::device::{error_response, request_txn};
+use super::transact::{Seen, ServerTxns};
+use super::{Addr, Millis, Output, secs};
+use crate::crypto::{
+    CryptoError, Expect, Identity, KeyCache, Secret32, TrustStore, media_ad, open, open_media,
+    verify_message, verify_sealed,
+};
+use crate::wire::{
+    Bytes, Certificate, ErrorCode, Extensions, List, Media, MediaKeys, Message, MsgType,
+    OkResponse, Principal, RecordData, RecordListing, RecordingId, RecordingInfo, RecordingMode,
+    Role, SessionId, Time, TxnId, decode_plaintext,
+};
+
+/// What a recorder is configured with.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// Its account and keys (KW-CERT-004).
+    pub identity: Identity,
+    /// Anchors of the domains whose servers it obeys.
+    pub trust: TrustStore,
+    /// The servers it obeys, with their certificates (KW-FW-005 applied to
+    /// recording commands).
+    pub servers: BTreeMap<Principal, Certificate>,
+    /// The certificates that requests to list and fetch are checked with;
+    /// a request from an account not here is refused (KW-REC-005).
+    pub readers: BTreeMap<Principal, Certificate>,
+    /// Accounts that may see every recording; the parties of a recording
+    /// may see it too (KW-REC-005).
+    pub auditors: BTreeSet<Principal>,
+    /// Most recordings kept; the oldest finished one is dropped first.
+    pub capacity: usize,
+}
+
+/// One recorded media packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedPacket {
+    /// Its sender.
+    pub from: Principal,
+    /// The sender's stream.
+    pub stream: u64,
+    /// The sender's description number.
+    pub epoch: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// The plaintext frame, or the packet's ciphertext in
+    /// ciphertext-and-keys mode.
+    pub data: Vec<u8>,
+}
+
+/// A recording.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Its identifier.
+    pub id: RecordingId,
+    /// The session.
+    pub session: SessionId,
+    /// What is kept.
+    pub mode: RecordingMode,
+    /// The session's parties.
+    pub parties: Vec<Principal>,
+    /// The server that started it.
+    pub server: Principal,
+    /// When it started (seconds).
+    pub started: u64,
+    /// When it ended, if it has.
+    pub ended: Option<u64>,
+    /// Media keys by (sender, stream, description number).
+    keys: BTreeMap<(Principal, u64, u64), Secret32>,
+    /// Packets in arrival order, without duplicates.
+    pub packets: Vec<RecordedPacket>,
+    seen: BTreeSet<(Principal, u64, u64, u64)>,
+    /// Bytes recorded.
+    pub bytes: u64,
+}
+
+impl Recording {
+    /// How many keys the recording has learned.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn info(&self) -> Option<RecordingInfo> {
+        Some(RecordingInfo {
+            recording: self.id,
+            session: self.session,
+            started: Time(self.started),
+            ended: self.ended.map(Time),
+            mode: self.mode,
+            parties: List::new(self.parties.clone())?,
+            packets: self.packets.len() as u64,
+            bytes: self.bytes,
+            ext: Extensions::new(),
+        })
+    }
+}
+
+/// What a recorder tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecorderEvent {
+    /// A recording started.
+    Started(RecordingId, SessionId),
+    /// A recording learned the keys of a new description.
+    KeysAdded(RecordingId, usize),
+    /// A recording ended.
+    Stopped(RecordingId),
+    /// A copied media packet was decrypted (or kept, in
+    /// ciphertext-and-keys mode) and recorded.
+    Recorded {
+        /// The recording.
+        recording: RecordingId,
+        /// The session.
+        session: SessionId,
+        /// The packet's sender.
+        from: Principal,
+        /// Its stream.
+        stream: u64,
+        /// Its description number.
+        epoch: u64,
+        /// Its sequence number.
+        seq: u64,
+        /// The decrypted frame (empty in ciphertext-and-keys mode).
+        frame: Vec<u8>,
+    },
+    /// A copied packet could not be recorded.
+    Unrecordable(SessionId, ErrorCode),
+    /// A request was rejected.
+    Rejected(ErrorCode),
+}
+
+/// See the module documentation.
+pub struct Recorder {
+    cfg: RecorderConfig,
+    recordings: BTreeMap<RecordingId, Recording>,
+    by_session: BTreeMap<SessionId, RecordingId>,
+    kek: KeyCache,
+    txns: ServerTxns,
+    rejects: super::reject::DecodeRejects,
+    outputs: VecDeque<Output<RecorderEvent>>,
+}
+
+impl core::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Recorder({}, {} recordings)",
+            self.cfg.identity.account,
+            self.recordings.len()
+        )
+    }
+}
+
+/// Largest chunk of `record-data`.
+const CHUNK: usize = 8192;
+
+impl Recorder {
+    /// A recorder with no recordings.
+    pub fn new(cfg: RecorderConfig) -> Self {
+        Self {
+            cfg,
+            recordings: BTreeMap::new(),
+            by_session: BTreeMap::new(),
+            kek: KeyCache::new(64),
+            txns: ServerTxns::new(1024),
+            rejects: Default::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The recording of a session.
+    pub fn recording_of(&self, session: &SessionId) -> Option<&Recording> {
+        self.by_session
+            .get(session)
+            .and_then(|id| self.recordings.get(id))
+    }
+
+    /// Every recording, by identifier.
+    pub fn recordings(&self) -> impl Iterator<Item = &Recording> {
+        self.recordings.values()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output<RecorderEvent>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Recorder::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.txns.next_timeout()
+    }
+
+    /// Forgets answered transactions.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.txns.expire(now);
+    }
+
+    fn emit(&mut self, event: RecorderEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    fn respond(&mut self, now: Millis, to: Addr, txn: TxnId, response: Message) {
+        self.txns.answer(now, txn, to, response.clone());
+        self.outputs.push_back(Output::Transmit {
+            to,
+            message: response,
+        });
+    }
+
+    fn reject(&mut self, now: Millis, to: Addr, txn: TxnId, re: MsgType, code: ErrorCode) {
+        self.emit(RecorderEvent::Rejected(code));
+        self.respond(now, to, txn, error_response(txn, re, code));
+    }
+
+    /// A datagram arrived.
+    pub fn handle_receive(&mut self, now: Millis, from: Addr, bytes: &[u8]) {
+        let message = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.emit(RecorderEvent::Rejected(ErrorCode::from(&e)));
+                if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
+                    self.outputs.push_back(Output::Transmit {
+                        to: from,
+                        message: error,
+                    });
+                }
+                return;
+            }
+        };
+        if let Message::Media(media) = message {
+            self.on_media(media);
+            return;
+        }
+        let Some(txn) = request_txn(&message) else {
+            self.emit(RecorderEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE));
+            return;
+        };
+        match self.txns.seen(now, txn, from) {
+            Seen::Answered(response) => {
+                self.outputs.push_back(Output::Transmit {
+                    to: from,
+                    message: response,
+                });
+                return;
+            }
+            Seen::InProgress => return,
+            Seen::New => {}
+        }
+        let re = message.msg_type();
+        let outcome = match &message {
+            Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
+                self.on_command(now, &message)
+            }
+            Message::RecordList(_) | Message::RecordFetch(_) => self.on_read(&message),
+            _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
+        };
+        match outcome {
+            Ok(response) => self.respond(now, from, txn, response),
+            Err(code) => self.reject(now, from, txn, re, code),
+        }
+    }
+
+    /// A server's command: checked against the servers obeyed, then
+    /// carried out (KW-REC-002, KW-REC-003).
+    fn on_command(&mut self, now: Millis, message: &Message) -> Result<Message, ErrorCode> {
+        let (txn, server) = match message {
+            Message::RecordStart(m) => (m.txn, &m.from),
+            Message::RecordKey(m) => (m.txn, &m.from),
+            Message::RecordStop(m) => (m.txn, &m.from),
+            _ => return Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
+        };
+        let cert = self
+            .cfg
+            .servers
+            .get(server)
+            .ok_or(ErrorCode::FORBIDDEN)?
+            .clone();
+        let expect = Expect {
+            subject: server,
+            role: Some(Role::Server),
+            now: secs(now),
+        };
+        self.cfg
+            .trust
+            .check(&cert, expect)
+            .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
+        let recording = match message {
+            Message::RecordStart(m) => {
+                let keys = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                if let Some(existing) = self.recordings.get(&m.recording) {
+                    // A retransmission that outlived the transaction cache.
+                    if existing.session != m.session {
+                        return Err(ErrorCode::BAD_STATE);
+                    }
+                } else {
+                    self.make_room();
+                    let mut rec = Recording {
+                        id: m.recording,
+                        session: m.session,
+                        mode: m.mode,
+                        parties: m.parties.iter().cloned().collect(),
+                        server: m.from.clone(),
+                        started: secs(now),
+                        ended: None,
+                        keys: BTreeMap::new(),
+                        packets: Vec::new(),
+                        seen: BTreeSet::new(),
+                        bytes: 0,
+                    };
+                    add_keys(&mut rec, keys);
+                    self.recordings.insert(m.recording, rec);
+                    self.by_session.insert(m.session, m.recording);
+                    self.emit(RecorderEvent::Started(m.recording, m.session));
+                }
+                m.recording
+            }
+            Message::RecordKey(m) => {
+                let keys = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                let rec = self
+                    .recordings
+                    .get_mut(&m.recording)
+                    .filter(|r| r.server == m.from && r.session == m.session)
+                    .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
+                let added = add_keys(rec, keys);
+                self.emit(RecorderEvent::KeysAdded(m.recording, added));
+                m.recording
+            }
+            Message::RecordStop(m) => {
+                let rec = self
+                    .recordings
+                    .get_mut(&m.recording)
+                    .filter(|r| r.server == m.from && r.session == m.session)
+                    .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
+                if rec.ended.is_none() {
+                    rec.ended = Some(secs(now));
+                    self.by_session.remove(&m.session);
+                    self.kek.forget_session(&m.session);
+                    self.emit(RecorderEvent::Stopped(m.recording));
+                }
+                m.recording
+            }
+            _ => return Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
+        };
+        Ok(Message::Ok(OkResponse {
+            txn,
+            session: None,
+            epoch: None,
+            re: message.msg_type(),
+            pinhole: None,
+            recording: Some(recording),
+            ext: Extensions::new(),
+        }))
+    }
+
+    /// The media keys of a command, sealed for this recorder by the server
+    /// and checked like any sealed body (KW-SEAL-009).
+    fn open_keys(
+        &mut self,
+        now: Millis,
+        sealed: &crate::wire::Sealed,
+        session: &SessionId,
+        server_cert: &Certificate,
+    ) -> Result<MediaKeys, ErrorCode> {
+        let opened = open(sealed, session, &self.cfg.identity, &mut self.kek)
+            .map_err(|e| ErrorCode::from(&e))?;
+        verify_sealed(
+            sealed,
+            session,
+            &opened.plaintext,
+            server_cert,
+            &self.cfg.trust,
+            secs(now),
+        )
+        .map_err(|e| ErrorCode::from(&e))?;
+        decode_plaintext::<MediaKeys>(&opened.plaintext).map_err(|e| ErrorCode::from(&e))
+    }
+
+    /// Drops the oldest finished recording when full.
+    fn make_room(&mut self) {
+        if self.recordings.len() < self.cfg.capacity.max(1) {
+            return;
+        }
+        let oldest = self
+            .recordings
+            .values()
+            .filter(|r| r.ended.is_some())
+            .min_by_key(|r| (r.started, r.id))
+            .map(|r| r.id);
+        if let Some(id) = oldest {
+            self.recordings.remove(&id);
+        }
+    }
+
+    /// A copied media packet (KW-REC-004).
+    fn on_media(&mut self, media: Media) {
+        let Some(rec) = self
+            .by_session
+            .get(&media.session)
+            .and_then(|id| self.recordings.get_mut(id))
+        else {
+            self.emit(RecorderEvent::Unrecordable(
+                media.session,
+                ErrorCode::UNKNOWN_RECORDING,
+            ));
+            return;
+        };
+        let seen_key = (media.from.clone(), media.stream, media.epoch, media.seq);
+        if rec.seen.contains(&seen_key) {
+            // The same packet copied at egress and at ingress.
+            return;
+        }
+        let Some(key) = rec
+            .keys
+            .get(&(media.from.clone(), media.stream, media.epoch))
+        else {
+            let session = media.session;
+            self.emit(RecorderEvent::Unrecordable(session, ErrorCode::STALE_EPOCH));
+            return;
+        };
+        let ad = media_ad(
+            &media.session,
+            &media.from,
+            media.stream,
+            media.epoch,
+            media.seq,
+        );
+        let frame = match open_media(key, &ad, &media.payload) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let session = media.session;
+                self.emit(RecorderEvent::Unrecordable(session, ErrorCode::from(&e)));
+                return;
+            }
+        };
+        let (data, event_frame) = match rec.mode {
+            RecordingMode::CiphertextAndKeys => (media.payload.0.clone(), Vec::new()),
+            _ => (frame.clone(), frame),
+        };
+        rec.bytes = rec.bytes.saturating_add(data.len() as u64);
+        rec.seen.insert(seen_key);
+        rec.packets.push(RecordedPacket {
+            from: media.from.clone(),
+            stream: media.stream,
+            epoch: media.epoch,
+            seq: media.seq,
+            data,
+        });
+        let recording = rec.id;
+        self.emit(RecorderEvent::Recorded {
+            recording,
+            session: media.session,
+            from: media.from,
+            stream: media.stream,
+            epoch: media.epoch,
+            seq: media.seq,
+            frame: event_frame,
+        });
+    }
+
+    /// Whether `account` may see `rec` (KW-REC-005).
+    fn may_read(&self, account: &Principal, rec: &Recording) -> bool {
+        self.cfg.auditors.contains(account) || rec.parties.contains(account)
+    }
+
+    /// `record-list` and `record-fetch`, signed by their sender, whose
+    /// certificate the recorder must hold (KW-REC-005).
+    fn on_read(&self, message: &Message) -> Result<Message, ErrorCode> {
+        let account = match message {
+            Message::RecordList(m) => &m.from,
+            Message::RecordFetch(m) => &m.from,
+            _ => return Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
+        };
+        let cert = self
+            .cfg
+            .readers
+            .get(account)
+            .ok_or(ErrorCode::RECORDING_FORBIDDEN)?;
+        verify_message(message, cert).map_err(|e| ErrorCode::from(&e))?;
+        match message {
+            Message::RecordList(m) => {
+                let infos: Vec<RecordingInfo> = self
+                    .recordings
+                    .values()
+                    .filter(|r| m.session.is_none_or(|s| s == r.session))
+                    .filter(|r| self.may_read(account, r))
+                    .take(64)
+                    .filter_map(Recording::info)
+                    .collect();
+                let recordings = List::new(infos).ok_or(ErrorCode::INTERNAL)?;
+                Ok(Message::RecordListing(RecordListing {
+                    txn: m.txn,
+                    recordings,
+                    ext: Extensions::new(),
+                }))
+            }
+            Message::RecordFetch(m) => {
+                let rec = self
+                    .recordings
+                    .get(&m.recording)
+                    .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
+                if !self.may_read(account, rec) {
+                    return Err(ErrorCode::RECORDING_FORBIDDEN);
+                }
+                // Chunk `index` is packet `index`'s data (KW-REC-005).
+                let index = usize::try_from(m.index).map_err(|_| ErrorCode::SCHEMA)?;
+                let packet = rec.packets.get(index).ok_or(ErrorCode::SCHEMA)?;
+                let chunk: Vec<u8> = packet.data.iter().take(CHUNK).copied().collect();
+                Ok(Message::RecordData(RecordData {
+                    txn: m.txn,
+                    recording: m.recording,
+                    chunk: Bytes::new(chunk).ok_or(ErrorCode::INTERNAL)?,
+                    index: m.index,
+                    more: index.saturating_add(1) < rec.packets.len(),
+                    ext: Extensions::new(),
+                }))
+            }
+            _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
+        }
+    }
+}
+
+/// Adds keys to a recording; returns how many were new.
+fn add_keys(rec: &mut Recording, keys: MediaKeys) -> usize {
+    let mut added = 0;
+    for k in keys.keys.iter() {
+        let slot = (k.sender.clone(), k.stream, k.epoch);
+        if let std::collections::btree_map::Entry::Vacant(e) = rec.keys.entry(slot) {
+            e.insert(Secret32::new(k.key.0));
+            added += 1;
+        }
+    }
+    added
+}

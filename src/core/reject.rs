@@ -1,0 +1,69 @@
+//! Answers to datagrams that fail to decode (KW-ERR-003, KW-ERR-005): the
+//! error code and byte offset of the failure, never longer than the
+//! datagram, and at most a few per source per second, so that Keyway
+//! cannot amplify a reflection attack.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{Addr, Millis};
+use crate::wire::{ErrorCode, ErrorResponse, Extensions, Message, WireError};
+
+/// Answers per source address per second.
+const PER_SECOND: u32 = 10;
+/// Sources tracked; the stalest is forgotten first.
+const SOURCES: usize = 1024;
+
+/// Per-source limit on answers to undecodable datagrams.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeRejects {
+    /// Per source: the second counted and the answers sent in it.
+    sources: BTreeMap<IpAddr, (Millis, u32)>,
+}
+
+impl DecodeRejects {
+    /// The `error` answering a datagram of `len` bytes from `from` that
+    /// failed with `error`, or `None` when the limit or the size forbids.
+    pub fn answer(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        len: usize,
+        error: &WireError,
+    ) -> Option<Message> {
+        let response = Message::Error(ErrorResponse {
+            txn: None,
+            re: None,
+            code: ErrorCode::from(error),
+            reason: None,
+            offset: Some(error.offset as u64),
+            min_expires: None,
+            retry_after: None,
+            ext: Extensions::new(),
+        });
+        // KW-ERR-005: never more bytes out than in.
+        if response.encode().len() > len {
+            return None;
+        }
+        let second = now / 1000;
+        if !self.sources.contains_key(&from.ip()) && self.sources.len() >= SOURCES {
+            let stalest = self
+                .sources
+                .iter()
+                .min_by_key(|(_, (s, _))| *s)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = stalest {
+                self.sources.remove(&ip);
+            }
+        }
+        let slot = self.sources.entry(from.ip()).or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        if slot.1 >= PER_SECOND {
+            return None;
+        }
+        slot.1 += 1;
+        Some(response)
+    }
+}

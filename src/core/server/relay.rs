@@ -1,0 +1,252 @@
+//! Routing (F8) and certificate queries (F3): next hops, `via` and `hops`,
+//! forwarding of requests and the return of their responses.
+
+use super::{Pending, Server, ServerEvent};
+use crate::core::{Addr, Millis, secs};
+use crate::crypto::{CryptoError, Entropy, Expect, attest};
+use crate::wire::{
+    CertNotify, CertQuery, ErrorCode, Extensions, Hops, Message, MsgType, Principal, SessionId, Via,
+};
+
+/// Where a request goes next.
+pub(super) struct Hop {
+    pub addr: Addr,
+    pub via: Option<Via>,
+    pub hops: Hops,
+}
+
+impl Server {
+    fn own_domain(&self) -> &str {
+        self.cfg.ca.domain().as_str()
+    }
+
+    pub(super) fn is_local(&self, account: &Principal) -> bool {
+        account.domain() == self.own_domain()
+    }
+
+    /// KW-ROUTE-001..003: loop and hop checks, then the next hop, with this
+    /// server appended to `via` and `hops` decremented.
+    pub(super) fn next_hop(
+        &self,
+        now: Millis,
+        to: &Principal,
+        via: Option<&Via>,
+        hops: Hops,
+    ) -> Result<Hop, ErrorCode> {
+        let me = self.account();
+        if via.is_some_and(|v| v.iter().any(|p| p == me)) {
+            return Err(ErrorCode::LOOP_DETECTED);
+        }
+        if hops.0 == 0 {
+            return Err(ErrorCode::HOP_LIMIT_EXCEEDED);
+        }
+        let addr = if self.is_local(to) {
+            if !self.cfg.accounts.contains_key(to) {
+                return Err(ErrorCode::UNKNOWN_ACCOUNT);
+            }
+            self.current_registration(to, now)
+                .map(|g| g.contact.addr)
+                .ok_or(ErrorCode::NOT_REGISTERED)?
+        } else {
+            self.cfg
+                .directory
+                .next_hop(to.domain())
+                .map(|r| r.addr)
+                .ok_or(ErrorCode::UNKNOWN_DOMAIN)?
+        };
+        let mut list: Vec<Principal> = via.map(|v| v.0.clone()).unwrap_or_default();
+        list.push(me.clone());
+        let via = Via::new(list).ok_or(ErrorCode::HOP_LIMIT_EXCEEDED)?;
+        Ok(Hop {
+            addr,
+            via: Some(via),
+            hops: Hops::new(hops.0.saturating_sub(1)).unwrap_or_default(),
+        })
+    }
+
+    /// Sends a request on toward its destination and keeps the transaction
+    /// to return the response (KW-ROUTE-004).
+    pub(super) fn forward(
+        &mut self,
+        now: Millis,
+        prev: Addr,
+        to: Addr,
+        message: Message,
+        requester: Principal,
+        session: Option<SessionId>,
+    ) {
+        let Some(txn) = crate::core::device::request_txn(&message) else {
+            return;
+        };
+        let pending = Pending::Relay {
+            prev,
+            re: message.msg_type(),
+            requester,
+            session,
+        };
+        self.request(now, to, txn, message, pending);
+    }
+
+    /// KW-QUERY-002..005.
+    pub(super) fn on_cert_query(&mut self, now: Millis, from: Addr, q: CertQuery) {
+        let reject = |this: &mut Self, code: ErrorCode| {
+            this.reject(now, from, q.txn, MsgType::CertQuery, code);
+        };
+        if !self.is_local(&q.target) {
+            // KW-QUERY-004: forward to the target's domain.
+            match self.next_hop(now, &q.target, q.via.as_ref(), q.hops) {
+                Ok(hop) => {
+                    let forwarded = Message::CertQuery(CertQuery {
+                        via: hop.via,
+                        hops: hop.hops,
+                        ..q.clone()
+                    });
+                    self.forward(now, from, hop.addr, forwarded, q.from.clone(), None);
+                }
+                Err(code) => reject(self, code),
+            }
+            return;
+        }
+        // KW-QUERY-003: own domain.
+        match self.local_certificate(now, &q.target) {
+            Ok(cert) => {
+                self.emit(ServerEvent::CertificateServed {
+                    account: q.target.clone(),
+                    attested: false,
+                });
+                let notify = Message::CertNotify(CertNotify {
+                    txn: q.txn,
+                    to: q.from.clone(),
+                    cert,
+                    target: q.target.clone(),
+                    attestation: None,
+                    ext: Extensions::new(),
+                });
+                self.respond(now, from, q.txn, notify);
+            }
+            Err(code) => reject(self, code),
+        }
+    }
+
+    /// The certificate of an account of this domain, confirmed valid now.
+    fn local_certificate(
+        &self,
+        now: Millis,
+        target: &Principal,
+    ) -> Result<crate::wire::Certificate, ErrorCode> {
+        if target == self.account() {
+            return Ok(self.cfg.cert.clone());
+        }
+        if !self.cfg.accounts.contains_key(target) {
+            return Err(ErrorCode::UNKNOWN_ACCOUNT);
+        }
+        let registration = self
+            .current_registration(target, now)
+            .ok_or(ErrorCode::CERT_NOT_FOUND)?;
+        let cert = registration.cert.clone();
+        self.trust
+            .check(
+                &cert,
+                Expect {
+                    subject: target,
+                    role: None,
+                    now: secs(now),
+                },
+            )
+            .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        Ok(cert)
+    }
+
+    /// A response to a request this server forwarded: processed where the
+    /// server has a part in it, then sent to the hop before (KW-ROUTE-004).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn relay_response(
+        &mut self,
+        now: Millis,
+        prev: Addr,
+        re: MsgType,
+        requester: &Principal,
+        session: Option<SessionId>,
+        response: Message,
+        rng: &mut impl Entropy,
+    ) {
+        let Some(txn) = match_txn_opt(&response) else {
+            return;
+        };
+        let response = match response {
+            Message::CertNotify(n) => match self.attest_for(now, requester, n) {
+                Ok(n) => Message::CertNotify(n),
+                Err(code) => {
+                    self.emit(ServerEvent::Rejected(re, code));
+                    crate::core::device::error_response(txn, re, code)
+                }
+            },
+            Message::Answer(a) => match session {
+                Some(_) => self.on_answer(now, a, rng),
+                None => Message::Answer(a),
+            },
+            Message::Error(e) => {
+                if let (MsgType::Offer, Some(s)) = (re, session) {
+                    self.end_session(now, s, super::SessionEnd::Failed, rng);
+                }
+                Message::Error(e)
+            }
+            other => other,
+        };
+        self.respond(now, prev, txn, response);
+    }
+
+    /// KW-QUERY-004, KW-CERT-005: a certificate from another domain,
+    /// confirmed with this server's anchors and attested for a device of
+    /// its own domain; relayed unchanged to another server.
+    fn attest_for(
+        &mut self,
+        now: Millis,
+        requester: &Principal,
+        n: CertNotify,
+    ) -> Result<CertNotify, ErrorCode> {
+        if !self.is_local(requester) {
+            return Ok(n);
+        }
+        if n.cert.tbs.subject != n.target {
+            return Err(ErrorCode::CERT_SUBJECT_MISMATCH);
+        }
+        self.trust
+            .check(
+                &n.cert,
+                Expect {
+                    subject: &n.target,
+                    role: None,
+                    now: secs(now),
+                },
+            )
+            .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        let attestation = attest(
+            self.account(),
+            &self.cfg.identity.signing,
+            &self.cfg.cert,
+            &n.cert,
+            requester,
+            secs(now),
+        );
+        self.emit(ServerEvent::CertificateServed {
+            account: n.target.clone(),
+            attested: true,
+        });
+        Ok(CertNotify {
+            attestation: Some(attestation),
+            ..n
+        })
+    }
+}
+
+/// The transaction of a response.
+pub(super) fn match_txn_opt(m: &Message) -> Option<crate::wire::TxnId> {
+    match m {
+        Message::Answer(r) => Some(r.txn),
+        Message::Ok(r) => Some(r.txn),
+        Message::Error(r) => r.txn,
+        Message::CertNotify(r) => Some(r.txn),
+        _ => None,
+    }
+}

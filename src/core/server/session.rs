@@ -1,0 +1,840 @@
+//! A trusted server's part in sessions: reading sealed bodies it holds an
+//! entry for (F4), rewriting local media addresses with a signed edit,
+//! following the session's keys (F5), and the firewall (F6) and recording
+//! (F7) commands derived from what it read.
+
+use std::collections::BTreeMap;
+
+use super::{Pending, Server, ServerEvent, SessionEnd};
+use crate::core::firewall::FirewallCommand;
+use crate::core::{Addr, Millis, secs};
+use crate::crypto::{
+    CryptoError, Entropy, Expect, RecipientSpec, Rekeying, SealContext, Secret32, SessionKeys,
+    edit, open, open_with_key, reencrypt_without_edit, seal, sign_message, unsigned,
+    verify_sealed_with,
+};
+use crate::wire::{
+    Answer, Certificate, ErrorCode, Extensions, List, MediaKey, MediaKeys, Message, MsgType, Offer,
+    Permission, Principal, RecipientKind, RecordKey, RecordStart, RecordStop, RecordingId, Sealed,
+    SecretBytes32, SessionDesc, SessionId, SessionUpdate, Transport, TxnId, decode_plaintext,
+    encode_plaintext,
+};
+
+/// Most in-session messages kept for a rekey not yet seen.
+const DEFERRED: usize = 8;
+
+/// What a server keeps of a session it follows.
+pub(crate) struct ServerSession {
+    caller: Principal,
+    callee: Principal,
+    /// The session key: held only after unwrapping it from this server's
+    /// own entry (KW-KEY-001).
+    pub(super) cek: Option<Secret32>,
+    /// Descriptions as forwarded (what the peer sees), by party and number.
+    descs: BTreeMap<(Principal, u64), SessionDesc>,
+    /// Media addresses before this server rewrote them, by party.
+    internal: BTreeMap<Principal, Vec<Addr>>,
+    /// Both directions: `send` is caller → callee.
+    pub(super) keys: Option<SessionKeys>,
+    pub(super) pinholes: Vec<u64>,
+    /// Pinholes that pass media to the caller, narrowed on the answer.
+    caller_pinholes: Vec<u64>,
+    recording: Option<RecordingId>,
+    next_cid: u64,
+    /// In-session messages of an epoch not yet followed.
+    deferred: Vec<(Principal, MsgType, u64, u64, Vec<u8>)>,
+    pub(super) expires_at: Millis,
+}
+
+impl ServerSession {
+    fn latest_desc(&self, party: &Principal) -> Option<(u64, &SessionDesc)> {
+        self.descs
+            .range((party.clone(), 0)..=(party.clone(), u64::MAX))
+            .next_back()
+            .map(|((_, n), d)| (*n, d))
+    }
+}
+
+/// The media addresses of a description.
+fn addrs(desc: &SessionDesc) -> Vec<Addr> {
+    desc.streams.iter().map(|s| s.addr).collect()
+}
+
+impl Server {
+    /// Checks the certificates a body names with this server's anchors.
+    fn check_body(
+        &self,
+        now: Millis,
+        body: &Sealed,
+        session: &SessionId,
+        plaintext: &[u8],
+        sender_cert: &Certificate,
+    ) -> Result<(), CryptoError> {
+        let trust = &self.trust;
+        verify_sealed_with(
+            body,
+            session,
+            plaintext,
+            sender_cert,
+            &|cert, subject, role| {
+                trust.check(
+                    cert,
+                    Expect {
+                        subject,
+                        role,
+                        now: secs(now),
+                    },
+                )
+            },
+        )
+    }
+
+    /// The sender's certificate: carried in the message, or the local
+    /// registration's.
+    fn sender_cert(
+        &self,
+        now: Millis,
+        carried: Option<&Certificate>,
+        sender: &Principal,
+    ) -> Option<Certificate> {
+        carried.cloned().or_else(|| {
+            self.current_registration(sender, now)
+                .map(|g| g.cert.clone())
+        })
+    }
+
+    /// The firewall's public address for an internal media address
+    /// (KW-FW-006): one per internal address, kept across sessions, as an
+    /// endpoint-independent NAT mapping is, so that every peer sees a
+    /// party at the same address.
+    fn public_addr(&mut self, internal: Addr) -> Option<Addr> {
+        if let Some(public) = self.public_of.get(&internal) {
+            return Some(*public);
+        }
+        let plan = self.cfg.firewall?;
+        let ports = plan.ports.max(1);
+        if self.public_of.len() >= usize::from(ports) {
+            // Every port is mapped: the oldest mapping is reused.
+            self.public_of.pop_first();
+        }
+        let port = plan.first_port.saturating_add(self.next_port % ports);
+        self.next_port = self.next_port.wrapping_add(1);
+        let public = Addr::new(plan.public_ip, port);
+        self.public_of.insert(internal, public);
+        Some(public)
+    }
+
+    /// Rewrites a local party's description to public addresses, if this
+    /// server may and is configured to (KW-SEAL-007).
+    fn rewrite(&mut self, desc: &SessionDesc, perm: Option<Permission>) -> Option<SessionDesc> {
+        if perm != Some(Permission::ReadModify) || !self.cfg.policy.rewrite_media {
+            return None;
+        }
+        self.cfg.firewall?;
+        let mut out = desc.clone();
+        for stream in out.streams.0.iter_mut() {
+            stream.addr = self.public_addr(stream.addr)?;
+        }
+        Some(out)
+    }
+
+    /// What a misbehaving reader writes (fault injection, KW-SEAL-006).
+    fn tampered(desc: &SessionDesc) -> SessionDesc {
+        let mut out = desc.clone();
+        for stream in out.streams.0.iter_mut() {
+            stream.addr.set_port(stream.addr.port().wrapping_add(1));
+        }
+        out
+    }
+
+    /// Changes a body: a signed edit when permitted, or the injected fault.
+    #[allow(clippy::too_many_arguments)]
+    fn change_body(
+        &mut self,
+        now: Millis,
+        body: &Sealed,
+        session: SessionId,
+        re: MsgType,
+        cek: &Secret32,
+        desc: &SessionDesc,
+        local: bool,
+        perm: Option<Permission>,
+        rng: &mut impl Entropy,
+    ) -> (Sealed, SessionDesc) {
+        let _ = now;
+        if local {
+            if let Some(rewritten) = self.rewrite(desc, perm) {
+                let plaintext = encode_plaintext(&rewritten);
+                let edited = edit(
+                    body,
+                    &session,
+                    &self.cfg.identity,
+                    &self.cfg.cert,
+                    cek,
+                    &plaintext,
+                    Rekeying::KeepKey,
+                    &mut self.kek,
+                    rng,
+                );
+                if let Ok((edited, _)) = edited {
+                    self.emit(ServerEvent::Edited(session, re));
+                    return (edited, rewritten);
+                }
+            }
+        }
+        if self.cfg.policy.tamper_read_only && perm != Some(Permission::ReadModify) {
+            let changed = Self::tampered(desc);
+            if let Ok(tampered) =
+                reencrypt_without_edit(body, &session, cek, &encode_plaintext(&changed))
+            {
+                self.emit(ServerEvent::Tampered(session, re));
+                return (tampered, changed);
+            }
+        }
+        (body.clone(), desc.clone())
+    }
+
+    fn open_pinhole(
+        &mut self,
+        session: SessionId,
+        dst: Addr,
+        public: Option<Addr>,
+        src: Option<Addr>,
+        expires_at: Millis,
+    ) -> u64 {
+        let pinhole = self.next_pinhole;
+        self.next_pinhole = self.next_pinhole.saturating_add(1);
+        self.firewall(FirewallCommand::Open {
+            pinhole,
+            session,
+            proto: Transport::Udp,
+            dst,
+            public,
+            src,
+            expires_at,
+        });
+        pinhole
+    }
+
+    /// F4 at a server: route, read if trusted, rewrite a local caller's
+    /// media, open its pinholes from any source (KW-FW-001), forward.
+    pub(super) fn on_offer(&mut self, now: Millis, from: Addr, o: Offer, rng: &mut impl Entropy) {
+        let reject = |this: &mut Self, code: ErrorCode| {
+            this.reject(now, from, o.txn, MsgType::Offer, code);
+        };
+        let hop = match self.next_hop(now, &o.to, o.via.as_ref(), o.hops) {
+            Ok(hop) => hop,
+            Err(code) => return reject(self, code),
+        };
+        if self.sessions.contains_key(&o.session) {
+            return reject(self, ErrorCode::BAD_STATE);
+        }
+        let caller_local = self.is_local(&o.from);
+        // KW-SEAL-003: our entry, explicit or by trial.
+        let opened = match open(&o.body, &o.session, &self.cfg.identity, &mut self.kek) {
+            Ok(opened) => Some(opened),
+            Err(CryptoError::NoEntry) => None,
+            Err(e) => return reject(self, ErrorCode::from(&e)),
+        };
+        let Some(opened) = opened else {
+            if caller_local && self.cfg.policy.require_own_entry {
+                return reject(self, ErrorCode::RECIPIENT_MISSING);
+            }
+            // KW-SEAL-008: forwarded byte for byte.
+            let forwarded = Message::Offer(Offer {
+                via: hop.via,
+                hops: hop.hops,
+                ..o.clone()
+            });
+            self.forward(now, from, hop.addr, forwarded, o.from.clone(), None);
+            return;
+        };
+        let Some(caller_cert) = self.sender_cert(now, o.cert.as_ref(), &o.from) else {
+            return reject(self, ErrorCode::CERT_NOT_FOUND);
+        };
+        if let Err(e) = self.check_body(now, &o.body, &o.session, &opened.plaintext, &caller_cert) {
+            return reject(self, ErrorCode::from(&e));
+        }
+        let desc = match decode_plaintext::<SessionDesc>(&opened.plaintext) {
+            Ok(desc) => desc,
+            Err(e) => return reject(self, ErrorCode::from(&e)),
+        };
+        let perm = o.body.recipients.get(opened.entry).map(|r| r.perm);
+        self.emit(ServerEvent::BodyOpened {
+            session: o.session,
+            re: MsgType::Offer,
+            perm: perm.unwrap_or(Permission::Read),
+        });
+        self.emit(ServerEvent::KeyLearned(o.session));
+        let (body, forwarded_desc) = self.change_body(
+            now,
+            &o.body,
+            o.session,
+            MsgType::Offer,
+            &opened.cek,
+            &desc,
+            caller_local,
+            perm,
+            rng,
+        );
+        let expires_at = now.saturating_add(self.cfg.policy.session_secs.saturating_mul(1000));
+        let mut session = ServerSession {
+            caller: o.from.clone(),
+            callee: o.to.clone(),
+            cek: Some(opened.cek),
+            descs: BTreeMap::new(),
+            internal: BTreeMap::new(),
+            keys: None,
+            pinholes: Vec::new(),
+            caller_pinholes: Vec::new(),
+            recording: None,
+            next_cid: 1,
+            deferred: Vec::new(),
+            expires_at,
+        };
+        if caller_local && self.cfg.firewall.is_some() {
+            // KW-FW-001, KW-FW-006: from any source, to the internal address.
+            let publics = addrs(&forwarded_desc);
+            for (i, internal) in addrs(&desc).into_iter().enumerate() {
+                let public = publics.get(i).copied().filter(|p| *p != internal);
+                let id = self.open_pinhole(o.session, internal, public, None, expires_at);
+                session.pinholes.push(id);
+                session.caller_pinholes.push(id);
+            }
+        }
+        session.internal.insert(o.from.clone(), addrs(&desc));
+        session.descs.insert((o.from.clone(), 0), forwarded_desc);
+        self.sessions.insert(o.session, session);
+        let forwarded = Message::Offer(Offer {
+            via: hop.via,
+            hops: hop.hops,
+            body,
+            ..o.clone()
+        });
+        self.forward(now, from, hop.addr, forwarded, o.from, Some(o.session));
+    }
+
+    /// The answer to an offer this server read: read it under the session
+    /// key (or its own entry), rewrite a local callee's media, narrow and
+    /// open pinholes (KW-FW-002), start recording (KW-REC-001); returns
+    /// the answer to send on.
+    pub(super) fn on_answer(&mut self, now: Millis, a: Answer, rng: &mut impl Entropy) -> Message {
+        let Some(cek) = self.sessions.get(&a.session).and_then(|s| s.cek.clone()) else {
+            return Message::Answer(a);
+        };
+        let (plaintext, perm) = match open(&a.body, &a.session, &self.cfg.identity, &mut self.kek) {
+            Ok(opened) => {
+                let perm = a.body.recipients.get(opened.entry).map(|r| r.perm);
+                (opened.plaintext, perm)
+            }
+            Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, &cek) {
+                Ok(p) => (p, None),
+                Err(e) => return self.unreadable(a, e),
+            },
+            Err(e) => return self.unreadable(a, e),
+        };
+        let Some(callee_cert) = self.sender_cert(now, a.cert.as_ref(), &a.from) else {
+            return self.unreadable(
+                a,
+                CryptoError::Cert(crate::crypto::CertError::UnknownIssuer),
+            );
+        };
+        if let Err(e) = self.check_body(now, &a.body, &a.session, &plaintext, &callee_cert) {
+            return self.unreadable(a, e);
+        }
+        let Ok(desc) = decode_plaintext::<SessionDesc>(&plaintext) else {
+            return self.unreadable(a, CryptoError::DecryptFailed);
+        };
+        if let Some(perm) = perm {
+            self.emit(ServerEvent::BodyOpened {
+                session: a.session,
+                re: MsgType::Answer,
+                perm,
+            });
+        }
+        let callee_local = self.is_local(&a.from);
+        let (body, forwarded_desc) = self.change_body(
+            now,
+            &a.body,
+            a.session,
+            MsgType::Answer,
+            &cek,
+            &desc,
+            callee_local,
+            perm,
+            rng,
+        );
+        self.pinholes_for_answer(now, a.session, &desc, &forwarded_desc, callee_local);
+        if let Some(s) = self.sessions.get_mut(&a.session) {
+            s.internal.insert(a.from.clone(), addrs(&desc));
+            s.descs.insert((a.from.clone(), 0), forwarded_desc);
+            s.keys = Some(SessionKeys::new(
+                a.session,
+                s.caller.clone(),
+                s.callee.clone(),
+                cek,
+                secs(now),
+            ));
+        }
+        self.start_recording(now, a.session, rng);
+        Message::Answer(Answer { body, ..a })
+    }
+
+    fn unreadable(&mut self, a: Answer, e: CryptoError) -> Message {
+        // Not the destination: the answer goes on; the caller decides.
+        self.emit(ServerEvent::Rejected(MsgType::Answer, ErrorCode::from(&e)));
+        Message::Answer(a)
+    }
+
+    /// KW-FW-002: narrow the caller's pinholes to the callee's media
+    /// address and open the way to a local callee from the caller's.
+    fn pinholes_for_answer(
+        &mut self,
+        _now: Millis,
+        session: SessionId,
+        callee_desc: &SessionDesc,
+        callee_forwarded: &SessionDesc,
+        callee_local: bool,
+    ) {
+        if self.cfg.firewall.is_none() {
+            return;
+        }
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let expires_at = s.expires_at;
+        let caller_pinholes = s.caller_pinholes.clone();
+        let caller_addr = s
+            .latest_desc(&s.caller)
+            .and_then(|(_, d)| addrs(d).first().copied());
+        let callee_addr = addrs(callee_forwarded).first().copied();
+        if let Some(src) = callee_addr {
+            for pinhole in caller_pinholes {
+                self.firewall(FirewallCommand::Narrow { pinhole, src });
+            }
+        }
+        let mut opened = Vec::new();
+        if callee_local {
+            let publics = addrs(callee_forwarded);
+            for (i, internal) in addrs(callee_desc).into_iter().enumerate() {
+                let public = publics.get(i).copied().filter(|p| *p != internal);
+                opened.push(self.open_pinhole(session, internal, public, caller_addr, expires_at));
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.pinholes.extend(opened);
+        }
+    }
+
+    /// KW-REC-001, KW-REC-002: copy the session's pinholes to the recorder
+    /// and give it the media keys, sealed for it.
+    fn start_recording(&mut self, now: Millis, session: SessionId, rng: &mut impl Entropy) {
+        let Some(recorder) = self.cfg.recorder.clone() else {
+            return;
+        };
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let selected = [&s.caller, &s.callee]
+            .into_iter()
+            .any(|p| self.is_local(p) && self.cfg.policy.record.selects(p));
+        if !selected || s.pinholes.is_empty() || s.recording.is_some() {
+            return;
+        }
+        let parties = vec![s.caller.clone(), s.callee.clone()];
+        let pinholes = s.pinholes.clone();
+        let keys: Vec<MediaKey> = s
+            .descs
+            .iter()
+            .flat_map(|((party, n), d)| media_keys(party, *n, d))
+            .collect();
+        let id = RecordingId(rng.array());
+        for pinhole in pinholes {
+            self.firewall(FirewallCommand::Copy {
+                pinhole,
+                sink: Some(recorder.addr),
+            });
+        }
+        let Some(sealed) = self.seal_keys(session, keys, rng) else {
+            return;
+        };
+        let Some(parties) = List::new(parties) else {
+            return;
+        };
+        let txn = TxnId(rng.array());
+        let mut message = Message::RecordStart(RecordStart {
+            txn,
+            from: self.account().clone(),
+            session,
+            sig: unsigned(),
+            recording: id,
+            mode: recorder.mode,
+            keys: sealed,
+            parties,
+            ext: Extensions::new(),
+        });
+        sign_message(&mut message, &self.cfg.identity.signing);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.recording = Some(id);
+        }
+        self.emit(ServerEvent::RecordingStarted(session, id));
+        self.request(now, recorder.addr, txn, message, Pending::Recorder);
+    }
+
+    /// Media keys sealed for the recorder only.
+    fn seal_keys(
+        &mut self,
+        session: SessionId,
+        keys: Vec<MediaKey>,
+        rng: &mut impl Entropy,
+    ) -> Option<Sealed> {
+        let recorder = self.cfg.recorder.clone()?;
+        let cid = {
+            let s = self.sessions.get_mut(&session)?;
+            let cid = s.next_cid;
+            s.next_cid = s.next_cid.saturating_add(1);
+            cid
+        };
+        let plaintext = encode_plaintext(&MediaKeys {
+            keys: List::new(keys)?,
+            ext: Extensions::new(),
+        });
+        let spec = RecipientSpec {
+            id: recorder.account,
+            kx_key: recorder.kx_key,
+            kind: RecipientKind::Destination,
+            perm: Permission::Read,
+            anonymous: false,
+        };
+        let ctx = SealContext {
+            session: &session,
+            cid,
+        };
+        seal(
+            ctx,
+            &self.cfg.identity,
+            &[spec],
+            &plaintext,
+            None,
+            &mut self.kek,
+            rng,
+        )
+        .ok()
+        .map(|(sealed, _)| sealed)
+    }
+
+    /// `ack`, `info`, `rekey`, `bye`: routed like any request; read and
+    /// followed when this server holds the session's key (KW-KEY-006).
+    pub(super) fn on_in_session(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        m: Message,
+        rng: &mut impl Entropy,
+    ) {
+        let Some(route) = InSession::of(&m) else {
+            return;
+        };
+        let hop = match self.next_hop(now, &route.to, route.via.as_ref(), route.hops) {
+            Ok(hop) => hop,
+            Err(code) => return self.reject(now, from, route.txn, m.msg_type(), code),
+        };
+        let mut bye_authentic = false;
+        match &m {
+            Message::Info(i) => {
+                self.observe(
+                    now,
+                    i.session,
+                    &i.from,
+                    MsgType::Info,
+                    i.epoch,
+                    i.seq,
+                    i.payload.as_slice(),
+                    rng,
+                );
+            }
+            Message::Rekey(r) => self.follow_rekey(now, r, rng),
+            Message::Bye(b) => {
+                bye_authentic = self.observe(
+                    now,
+                    b.session,
+                    &b.from,
+                    MsgType::Bye,
+                    b.epoch,
+                    b.seq,
+                    b.payload.as_slice(),
+                    rng,
+                );
+            }
+            _ => {}
+        }
+        let forwarded = with_route(m, hop.via, hop.hops);
+        self.forward(
+            now,
+            from,
+            hop.addr,
+            forwarded,
+            route.from,
+            Some(route.session),
+        );
+        if bye_authentic {
+            // KW-FW-003, KW-REC-003: the cutoff signal, authenticated.
+            self.end_session(now, route.session, SessionEnd::Bye, rng);
+        }
+    }
+
+    /// Decrypts an in-session message with the session key; learns new
+    /// media keys from an `info` description. Returns whether it was
+    /// authentic.
+    #[allow(clippy::too_many_arguments)]
+    fn observe(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        sender: &Principal,
+        re: MsgType,
+        epoch: u64,
+        seq: u64,
+        payload: &[u8],
+        rng: &mut impl Entropy,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return false;
+        };
+        let caller = s.caller == *sender;
+        if !caller && s.callee != *sender {
+            return false;
+        }
+        let Some(keys) = s.keys.as_mut() else {
+            return false;
+        };
+        let direction = if caller {
+            &mut keys.send
+        } else {
+            &mut keys.recv
+        };
+        let plaintext = match direction.open(re, epoch, seq, payload, secs(now)) {
+            Ok(p) => p,
+            Err(CryptoError::StaleEpoch(_)) if epoch > direction.current_epoch() => {
+                // The rekey is still on its way: try again once followed.
+                if s.deferred.len() < DEFERRED {
+                    s.deferred
+                        .push((sender.clone(), re, epoch, seq, payload.to_vec()));
+                }
+                return false;
+            }
+            Err(e) => {
+                self.emit(ServerEvent::Rejected(re, ErrorCode::from(&e)));
+                return false;
+            }
+        };
+        self.emit(ServerEvent::Observed(session, re));
+        if re != MsgType::Info {
+            return true;
+        }
+        let Ok(update) = decode_plaintext::<SessionUpdate>(&plaintext) else {
+            return true;
+        };
+        if let Some(desc) = update.desc {
+            self.learn_desc(now, session, sender, desc, rng);
+        }
+        true
+    }
+
+    /// A party's new description: its media keys go to the recorder
+    /// (KW-REC-002).
+    fn learn_desc(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        sender: &Principal,
+        desc: SessionDesc,
+        rng: &mut impl Entropy,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let number = s
+            .latest_desc(sender)
+            .map_or(0, |(n, _)| n.saturating_add(1));
+        let keys = media_keys(sender, number, &desc);
+        s.descs.insert((sender.clone(), number), desc);
+        let Some(recording) = s.recording else { return };
+        let Some(recorder) = self.cfg.recorder.clone() else {
+            return;
+        };
+        let Some(sealed) = self.seal_keys(session, keys, rng) else {
+            return;
+        };
+        let txn = TxnId(rng.array());
+        let mut message = Message::RecordKey(RecordKey {
+            txn,
+            from: self.account().clone(),
+            session,
+            sig: unsigned(),
+            epoch: number,
+            recording,
+            keys: sealed,
+            ext: Extensions::new(),
+        });
+        sign_message(&mut message, &self.cfg.identity.signing);
+        self.request(now, recorder.addr, txn, message, Pending::Recorder);
+    }
+
+    /// KW-KEY-006: follow a party's rekey, then retry what waited for it.
+    fn follow_rekey(&mut self, now: Millis, r: &crate::wire::Rekey, rng: &mut impl Entropy) {
+        let policy = self.cfg.keys;
+        let new_key = match &r.body {
+            Some(body) => match open(body, &r.session, &self.cfg.identity, &mut self.kek) {
+                Ok(opened) => Some(opened.cek),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let Some(s) = self.sessions.get_mut(&r.session) else {
+            return;
+        };
+        let caller = s.caller == r.from;
+        if !caller && s.callee != r.from {
+            return;
+        }
+        let Some(keys) = s.keys.as_mut() else { return };
+        let direction = if caller {
+            &mut keys.send
+        } else {
+            &mut keys.recv
+        };
+        let result = match (new_key, &r.wrapped) {
+            (Some(key), _) => direction.accept_rekey_key(r.epoch, r.seq, key, secs(now), &policy),
+            (None, Some(wrapped)) => direction.accept_rekey_wrapped(
+                r.epoch,
+                r.seq,
+                wrapped.as_slice(),
+                secs(now),
+                &policy,
+            ),
+            (None, None) => Err(CryptoError::DecryptFailed),
+        };
+        match result {
+            Ok(()) => {
+                self.emit(ServerEvent::Rekeyed {
+                    session: r.session,
+                    from: r.from.clone(),
+                    epoch: r.epoch,
+                });
+                let deferred = self
+                    .sessions
+                    .get_mut(&r.session)
+                    .map(|s| core::mem::take(&mut s.deferred))
+                    .unwrap_or_default();
+                for (sender, re, epoch, seq, payload) in deferred {
+                    let authentic =
+                        self.observe(now, r.session, &sender, re, epoch, seq, &payload, rng);
+                    if authentic && re == MsgType::Bye {
+                        self.end_session(now, r.session, SessionEnd::Bye, rng);
+                    }
+                }
+            }
+            Err(e) => self.emit(ServerEvent::Rejected(MsgType::Rekey, ErrorCode::from(&e))),
+        }
+    }
+
+    /// Ends a session here: stop the copy and the recording, close the
+    /// pinholes (KW-FW-003, KW-FW-004, KW-REC-003), destroy the keys.
+    pub(super) fn end_session(
+        &mut self,
+        now: Millis,
+        session: SessionId,
+        end: SessionEnd,
+        rng: &mut impl Entropy,
+    ) {
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
+        if s.recording.is_some() {
+            for pinhole in &s.pinholes {
+                self.firewall(FirewallCommand::Copy {
+                    pinhole: *pinhole,
+                    sink: None,
+                });
+            }
+        }
+        for pinhole in &s.pinholes {
+            self.firewall(FirewallCommand::Close { pinhole: *pinhole });
+        }
+        if let (Some(recording), Some(recorder)) = (s.recording, self.cfg.recorder.clone()) {
+            let txn = TxnId(rng.array());
+            let mut message = Message::RecordStop(RecordStop {
+                txn,
+                from: self.account().clone(),
+                session,
+                sig: unsigned(),
+                recording,
+                ext: Extensions::new(),
+            });
+            sign_message(&mut message, &self.cfg.identity.signing);
+            self.request(now, recorder.addr, txn, message, Pending::Recorder);
+        }
+        self.kek.forget_session(&session);
+        self.emit(ServerEvent::SessionEnded(session, end));
+    }
+}
+
+/// The media keys of a description.
+fn media_keys(party: &Principal, number: u64, desc: &SessionDesc) -> Vec<MediaKey> {
+    desc.streams
+        .iter()
+        .map(|s| MediaKey {
+            sender: party.clone(),
+            stream: s.id,
+            epoch: number,
+            key: SecretBytes32(s.key.0),
+            ext: Extensions::new(),
+        })
+        .collect()
+}
+
+/// The routing fields of an in-session request.
+struct InSession {
+    txn: TxnId,
+    from: Principal,
+    to: Principal,
+    session: SessionId,
+    via: Option<crate::wire::Via>,
+    hops: crate::wire::Hops,
+}
+
+impl InSession {
+    fn of(m: &Message) -> Option<Self> {
+        macro_rules! route {
+            ($r:expr) => {
+                Some(Self {
+                    txn: $r.txn,
+                    from: $r.from.clone(),
+                    to: $r.to.clone(),
+                    session: $r.session,
+                    via: $r.via.clone(),
+                    hops: $r.hops,
+                })
+            };
+        }
+        match m {
+            Message::Ack(r) => route!(r),
+            Message::Info(r) => route!(r),
+            Message::Rekey(r) => route!(r),
+            Message::Bye(r) => route!(r),
+            _ => None,
+        }
+    }
+}
+
+/// The message with new `via` and `hops`.
+fn with_route(m: Message, via: Option<crate::wire::Via>, hops: crate::wire::Hops) -> Message {
+    match m {
+        Message::Ack(r) => Message::Ack(crate::wire::Ack { via, hops, ..r }),
+        Message::Info(r) => Message::Info(crate::wire::Info { via, hops, ..r }),
+        Message::Rekey(r) => Message::Rekey(crate::wire::Rekey { via, hops, ..r }),
+        Message::Bye(r) => Message::Bye(crate::wire::Bye { via, hops, ..r }),
+        other => other,
+    }
+}
