@@ -1316,3 +1316,254 @@ fn a_restarted_server_keeps_registrations_and_closes_orphan_pinholes() {
     lab.settle();
     assert!(lab.device_events("u2@a.example").iter().any(|e| matches!(e, DeviceEvent::CertificateAccepted { account, .. } if account.as_str() == "u1@a.example")));
 }
+
+/// KW-SM-016: bodies bind to their senders. An offer whose `from` is not
+/// its body's sender is refused; a body-form rekey sealed by anyone but
+/// the party it claims to come from changes nothing, so a `bye` under the
+/// forger's key does not end the session or close its pinholes.
+#[test]
+fn bodies_are_accepted_only_from_their_senders() {
+    use keyway::crypto::{
+        Identity, KeyCache, RecipientSpec, SealContext, SeededEntropy, rekey_body_plaintext, seal,
+    };
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        hub: false,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    // An offer re-labelled as coming from someone else.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Offer(o) if o.via.is_none()),
+    ));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    lab.drop_if = None;
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Offer(o) => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let relabelled = keyway::wire::Offer {
+        from: principal("u2@a.example"),
+        cert: None,
+        ..offer
+    };
+    let mark = lab.trace.len();
+    lab.inject(
+        lab.servers[0].addr,
+        lab.devices[1].contact,
+        &Message::Offer(relabelled).encode(),
+    );
+    assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::PERMISSION_DENIED)).is_some());
+
+    // A forged body-form rekey, then a bye under the forged key.
+    let session = lab.call("u1@a.example", "u2@a.example");
+    let server_cert = lab.server(0).certificate().clone();
+    let mut rng = SeededEntropy::from_label("forger");
+    let forger = Identity::generate(principal("u1@a.example"), &mut rng);
+    let key = keyway::crypto::Secret32::new([0x42; 32]);
+    let spec = RecipientSpec {
+        id: principal("sc@a.example"),
+        kx_key: server_cert.tbs.kx_key,
+        kind: RecipientKind::Server,
+        perm: Permission::Read,
+        anonymous: false,
+    };
+    let (body, _) = seal(
+        SealContext {
+            session: &session,
+            cid: 0,
+        },
+        &forger,
+        &[spec],
+        &rekey_body_plaintext(1),
+        Some(&key),
+        &mut KeyCache::new(4),
+        &mut rng,
+    )
+    .unwrap();
+    let rekey = Message::Rekey(keyway::wire::Rekey {
+        txn: keyway::wire::TxnId([0x77; 8]),
+        from: principal("u1@a.example"),
+        to: principal("u2@a.example"),
+        session,
+        hops: keyway::wire::Hops::new(8).unwrap(),
+        via: None,
+        body: Some(body),
+        epoch: 1,
+        seq: 40,
+        payload: None,
+        wrapped: None,
+        ext: Default::default(),
+    });
+    let mark = lab.trace.len();
+    lab.inject(lab.servers[0].addr, lab.devices[0].contact, &rekey.encode());
+    lab.settle();
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Server {
+                event: ServerEvent::Rekeyed { .. },
+                ..
+            }
+        ))
+        .is_none()
+    );
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Device {
+                event: DeviceEvent::Rekeyed { .. },
+                ..
+            }
+        ))
+        .is_none()
+    );
+    let mut forged = keyway::crypto::DirectionKeys::new(
+        session,
+        principal("u1@a.example"),
+        principal("u2@a.example"),
+        key,
+        0,
+    );
+    forged.switch_sending(1, keyway::crypto::Secret32::new([0x42; 32]), 0);
+    let sealed = forged.seal(MsgType::Bye, &[]).unwrap();
+    let bye = Message::Bye(keyway::wire::Bye {
+        txn: keyway::wire::TxnId([0x78; 8]),
+        from: principal("u1@a.example"),
+        to: principal("u2@a.example"),
+        session,
+        hops: keyway::wire::Hops::new(8).unwrap(),
+        via: None,
+        epoch: sealed.epoch,
+        seq: sealed.seq,
+        payload: keyway::wire::Bytes::new(sealed.payload).unwrap(),
+        ext: Default::default(),
+    });
+    lab.inject(lab.servers[0].addr, lab.devices[0].contact, &bye.encode());
+    lab.settle();
+    assert!(
+        lab.server(0).session_ids().contains(&session),
+        "the session goes on"
+    );
+    assert!(!lab.firewall(0).is_empty(), "its pinholes stay open");
+    assert_eq!(
+        lab.device("u2@a.example").call_state(&session),
+        Some(CallState::Established)
+    );
+}
+
+/// KW-SM-017: a replayed offer of a session that ended neither reopens
+/// pinholes nor rings the callee again.
+#[test]
+fn a_replayed_offer_does_not_restart_its_session() {
+    let mut lab = one_domain(2);
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u2@a.example");
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    assert!(lab.firewall(0).is_empty());
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == "u1@a.example" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let mark = lab.trace.len();
+    let replay = keyway::wire::Offer {
+        txn: keyway::wire::TxnId([0x99; 8]),
+        ..offer.clone()
+    };
+    lab.inject(
+        lab.servers[0].addr,
+        lab.devices[0].contact,
+        &Message::Offer(replay).encode(),
+    );
+    lab.settle();
+    assert!(lab.firewall(0).is_empty());
+    assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::BAD_STATE)).is_some());
+    // Straight to the callee, past the server: refused there too.
+    let forwarded = keyway::wire::Offer {
+        txn: keyway::wire::TxnId([0x9a; 8]),
+        ..offer
+    };
+    let callee = lab.devices[lab.dev("u2@a.example")].contact;
+    lab.inject(
+        callee,
+        lab.servers[0].addr,
+        &Message::Offer(forwarded).encode(),
+    );
+    assert_eq!(
+        lab.device_events("u2@a.example")
+            .iter()
+            .filter(|e| matches!(e, DeviceEvent::IncomingCall(..)))
+            .count(),
+        1
+    );
+}
+
+/// KW-SM-018: a server opens pinholes only to the host its party
+/// registered from; an offer with media elsewhere is refused.
+#[test]
+fn pinholes_open_only_to_the_registered_host() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        hub: false,
+        media_elsewhere: true,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u2@a.example");
+    assert!(
+        lab.device_events("u1@a.example")
+            .contains(&DeviceEvent::CallFailed(session, ErrorCode::FORBIDDEN))
+    );
+    assert!(lab.firewall(0).is_empty());
+}
+
+/// KW-SM-019: a `txn` already outstanding at a server is not taken over by
+/// a second request that reuses it.
+#[test]
+fn a_reused_transaction_cannot_capture_a_response() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    // The first query waits at the hub (its forward is lost).
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::CertQuery(q) if q.via.is_some()),
+    ));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::QueryCertificate(principal("u1@b.example")),
+    );
+    lab.settle();
+    let query = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::CertQuery(q) if from == "u1@a.example" => Some(q),
+            _ => None,
+        })
+        .unwrap();
+    let thief = "203.0.113.50:5060".parse().unwrap();
+    let stolen = keyway::wire::CertQuery {
+        from: principal("u2@a.example"),
+        target: principal("u2@b.example"),
+        ..query
+    };
+    let mark = lab.trace.len();
+    lab.inject(
+        lab.servers[0].addr,
+        thief,
+        &Message::CertQuery(stolen).encode(),
+    );
+    assert!(lab.find(mark, |s| matches!(s, Step::Sent { to, message: Message::Error(e), .. } if *to == thief && e.code == ErrorCode::BAD_STATE)).is_some());
+}

@@ -212,6 +212,12 @@ struct Call {
 
 /// Most requests a call holds for a rekey not yet seen.
 const DEFERRED: usize = 8;
+/// Most certificate queries, and received items waiting for them, at once.
+const PENDING: usize = 64;
+/// Peer descriptions kept per call.
+const DESCS_KEPT: usize = 4;
+/// Ended sessions remembered (KW-SM-017).
+const ENDED: usize = 1024;
 
 /// Received items that wait for certificates to be confirmed.
 enum Parked {
@@ -248,6 +254,7 @@ pub struct Device {
     kek: KeyCache,
     client_key: Option<(Nonce, u64, Secret32)>,
     rejects: super::reject::DecodeRejects,
+    ended: VecDeque<SessionId>,
     outputs: VecDeque<Output<DeviceEvent>>,
 }
 
@@ -284,6 +291,7 @@ impl Device {
             kek: KeyCache::new(256),
             client_key: None,
             rejects: Default::default(),
+            ended: VecDeque::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -452,6 +460,17 @@ impl Device {
 
     fn query(&mut self, now: Millis, target: &Principal, rng: &mut impl Entropy) {
         if self.valid_cert(target, now).is_some() || self.queries.contains_key(target) {
+            return;
+        }
+        if self.queries.len() >= PENDING {
+            // Bounded; what waits for it fails when it is not answered.
+            self.failed(
+                now,
+                Pending::Query(target.clone()),
+                ErrorCode::BUSY,
+                None,
+                rng,
+            );
             return;
         }
         let txn = TxnId(rng.array());
@@ -623,7 +642,7 @@ impl Device {
         &mut self,
         now: Millis,
         session: SessionId,
-        code: ErrorCode,
+        code: Option<ErrorCode>,
         rng: &mut impl Entropy,
     ) {
         let me = self.cfg.account.clone();
@@ -645,7 +664,10 @@ impl Device {
                 ext: Extensions::new(),
             })
         });
-        self.fail_call(session, code);
+        match code {
+            Some(code) => self.fail_call(session, code),
+            None => self.end_call(session),
+        }
         if let Some(bye) = bye {
             let txn = bye.txn;
             self.request(
@@ -658,9 +680,20 @@ impl Device {
     }
 
     fn fail_call(&mut self, session: SessionId, code: ErrorCode) {
-        self.calls.remove(&session);
-        self.kek.forget_session(&session);
-        self.emit(DeviceEvent::CallFailed(session, code));
+        if self.calls.remove(&session).is_some() {
+            self.remember_ended(session);
+            self.kek.forget_session(&session);
+            self.emit(DeviceEvent::CallFailed(session, code));
+        }
+    }
+
+    /// KW-SM-017: an ended session is not started again by a replayed
+    /// offer; the most recent ones are remembered.
+    fn remember_ended(&mut self, session: SessionId) {
+        if self.ended.len() >= ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(session);
     }
 
     fn in_session_header(
@@ -745,11 +778,13 @@ impl Device {
                 session: &session,
                 cid: 0,
             };
+            // KW-SM-016: the body names the epoch it starts.
+            let next = keys.send.current_epoch().saturating_add(1);
             let Ok((sealed, _)) = seal(
                 ctx,
                 &identity,
                 &call.recipients,
-                &[],
+                &crate::crypto::rekey_body_plaintext(next),
                 Some(&key),
                 &mut self.kek,
                 rng,
@@ -848,9 +883,15 @@ impl Device {
             return;
         };
         let Some(keys) = call.keys.as_mut() else {
-            // Not established: nothing to authenticate a bye with.
-            self.calls.remove(&session);
-            self.emit(DeviceEvent::CallEnded(session));
+            // Offered, not answered: a bye under the offer's key tells the
+            // callee and the servers (the abandon path); without one, the
+            // offer was never sent.
+            let offered = call.cek.is_some();
+            if offered {
+                self.abandon_call(now, session, None, rng);
+            } else {
+                self.end_call(session);
+            }
             return;
         };
         let Ok(sealed) = keys.send.seal(MsgType::Bye, &[]) else {
@@ -877,6 +918,7 @@ impl Device {
 
     fn end_call(&mut self, session: SessionId) {
         if self.calls.remove(&session).is_some() {
+            self.remember_ended(session);
             self.kek.forget_session(&session);
             self.emit(DeviceEvent::CallEnded(session));
         }
@@ -1001,6 +1043,19 @@ impl Device {
                 return;
             }
         };
+        let response = matches!(
+            message,
+            Message::Challenge(_)
+                | Message::RegisterOk(_)
+                | Message::CertNotify(_)
+                | Message::Error(_)
+                | Message::Answer(_)
+                | Message::Ok(_)
+        );
+        if response && from != self.cfg.server {
+            // KW-FRAME-013: every request of a device goes to its server.
+            return;
+        }
         match message {
             Message::Challenge(c) => self.on_challenge(now, c, rng),
             Message::RegisterOk(ok) => self.on_register_ok(now, ok),
@@ -1024,7 +1079,8 @@ impl Device {
         challenge: crate::wire::Challenge,
         rng: &mut impl Entropy,
     ) {
-        let Some((_, _, Pending::Register { request })) = self.client.complete(&challenge.txn)
+        let Some((_, _, Pending::Register { request })) =
+            self.client.complete(&challenge.txn, self.cfg.server)
         else {
             return;
         };
@@ -1078,7 +1134,9 @@ impl Device {
     }
 
     fn on_register_ok(&mut self, now: Millis, ok: crate::wire::RegisterOk) {
-        let Some((_, _, Pending::Register { request })) = self.client.complete(&ok.txn) else {
+        let Some((_, _, Pending::Register { request })) =
+            self.client.complete(&ok.txn, self.cfg.server)
+        else {
             return;
         };
         if request.expires == 0 {
@@ -1138,7 +1196,9 @@ impl Device {
         notify: crate::wire::CertNotify,
         rng: &mut impl Entropy,
     ) {
-        let Some((_, _, Pending::Query(target))) = self.client.complete(&notify.txn) else {
+        let Some((_, _, Pending::Query(target))) =
+            self.client.complete(&notify.txn, self.cfg.server)
+        else {
             return;
         };
         self.queries.remove(&target);
@@ -1206,7 +1266,7 @@ impl Device {
 
     fn on_error(&mut self, now: Millis, error: ErrorResponse, rng: &mut impl Entropy) {
         let Some(txn) = error.txn else { return };
-        let Some((_, _, pending)) = self.client.complete(&txn) else {
+        let Some((_, _, pending)) = self.client.complete(&txn, self.cfg.server) else {
             return;
         };
         // KW-ERR-002: an unknown code counts as its class's first.
@@ -1221,7 +1281,7 @@ impl Device {
 
     fn on_ok(&mut self, ok: OkResponse) {
         if let Some((_, _, Pending::InSession(session, MsgType::Bye))) =
-            self.client.complete(&ok.txn)
+            self.client.complete(&ok.txn, self.cfg.server)
         {
             self.end_call(session);
         }
@@ -1300,6 +1360,30 @@ impl Device {
     }
 
     fn on_offer(&mut self, now: Millis, from: Addr, offer: Offer, rng: &mut impl Entropy) {
+        // A session is offered once (KW-SM-017), by the account that sealed
+        // it (KW-SM-016).
+        let refusal =
+            if self.calls.contains_key(&offer.session) || self.ended.contains(&offer.session) {
+                Some(ErrorCode::BAD_STATE)
+            } else if offer.body.sender != offer.from {
+                Some(ErrorCode::PERMISSION_DENIED)
+            } else if offer
+                .cert
+                .as_ref()
+                .is_some_and(|c| c.tbs.subject != offer.from)
+            {
+                Some(ErrorCode::CERT_SUBJECT_MISMATCH)
+            } else if self.parked.len() >= PENDING {
+                Some(ErrorCode::BUSY)
+            } else {
+                None
+            };
+        if let Some(code) = refusal {
+            let e = error_response(offer.txn, MsgType::Offer, code);
+            self.emit(DeviceEvent::Rejected(code));
+            self.respond(now, from, offer.txn, e);
+            return;
+        }
         let mut missing = self.missing_for(now, &offer.body);
         // The answer is sealed for the device's own server too
         // (KW-POLICY-001): its certificate is needed before answering.
@@ -1470,7 +1554,7 @@ impl Device {
         {
             return;
         }
-        self.client.complete(&answer.txn);
+        self.client.complete(&answer.txn, self.cfg.server);
         let missing = self.missing_for(now, &answer.body);
         if !missing.is_empty() {
             for p in &missing {
@@ -1492,10 +1576,23 @@ impl Device {
             return;
         };
         let peer = call.peer.clone();
+        // KW-SM-016: the answer is the callee's own.
+        if answer.from != peer || answer.body.sender != peer {
+            self.emit(DeviceEvent::TamperDetected(
+                session,
+                ErrorCode::PERMISSION_DENIED,
+            ));
+            self.abandon_call(now, session, Some(ErrorCode::PERMISSION_DENIED), rng);
+            return;
+        }
         let Some(peer_cert) = self.valid_cert(&peer, now).cloned().or(answer.cert.clone()) else {
             self.fail_call(session, ErrorCode::CERT_NOT_FOUND);
             return;
         };
+        if peer_cert.tbs.subject != peer {
+            self.fail_call(session, ErrorCode::CERT_SUBJECT_MISMATCH);
+            return;
+        }
         let opened = match open(&answer.body, &session, &identity, &mut self.kek) {
             Ok(o) => o,
             Err(e) => {
@@ -1517,7 +1614,7 @@ impl Device {
         if let Err(e) = verdict {
             let code = ErrorCode::from(&e);
             self.emit(DeviceEvent::TamperDetected(session, code));
-            self.abandon_call(now, session, code, rng);
+            self.abandon_call(now, session, Some(code), rng);
             return;
         }
         let (true, Ok(peer_desc)) = (same_key, decode_plaintext::<SessionDesc>(&opened.plaintext))
@@ -1643,8 +1740,16 @@ impl Device {
             Ok(update) => {
                 if let Some(desc) = update.desc {
                     if let Some(call) = self.calls.get_mut(&info.session) {
-                        let next = call.peer_descs.keys().next_back().map_or(0, |n| n + 1);
+                        let next = call
+                            .peer_descs
+                            .keys()
+                            .next_back()
+                            .map_or(0, |n| n.saturating_add(1));
                         call.peer_descs.insert(next, desc);
+                        // Bounded: frames under older descriptions are late.
+                        while call.peer_descs.len() > DESCS_KEPT {
+                            call.peer_descs.pop_first();
+                        }
                     }
                 }
                 if let Some(text) = update.text.filter(|t| !t.is_empty()) {
@@ -1673,8 +1778,24 @@ impl Device {
         let policy = self.cfg.keys;
         let new_key = match (&rekey.body, &self.identity) {
             (Some(body), Some(identity)) => {
-                match open(body, &rekey.session, identity, &mut self.kek) {
-                    Ok(o) => Some(o.cek),
+                // KW-SM-016: sealed and signed by the peer, for this epoch.
+                let opened = match self.certs.get(&rekey.from) {
+                    Some(cert) => {
+                        let validate = self.validator(now);
+                        crate::crypto::open_rekey_body(
+                            body,
+                            &rekey.session,
+                            &rekey.from,
+                            rekey.epoch,
+                            identity,
+                            cert,
+                            &validate,
+                        )
+                    }
+                    None => Err(CryptoError::Cert(CertError::UnknownIssuer)),
+                };
+                match opened {
+                    Ok(key) => Some(key),
                     Err(e) => {
                         self.reject_request(
                             now,
@@ -1779,7 +1900,7 @@ impl Device {
         self.calls
             .get(session)
             .and_then(|c| c.keys.as_ref())
-            .is_some_and(|k| epoch > k.recv.current_epoch())
+            .is_some_and(|k| k.recv.current_epoch().checked_add(1) == Some(epoch))
     }
 
     /// Holds a request until its epoch's rekey arrives; unanswered

@@ -139,7 +139,9 @@ pub enum RecorderEvent {
 pub struct Recorder {
     cfg: RecorderConfig,
     recordings: BTreeMap<RecordingId, Recording>,
-    by_session: BTreeMap<SessionId, RecordingId>,
+    /// Live recordings by session and the server that started them: two
+    /// servers may record one session without disturbing each other.
+    by_session: BTreeMap<SessionId, BTreeMap<Principal, RecordingId>>,
     kek: KeyCache,
     txns: ServerTxns,
     rejects: super::reject::DecodeRejects,
@@ -159,6 +161,8 @@ impl core::fmt::Debug for Recorder {
 
 /// Largest chunk of `record-data`.
 const CHUNK: usize = 8192;
+/// Most packets one recording keeps.
+const PACKETS_PER_RECORDING: usize = 100_000;
 
 impl Recorder {
     /// A recorder with no recordings.
@@ -176,9 +180,7 @@ impl Recorder {
 
     /// The recording of a session.
     pub fn recording_of(&self, session: &SessionId) -> Option<&Recording> {
-        self.by_session
-            .get(session)
-            .and_then(|id| self.recordings.get(id))
+        self.recordings.values().find(|r| r.session == *session)
     }
 
     /// Every recording, by identifier.
@@ -257,7 +259,7 @@ impl Recorder {
             Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
                 self.on_command(now, &message)
             }
-            Message::RecordList(_) | Message::RecordFetch(_) => self.on_read(&message),
+            Message::RecordList(_) | Message::RecordFetch(_) => self.on_read(now, &message),
             _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
         };
         match outcome {
@@ -300,7 +302,9 @@ impl Recorder {
                         return Err(ErrorCode::BAD_STATE);
                     }
                 } else {
-                    self.make_room();
+                    if !self.make_room() {
+                        return Err(ErrorCode::BUSY);
+                    }
                     let mut rec = Recording {
                         id: m.recording,
                         session: m.session,
@@ -316,7 +320,10 @@ impl Recorder {
                     };
                     add_keys(&mut rec, keys);
                     self.recordings.insert(m.recording, rec);
-                    self.by_session.insert(m.session, m.recording);
+                    self.by_session
+                        .entry(m.session)
+                        .or_default()
+                        .insert(m.from.clone(), m.recording);
                     self.emit(RecorderEvent::Started(m.recording, m.session));
                 }
                 m.recording
@@ -340,7 +347,12 @@ impl Recorder {
                     .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
                 if rec.ended.is_none() {
                     rec.ended = Some(secs(now));
-                    self.by_session.remove(&m.session);
+                    if let Some(live) = self.by_session.get_mut(&m.session) {
+                        live.remove(&m.from);
+                        if live.is_empty() {
+                            self.by_session.remove(&m.session);
+                        }
+                    }
                     self.kek.forget_session(&m.session);
                     self.emit(RecorderEvent::Stopped(m.recording));
                 }
@@ -382,10 +394,11 @@ impl Recorder {
         decode_plaintext::<MediaKeys>(&opened.plaintext).map_err(|e| ErrorCode::from(&e))
     }
 
-    /// Drops the oldest finished recording when full.
-    fn make_room(&mut self) {
+    /// Drops the oldest finished recording when full; false when every
+    /// recording is still live.
+    fn make_room(&mut self) -> bool {
         if self.recordings.len() < self.cfg.capacity.max(1) {
-            return;
+            return true;
         }
         let oldest = self
             .recordings
@@ -393,35 +406,52 @@ impl Recorder {
             .filter(|r| r.ended.is_some())
             .min_by_key(|r| (r.started, r.id))
             .map(|r| r.id);
-        if let Some(id) = oldest {
-            self.recordings.remove(&id);
+        match oldest {
+            Some(id) => self.recordings.remove(&id).is_some(),
+            None => false,
         }
     }
 
-    /// A copied media packet (KW-REC-004).
+    /// A copied media packet (KW-REC-004), for every live recording of its
+    /// session.
     fn on_media(&mut self, media: Media) {
-        let Some(rec) = self
+        let ids: Vec<RecordingId> = self
             .by_session
             .get(&media.session)
-            .and_then(|id| self.recordings.get_mut(id))
-        else {
+            .map(|live| live.values().copied().collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
             self.emit(RecorderEvent::Unrecordable(
                 media.session,
                 ErrorCode::UNKNOWN_RECORDING,
             ));
+        }
+        for id in ids {
+            self.record(id, &media);
+        }
+    }
+
+    fn record(&mut self, id: RecordingId, media: &Media) {
+        let Some(rec) = self.recordings.get_mut(&id) else {
             return;
         };
         let seen_key = (media.from.clone(), media.stream, media.epoch, media.seq);
         if rec.seen.contains(&seen_key) {
-            // The same packet copied at egress and at ingress.
+            // The same packet copied at two pinholes.
+            return;
+        }
+        if rec.packets.len() >= PACKETS_PER_RECORDING {
+            self.emit(RecorderEvent::Unrecordable(media.session, ErrorCode::BUSY));
             return;
         }
         let Some(key) = rec
             .keys
             .get(&(media.from.clone(), media.stream, media.epoch))
         else {
-            let session = media.session;
-            self.emit(RecorderEvent::Unrecordable(session, ErrorCode::STALE_EPOCH));
+            self.emit(RecorderEvent::Unrecordable(
+                media.session,
+                ErrorCode::STALE_EPOCH,
+            ));
             return;
         };
         let ad = media_ad(
@@ -434,8 +464,10 @@ impl Recorder {
         let frame = match open_media(key, &ad, &media.payload) {
             Ok(frame) => frame,
             Err(e) => {
-                let session = media.session;
-                self.emit(RecorderEvent::Unrecordable(session, ErrorCode::from(&e)));
+                self.emit(RecorderEvent::Unrecordable(
+                    media.session,
+                    ErrorCode::from(&e),
+                ));
                 return;
             }
         };
@@ -452,11 +484,10 @@ impl Recorder {
             seq: media.seq,
             data,
         });
-        let recording = rec.id;
         self.emit(RecorderEvent::Recorded {
-            recording,
+            recording: id,
             session: media.session,
-            from: media.from,
+            from: media.from.clone(),
             stream: media.stream,
             epoch: media.epoch,
             seq: media.seq,
@@ -471,7 +502,7 @@ impl Recorder {
 
     /// `record-list` and `record-fetch`, signed by their sender, whose
     /// certificate the recorder must hold (KW-REC-005).
-    fn on_read(&self, message: &Message) -> Result<Message, ErrorCode> {
+    fn on_read(&self, now: Millis, message: &Message) -> Result<Message, ErrorCode> {
         let account = match message {
             Message::RecordList(m) => &m.from,
             Message::RecordFetch(m) => &m.from,
@@ -482,6 +513,16 @@ impl Recorder {
             .readers
             .get(account)
             .ok_or(ErrorCode::RECORDING_FORBIDDEN)?;
+        // A reader's certificate must still be valid (KW-CERT-002).
+        let expect = Expect {
+            subject: account,
+            role: None,
+            now: secs(now),
+        };
+        self.cfg
+            .trust
+            .check(cert, expect)
+            .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
         verify_message(message, cert).map_err(|e| ErrorCode::from(&e))?;
         match message {
             Message::RecordList(m) => {

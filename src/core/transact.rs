@@ -59,8 +59,20 @@ impl<C> ClientTxns<C> {
         }
     }
 
-    /// Tracks a request just sent.
-    pub fn start(&mut self, now: Millis, txn: TxnId, to: Addr, message: Message, context: C) {
+    /// Tracks a request just sent. A transaction already outstanding is
+    /// not replaced: the caller must refuse the second request (someone
+    /// reused a `txn` to capture another's response).
+    pub fn start(
+        &mut self,
+        now: Millis,
+        txn: TxnId,
+        to: Addr,
+        message: Message,
+        context: C,
+    ) -> bool {
+        if self.txns.contains_key(&txn) {
+            return false;
+        }
         self.txns.insert(
             txn,
             ClientTxn {
@@ -72,11 +84,27 @@ impl<C> ClientTxns<C> {
                 context,
             },
         );
+        true
     }
 
-    /// The request answered by a response with `txn`, if outstanding.
-    pub fn complete(&mut self, txn: &TxnId) -> Option<(Addr, Message, C)> {
+    /// The request answered by a response with `txn` from `from`, if
+    /// outstanding: a response counts only from the address the request
+    /// went to (KW-FRAME-013).
+    pub fn complete(&mut self, txn: &TxnId, from: Addr) -> Option<(Addr, Message, C)> {
+        if self.txns.get(txn).is_none_or(|t| t.to != from) {
+            return None;
+        }
         self.txns.remove(txn).map(|t| (t.to, t.message, t.context))
+    }
+
+    /// Whether `txn` is outstanding.
+    pub fn contains(&self, txn: &TxnId) -> bool {
+        self.txns.contains_key(txn)
+    }
+
+    /// How many requests are outstanding.
+    pub fn len(&self) -> usize {
+        self.txns.len()
     }
 
     /// The context of an outstanding request.

@@ -394,6 +394,45 @@ pub fn reencrypt_without_edit(
     Ok(out)
 }
 
+/// The content of a body-form rekey: the epoch the sealed key starts, so
+/// that a captured body cannot be replayed as a later epoch (KW-SM-016).
+pub fn rekey_body_plaintext(epoch: u64) -> Vec<u8> {
+    crate::wire::encode_plaintext(&epoch)
+}
+
+/// The key a body-form rekey carries (KW-SM-016): the body opens with this
+/// party's entry (a scratch KEK cache, so a refused rekey caches nothing),
+/// was sealed and signed by `from` — checked with `sender_cert` and
+/// `validate` as [`verify_sealed_with`] does — and names `epoch`.
+#[allow(clippy::type_complexity)]
+pub fn open_rekey_body(
+    body: &Sealed,
+    session: &SessionId,
+    from: &Principal,
+    epoch: u64,
+    me: &Identity,
+    sender_cert: &Certificate,
+    validate: &dyn Fn(
+        &Certificate,
+        &Principal,
+        Option<Role>,
+    ) -> Result<(), super::error::CertError>,
+) -> Result<Secret32, CryptoError> {
+    if &body.sender != from || &sender_cert.tbs.subject != from {
+        return Err(CryptoError::PermissionDenied(
+            "rekey sealed by another account",
+        ));
+    }
+    let opened = open(body, session, me, &mut KeyCache::new(1))?;
+    verify_sealed_with(body, session, &opened.plaintext, sender_cert, validate)?;
+    let named: u64 =
+        crate::wire::decode_plaintext(&opened.plaintext).map_err(|_| CryptoError::DecryptFailed)?;
+    if named != epoch {
+        return Err(CryptoError::StaleEpoch(epoch));
+    }
+    Ok(opened.cek)
+}
+
 fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a Recipient> {
     sealed.recipients.iter().find(|r| {
         r.id.as_ref() == Some(editor)

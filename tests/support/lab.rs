@@ -90,6 +90,8 @@ pub struct LabOptions {
     /// Server policy per domain index, overriding `server_policy`.
     pub server_policies: BTreeMap<usize, ServerPolicy>,
     pub keys: KeyPolicy,
+    /// Devices send media from another host than their contact.
+    pub media_elsewhere: bool,
 }
 
 impl Default for LabOptions {
@@ -103,6 +105,7 @@ impl Default for LabOptions {
             server_policy: ServerPolicy::default(),
             server_policies: BTreeMap::new(),
             keys: KeyPolicy::default(),
+            media_elsewhere: false,
         }
     }
 }
@@ -293,7 +296,12 @@ impl Lab {
             for (k, (account, secret)) in made.into_iter().enumerate() {
                 let host = v4(10, n, 0, (k + 1) as u8);
                 let contact = Addr::new(host, 5060);
-                let media = Addr::new(host, 40_000);
+                let media_host = if opts.media_elsewhere {
+                    v4(10, n, 9, (k + 1) as u8)
+                } else {
+                    host
+                };
+                let media = Addr::new(media_host, 40_000);
                 let device = Device::new(DeviceConfig {
                     account: account.clone(),
                     secret,

@@ -77,6 +77,9 @@ pub struct ServerPolicy {
     pub session_secs: u64,
     /// Which sessions are recorded.
     pub record: RecordPolicy,
+    /// Most sessions followed at once; further offers are refused with
+    /// `busy`.
+    pub max_sessions: usize,
     /// Fault injection for tests and the simulator: change bodies this
     /// server may only read, as a misbehaving server would (KW-SEAL-006).
     /// Never set in a real deployment.
@@ -94,6 +97,7 @@ impl Default for ServerPolicy {
             require_own_entry: false,
             session_secs: 3600,
             record: RecordPolicy::Nothing,
+            max_sessions: 10_000,
             tamper_read_only: false,
         }
     }
@@ -258,13 +262,21 @@ enum Pending {
         re: MsgType,
         requester: Principal,
         session: Option<SessionId>,
+        /// The account a forwarded `cert-query` asked for.
+        target: Option<Principal>,
     },
     /// A command to the recorder.
     Recorder,
 }
 
-/// Most outstanding challenge nonces.
+/// Most outstanding challenge nonces, and per account.
 const NONCES: usize = 4096;
+const NONCES_PER_ACCOUNT: usize = 4;
+/// Most requests a server forwards or sends at once.
+const OUTSTANDING: usize = 10_000;
+/// Sessions that ended, remembered so that a replayed offer cannot start
+/// them again (KW-SM-017).
+const ENDED: usize = 10_000;
 
 /// See the module documentation.
 pub struct Server {
@@ -281,6 +293,8 @@ pub struct Server {
     next_pinhole: u64,
     next_port: u16,
     public_of: BTreeMap<Addr, Addr>,
+    /// Sessions that ended, until their term would have (KW-SM-017).
+    ended: BTreeMap<SessionId, Millis>,
     rejects: super::reject::DecodeRejects,
     outputs: VecDeque<Output<ServerEvent>>,
 }
@@ -326,6 +340,7 @@ impl Server {
             next_pinhole: 1,
             next_port: 0,
             public_of: BTreeMap::new(),
+            ended: BTreeMap::new(),
             rejects: Default::default(),
             outputs: VecDeque::new(),
             cfg,
@@ -376,12 +391,14 @@ impl Server {
             .min();
         let sessions = self.sessions.values().map(|s| s.expires_at).min();
         let nonces = self.nonces.values().map(|n| n.expires_at).min();
+        let ended = self.ended.values().copied().min();
         [
             self.client.next_timeout(),
             self.server.next_timeout(),
             registrations,
             sessions,
             nonces,
+            ended,
         ]
         .into_iter()
         .flatten()
@@ -425,10 +442,38 @@ impl Server {
         self.respond(now, to, txn, error_response(txn, re, code));
     }
 
+    /// Whether a request with `txn` can be forwarded now: not when that
+    /// `txn` is already outstanding here (a reused `txn` would capture
+    /// another's response) or too many are.
+    fn can_forward(&self, txn: &TxnId) -> Result<(), ErrorCode> {
+        if self.client.contains(txn) {
+            return Err(ErrorCode::BAD_STATE);
+        }
+        if self.client.len() >= OUTSTANDING {
+            return Err(ErrorCode::BUSY);
+        }
+        Ok(())
+    }
+
     /// Sends a request of this server's own, retransmitted until answered.
-    fn request(&mut self, now: Millis, to: Addr, txn: TxnId, message: Message, pending: Pending) {
-        self.client.start(now, txn, to, message.clone(), pending);
+    /// Sends a request of this server's own (or forwards one), kept to
+    /// retransmit until answered. Returns false, sending nothing, when the
+    /// `txn` is already outstanding or too many are.
+    fn request(
+        &mut self,
+        now: Millis,
+        to: Addr,
+        txn: TxnId,
+        message: Message,
+        pending: Pending,
+    ) -> bool {
+        if self.client.len() >= OUTSTANDING
+            || !self.client.start(now, txn, to, message.clone(), pending)
+        {
+            return false;
+        }
         self.send(to, message);
+        true
     }
 
     /// Closes the pinholes of sessions this server no longer has — after a
@@ -477,7 +522,7 @@ impl Server {
             | Message::Error(_)
             | Message::CertNotify(_)
             | Message::Challenge(_)
-            | Message::RegisterOk(_) => self.on_response(now, message, rng),
+            | Message::RegisterOk(_) => self.on_response(now, from, message, rng),
             request => self.on_request(now, from, request, rng),
         }
     }
@@ -510,7 +555,7 @@ impl Server {
         }
     }
 
-    fn on_response(&mut self, now: Millis, response: Message, rng: &mut impl Entropy) {
+    fn on_response(&mut self, now: Millis, from: Addr, response: Message, rng: &mut impl Entropy) {
         let txn = match &response {
             Message::Answer(m) => Some(m.txn),
             Message::Ok(m) => Some(m.txn),
@@ -518,7 +563,7 @@ impl Server {
             Message::CertNotify(m) => Some(m.txn),
             _ => None,
         };
-        let Some((_, _, pending)) = txn.and_then(|t| self.client.complete(&t)) else {
+        let Some((_, _, pending)) = txn.and_then(|t| self.client.complete(&t, from)) else {
             // Late duplicate, or not ours.
             self.emit(ServerEvent::Dropped(ErrorCode::BAD_STATE));
             return;
@@ -530,7 +575,17 @@ impl Server {
                 re,
                 requester,
                 session,
-            } => self.relay_response(now, prev, re, &requester, session, response, rng),
+                target,
+            } => {
+                let ctx = relay::RelayContext {
+                    prev,
+                    re,
+                    requester: &requester,
+                    session,
+                    target: target.as_ref(),
+                };
+                self.relay_response(now, ctx, response, rng)
+            }
         }
     }
 
@@ -557,6 +612,7 @@ impl Server {
         }
         self.server.expire(now);
         self.nonces.retain(|_, n| n.expires_at > now);
+        self.ended.retain(|_, until| *until > now);
         self.expire_registrations(now);
         let ended: Vec<SessionId> = self
             .sessions

@@ -1,7 +1,7 @@
 //! Registrar and certificate authority (F1, F2): challenge, proof, issue
 //! or confirm, store, answer; de-registration and expiry with revocation.
 
-use super::{NONCES, OutstandingNonce, Server, ServerEvent};
+use super::{NONCES, NONCES_PER_ACCOUNT, OutstandingNonce, Server, ServerEvent};
 use crate::core::store::{Registration, StoreWrite};
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::primitives::hkdf32;
@@ -124,6 +124,19 @@ impl Server {
         let nonce = Nonce(rng.array());
         let kx = r.csr.as_ref().map(|_| KxKeyPair::generate(rng));
         let kx_challenge = kx.as_ref().map(KxKeyPair::public);
+        // Bounded per account, so one account's requests cannot push out
+        // every other's, and in all.
+        let mine: Vec<(Millis, Nonce)> = self
+            .nonces
+            .iter()
+            .filter(|(_, n)| n.account == r.from)
+            .map(|(k, n)| (n.expires_at, *k))
+            .collect();
+        if mine.len() >= NONCES_PER_ACCOUNT {
+            if let Some((_, oldest)) = mine.iter().min() {
+                self.nonces.remove(oldest);
+            }
+        }
         if self.nonces.len() >= NONCES {
             if let Some(oldest) = self
                 .nonces

@@ -8,6 +8,15 @@ use crate::wire::{
     CertNotify, CertQuery, ErrorCode, Extensions, Hops, Message, MsgType, Principal, SessionId, Via,
 };
 
+/// What a response to a forwarded request is matched against.
+pub(super) struct RelayContext<'a> {
+    pub prev: Addr,
+    pub re: MsgType,
+    pub requester: &'a Principal,
+    pub session: Option<SessionId>,
+    pub target: Option<&'a Principal>,
+}
+
 /// Where a request goes next.
 pub(super) struct Hop {
     pub addr: Addr,
@@ -66,6 +75,7 @@ impl Server {
 
     /// Sends a request on toward its destination and keeps the transaction
     /// to return the response (KW-ROUTE-004).
+    /// The caller has checked [`Server::can_forward`] first.
     pub(super) fn forward(
         &mut self,
         now: Millis,
@@ -78,13 +88,21 @@ impl Server {
         let Some(txn) = crate::core::device::request_txn(&message) else {
             return;
         };
+        let target = match &message {
+            Message::CertQuery(q) => Some(q.target.clone()),
+            _ => None,
+        };
+        let re = message.msg_type();
         let pending = Pending::Relay {
             prev,
-            re: message.msg_type(),
+            re,
             requester,
             session,
+            target,
         };
-        self.request(now, to, txn, message, pending);
+        if !self.request(now, to, txn, message, pending) {
+            self.reject(now, prev, txn, re, ErrorCode::BUSY);
+        }
     }
 
     /// KW-QUERY-002..005.
@@ -94,7 +112,10 @@ impl Server {
         };
         if !self.is_local(&q.target) {
             // KW-QUERY-004: forward to the target's domain.
-            match self.next_hop(now, &q.target, q.via.as_ref(), q.hops) {
+            match self
+                .next_hop(now, &q.target, q.via.as_ref(), q.hops)
+                .and_then(|hop| self.can_forward(&q.txn).map(|()| hop))
+            {
                 Ok(hop) => {
                     let forwarded = Message::CertQuery(CertQuery {
                         via: hop.via,
@@ -159,31 +180,35 @@ impl Server {
 
     /// A response to a request this server forwarded: processed where the
     /// server has a part in it, then sent to the hop before (KW-ROUTE-004).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn relay_response(
         &mut self,
         now: Millis,
-        prev: Addr,
-        re: MsgType,
-        requester: &Principal,
-        session: Option<SessionId>,
+        ctx: RelayContext<'_>,
         response: Message,
         rng: &mut impl Entropy,
     ) {
+        let RelayContext {
+            prev,
+            re,
+            requester,
+            session,
+            target,
+        } = ctx;
         let Some(txn) = match_txn_opt(&response) else {
             return;
         };
         let response = match response {
-            Message::CertNotify(n) => match self.attest_for(now, requester, n) {
+            Message::CertNotify(n) => match self.attest_for(now, requester, target, n) {
                 Ok(n) => Message::CertNotify(n),
                 Err(code) => {
                     self.emit(ServerEvent::Rejected(re, code));
                     crate::core::device::error_response(txn, re, code)
                 }
             },
+            // Read only if it answers the session the offer was for.
             Message::Answer(a) => match session {
-                Some(_) => self.on_answer(now, a, rng),
-                None => Message::Answer(a),
+                Some(s) if s == a.session => self.on_answer(now, a, rng),
+                _ => Message::Answer(a),
             },
             Message::Error(e) => {
                 if let (MsgType::Offer, Some(s)) = (re, session) {
@@ -203,12 +228,14 @@ impl Server {
         &mut self,
         now: Millis,
         requester: &Principal,
+        target: Option<&Principal>,
         n: CertNotify,
     ) -> Result<CertNotify, ErrorCode> {
         if !self.is_local(requester) {
             return Ok(n);
         }
-        if n.cert.tbs.subject != n.target {
+        // The certificate of the account asked for, and of no other.
+        if Some(&n.target) != target || n.cert.tbs.subject != n.target {
             return Err(ErrorCode::CERT_SUBJECT_MISMATCH);
         }
         self.trust

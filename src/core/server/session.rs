@@ -43,8 +43,15 @@ pub(crate) struct ServerSession {
     next_cid: u64,
     /// In-session messages of an epoch not yet followed.
     deferred: Vec<(Principal, MsgType, u64, u64, Vec<u8>)>,
+    /// The parties' certificates, as confirmed on the offer and answer:
+    /// what their body-form rekeys are checked with.
+    certs: BTreeMap<Principal, Certificate>,
     pub(super) expires_at: Millis,
 }
+
+/// Descriptions kept per party: the media keys of older ones are no longer
+/// needed once the recorder has them.
+const DESCS_PER_PARTY: usize = 4;
 
 impl ServerSession {
     fn latest_desc(&self, party: &Principal) -> Option<(u64, &SessionDesc)> {
@@ -114,14 +121,38 @@ impl Server {
         let plan = self.cfg.firewall?;
         let ports = plan.ports.max(1);
         if self.public_of.len() >= usize::from(ports) {
-            // Every port is mapped: the oldest mapping is reused.
-            self.public_of.pop_first();
+            // Every port is mapped: give up the mappings no session uses.
+            let in_use: std::collections::BTreeSet<Addr> = self
+                .sessions
+                .values()
+                .flat_map(|s| s.internal.values().flatten().copied())
+                .collect();
+            self.public_of
+                .retain(|internal, _| in_use.contains(internal));
         }
-        let port = plan.first_port.saturating_add(self.next_port % ports);
-        self.next_port = self.next_port.wrapping_add(1);
-        let public = Addr::new(plan.public_ip, port);
-        self.public_of.insert(internal, public);
-        Some(public)
+        let taken: std::collections::BTreeSet<Addr> = self.public_of.values().copied().collect();
+        // A port is never given to two internal addresses at once.
+        for _ in 0..ports {
+            let port = plan.first_port.saturating_add(self.next_port % ports);
+            self.next_port = self.next_port.wrapping_add(1);
+            let public = Addr::new(plan.public_ip, port);
+            if !taken.contains(&public) {
+                self.public_of.insert(internal, public);
+                return Some(public);
+            }
+        }
+        None
+    }
+
+    /// Whether every media address of a local party's description is at
+    /// the address it registered: a server opens pinholes only to its own
+    /// parties (KW-SM-018).
+    fn at_contact(&self, now: Millis, party: &Principal, desc: &SessionDesc) -> bool {
+        self.current_registration(party, now).is_some_and(|g| {
+            desc.streams
+                .iter()
+                .all(|s| s.addr.ip() == g.contact.addr.ip())
+        })
     }
 
     /// Rewrites a local party's description to public addresses, if this
@@ -226,7 +257,12 @@ impl Server {
             Ok(hop) => hop,
             Err(code) => return reject(self, code),
         };
-        if self.sessions.contains_key(&o.session) {
+        if let Err(code) = self.can_forward(&o.txn) {
+            return reject(self, code);
+        }
+        // KW-SM-017: a session is offered once; a replayed offer of one
+        // that ended does not start it again.
+        if self.sessions.contains_key(&o.session) || self.ended.contains_key(&o.session) {
             return reject(self, ErrorCode::BAD_STATE);
         }
         let caller_local = self.is_local(&o.from);
@@ -249,9 +285,19 @@ impl Server {
             self.forward(now, from, hop.addr, forwarded, o.from.clone(), None);
             return;
         };
+        if self.sessions.len() >= self.cfg.policy.max_sessions {
+            return reject(self, ErrorCode::BUSY);
+        }
         let Some(caller_cert) = self.sender_cert(now, o.cert.as_ref(), &o.from) else {
             return reject(self, ErrorCode::CERT_NOT_FOUND);
         };
+        // KW-SM-016: the offer is from the account that sealed it.
+        if caller_cert.tbs.subject != o.from {
+            return reject(self, ErrorCode::CERT_SUBJECT_MISMATCH);
+        }
+        if o.body.sender != o.from {
+            return reject(self, ErrorCode::PERMISSION_DENIED);
+        }
         if let Err(e) = self.check_body(now, &o.body, &o.session, &opened.plaintext, &caller_cert) {
             return reject(self, ErrorCode::from(&e));
         }
@@ -259,6 +305,9 @@ impl Server {
             Ok(desc) => desc,
             Err(e) => return reject(self, ErrorCode::from(&e)),
         };
+        if caller_local && self.cfg.firewall.is_some() && !self.at_contact(now, &o.from, &desc) {
+            return reject(self, ErrorCode::FORBIDDEN);
+        }
         let perm = o.body.recipients.get(opened.entry).map(|r| r.perm);
         self.emit(ServerEvent::BodyOpened {
             session: o.session,
@@ -278,13 +327,25 @@ impl Server {
             rng,
         );
         let expires_at = now.saturating_add(self.cfg.policy.session_secs.saturating_mul(1000));
+        // Both directions from the offer on, so that a `bye` under the
+        // offer's key ends the session even if no answer is ever read.
+        let keys = SessionKeys::new(
+            o.session,
+            o.from.clone(),
+            o.to.clone(),
+            opened.cek.clone(),
+            secs(now),
+        );
+        let mut certs = BTreeMap::new();
+        certs.insert(o.from.clone(), caller_cert);
         let mut session = ServerSession {
             caller: o.from.clone(),
             callee: o.to.clone(),
             cek: Some(opened.cek),
             descs: BTreeMap::new(),
             internal: BTreeMap::new(),
-            keys: None,
+            keys: Some(keys),
+            certs,
             pinholes: Vec::new(),
             caller_pinholes: Vec::new(),
             recording: None,
@@ -339,6 +400,17 @@ impl Server {
                 CryptoError::Cert(crate::crypto::CertError::UnknownIssuer),
             );
         };
+        // KW-SM-016: from the callee the offer named, who sealed it.
+        let callee = self.sessions.get(&a.session).map(|s| s.callee.clone());
+        if callee.as_ref() != Some(&a.from)
+            || a.body.sender != a.from
+            || callee_cert.tbs.subject != a.from
+        {
+            return self.unreadable(
+                a,
+                CryptoError::PermissionDenied("answer from another account"),
+            );
+        }
         if let Err(e) = self.check_body(now, &a.body, &a.session, &plaintext, &callee_cert) {
             return self.unreadable(a, e);
         }
@@ -352,7 +424,13 @@ impl Server {
                 perm,
             });
         }
-        let callee_local = self.is_local(&a.from);
+        let mut callee_local = self.is_local(&a.from);
+        if callee_local && self.cfg.firewall.is_some() && !self.at_contact(now, &a.from, &desc) {
+            // No rewrite and no pinhole to an address the callee does not
+            // hold (KW-SM-018); the caller decides what to do with it.
+            self.emit(ServerEvent::Rejected(MsgType::Answer, ErrorCode::FORBIDDEN));
+            callee_local = false;
+        }
         let (body, forwarded_desc) = self.change_body(
             now,
             &a.body,
@@ -368,13 +446,7 @@ impl Server {
         if let Some(s) = self.sessions.get_mut(&a.session) {
             s.internal.insert(a.from.clone(), addrs(&desc));
             s.descs.insert((a.from.clone(), 0), forwarded_desc);
-            s.keys = Some(SessionKeys::new(
-                a.session,
-                s.caller.clone(),
-                s.callee.clone(),
-                cek,
-                secs(now),
-            ));
+            s.certs.insert(a.from.clone(), callee_cert);
         }
         self.start_recording(now, a.session, rng);
         Message::Answer(Answer { body, ..a })
@@ -404,21 +476,25 @@ impl Server {
         };
         let expires_at = s.expires_at;
         let caller_pinholes = s.caller_pinholes.clone();
-        let caller_addr = s
+        // Streams pair by position; a side with fewer streams pairs its
+        // last with the rest.
+        let caller_addrs = s
             .latest_desc(&s.caller)
-            .and_then(|(_, d)| addrs(d).first().copied());
-        let callee_addr = addrs(callee_forwarded).first().copied();
-        if let Some(src) = callee_addr {
-            for pinhole in caller_pinholes {
+            .map(|(_, d)| addrs(d))
+            .unwrap_or_default();
+        let callee_addrs = addrs(callee_forwarded);
+        let pair = |list: &[Addr], i: usize| list.get(i).or(list.last()).copied();
+        for (i, pinhole) in caller_pinholes.into_iter().enumerate() {
+            if let Some(src) = pair(&callee_addrs, i) {
                 self.firewall(FirewallCommand::Narrow { pinhole, src });
             }
         }
         let mut opened = Vec::new();
         if callee_local {
-            let publics = addrs(callee_forwarded);
             for (i, internal) in addrs(callee_desc).into_iter().enumerate() {
-                let public = publics.get(i).copied().filter(|p| *p != internal);
-                opened.push(self.open_pinhole(session, internal, public, caller_addr, expires_at));
+                let public = callee_addrs.get(i).copied().filter(|p| *p != internal);
+                let src = pair(&caller_addrs, i);
+                opened.push(self.open_pinhole(session, internal, public, src, expires_at));
             }
         }
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -615,7 +691,11 @@ impl Server {
         };
         let plaintext = match direction.open(re, epoch, seq, payload, secs(now)) {
             Ok(p) => p,
-            Err(CryptoError::StaleEpoch(_)) if epoch > direction.current_epoch() => {
+            // Only the next epoch: anything further cannot be a rekey in
+            // flight, and junk must not fill the list (KW-SM-005).
+            Err(CryptoError::StaleEpoch(_))
+                if direction.current_epoch().checked_add(1) == Some(epoch) =>
+            {
                 // The rekey is still on its way: try again once followed.
                 if s.deferred.len() < DEFERRED {
                     s.deferred
@@ -659,6 +739,9 @@ impl Server {
             .map_or(0, |(n, _)| n.saturating_add(1));
         let keys = media_keys(sender, number, &desc);
         s.descs.insert((sender.clone(), number), desc);
+        let first_kept = number.saturating_sub(DESCS_PER_PARTY as u64 - 1);
+        s.descs
+            .retain(|(party, n), _| party != sender || *n >= first_kept);
         let Some(recording) = s.recording else { return };
         let Some(recorder) = self.cfg.recorder.clone() else {
             return;
@@ -685,10 +768,43 @@ impl Server {
     fn follow_rekey(&mut self, now: Millis, r: &crate::wire::Rekey, rng: &mut impl Entropy) {
         let policy = self.cfg.keys;
         let new_key = match &r.body {
-            Some(body) => match open(body, &r.session, &self.cfg.identity, &mut self.kek) {
-                Ok(opened) => Some(opened.cek),
-                Err(_) => return,
-            },
+            Some(body) => {
+                let Some(cert) = self
+                    .sessions
+                    .get(&r.session)
+                    .and_then(|s| s.certs.get(&r.from))
+                    .cloned()
+                else {
+                    return;
+                };
+                let trust = &self.trust;
+                let validate = |cert: &Certificate, subject: &Principal, role| {
+                    trust.check(
+                        cert,
+                        Expect {
+                            subject,
+                            role,
+                            now: secs(now),
+                        },
+                    )
+                };
+                let opened = crate::crypto::open_rekey_body(
+                    body,
+                    &r.session,
+                    &r.from,
+                    r.epoch,
+                    &self.cfg.identity,
+                    &cert,
+                    &validate,
+                );
+                match opened {
+                    Ok(key) => Some(key),
+                    Err(e) => {
+                        self.emit(ServerEvent::Rejected(MsgType::Rekey, ErrorCode::from(&e)));
+                        return;
+                    }
+                }
+            }
             None => None,
         };
         let Some(s) = self.sessions.get_mut(&r.session) else {
@@ -776,6 +892,13 @@ impl Server {
             self.request(now, recorder.addr, txn, message, Pending::Recorder);
         }
         self.kek.forget_session(&session);
+        // KW-SM-017: remembered until its term would have ended.
+        if self.ended.len() >= super::ENDED {
+            if let Some(oldest) = self.ended.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                self.ended.remove(&oldest);
+            }
+        }
+        self.ended.insert(session, s.expires_at);
         self.emit(ServerEvent::SessionEnded(session, end));
     }
 }
