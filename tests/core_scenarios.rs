@@ -1567,3 +1567,58 @@ fn a_reused_transaction_cannot_capture_a_response() {
     );
     assert!(lab.find(mark, |s| matches!(s, Step::Sent { to, message: Message::Error(e), .. } if *to == thief && e.code == ErrorCode::BAD_STATE)).is_some());
 }
+
+/// KW-POLICY-001: a device seals only for the servers its policy trusts
+/// for the destination's domain, with the permission it gives them.
+#[test]
+fn the_device_policy_chooses_servers_per_destination_domain() {
+    let mut policy = keyway::core::DevicePolicy::default();
+    policy
+        .peer_servers
+        .insert("b.example".into(), Some(Permission::ReadModify));
+    policy.peer_servers.insert("c.example".into(), None);
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example", "b.example", "c.example"],
+        devices: 1,
+        device_policy: policy,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let entries = |lab: &Lab, session| -> Vec<(String, Permission)> {
+        lab.sent()
+            .into_iter()
+            .find_map(|(from, _, m)| match m {
+                Message::Offer(o) if from == "u1@a.example" && o.session == session => Some(o),
+                _ => None,
+            })
+            .unwrap()
+            .body
+            .recipients
+            .iter()
+            .map(|r| (r.id.as_ref().unwrap().to_string(), r.perm))
+            .collect()
+    };
+    let to_b = lab.call("u1@a.example", "u1@b.example");
+    assert_eq!(
+        entries(&lab, to_b),
+        [
+            ("u1@b.example".to_string(), Permission::Read),
+            ("sc@a.example".to_string(), Permission::ReadModify),
+            ("sc@b.example".to_string(), Permission::ReadModify),
+        ]
+    );
+    let to_c = lab.call("u1@a.example", "u1@c.example");
+    assert_eq!(
+        entries(&lab, to_c),
+        [
+            ("u1@c.example".to_string(), Permission::Read),
+            ("sc@a.example".to_string(), Permission::ReadModify),
+        ]
+    );
+    // sc@c, not trusted, never reads the offer.
+    assert!(!lab.server(2).holds_key(&to_c));
+    assert_eq!(
+        lab.device("u1@a.example").call_state(&to_c),
+        Some(CallState::Established)
+    );
+}

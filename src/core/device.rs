@@ -26,6 +26,10 @@ pub struct DevicePolicy {
     pub own_server: Option<Permission>,
     /// Permission for the peer's domain server, or no entry.
     pub peer_server: Option<Permission>,
+    /// Per destination domain, the permission for that domain's server,
+    /// overriding `peer_server` (KW-POLICY-001); `None` trusts it with
+    /// nothing.
+    pub peer_servers: BTreeMap<String, Option<Permission>>,
     /// The local part of a domain's server account (`sc` in `sc@b.example`).
     pub server_local_part: String,
     /// Seal server entries anonymously (found by trial).
@@ -43,6 +47,7 @@ impl Default for DevicePolicy {
         Self {
             own_server: Some(Permission::ReadModify),
             peer_server: Some(Permission::Read),
+            peer_servers: BTreeMap::new(),
             server_local_part: "sc".into(),
             anonymous_servers: false,
             refresh_percent: 80,
@@ -539,8 +544,14 @@ impl Device {
             needs.push((self.cfg.server_account.clone(), RecipientKind::Server, perm));
         }
         if peer.domain() != self.cfg.account.domain() {
-            if let (Some(perm), Some(server)) = (self.cfg.policy.peer_server, self.server_of(peer))
-            {
+            let perm = self
+                .cfg
+                .policy
+                .peer_servers
+                .get(peer.domain())
+                .copied()
+                .unwrap_or(self.cfg.policy.peer_server);
+            if let (Some(perm), Some(server)) = (perm, self.server_of(peer)) {
                 needs.push((server, RecipientKind::Server, perm));
             }
         }
