@@ -1356,12 +1356,15 @@ fn bodies_are_accepted_only_from_their_senders() {
         ..offer
     };
     let mark = lab.trace.len();
+    let cached = lab.server(0).cached_keys();
     lab.inject(
         lab.servers[0].addr,
         lab.devices[1].contact,
         &Message::Offer(relabelled).encode(),
     );
     assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::PERMISSION_DENIED)).is_some());
+    // KW-ERR-004: its entry unwrapped, but the refused offer left no key.
+    assert_eq!(lab.server(0).cached_keys(), cached);
 
     // A forged body-form rekey, then a bye under the forged key.
     let session = lab.call("u1@a.example", "u2@a.example");

@@ -234,8 +234,21 @@ fn bodies_are_bound_to_their_session_and_authenticated() {
     );
     // KW-ERR-004: the key did unwrap, but the body was rejected: nothing kept.
     assert!(cache.is_empty());
-    open(&sealed, &SESSION, &pki.bob.id, &mut cache).unwrap();
+    // Nor after a body that opened: the caller keeps its key only once it
+    // has accepted the whole message.
+    let opened = open(&sealed, &SESSION, &pki.bob.id, &mut cache).unwrap();
+    assert!(cache.is_empty());
+    assert!(opened.pending.is_some());
+    // KW-CRYPTO-002: the control information carries media keys.
+    let shown = format!("{opened:?}");
+    assert!(shown.contains("redacted") && !shown.contains(&format!("{:?}", opened.plaintext)));
+    cache.commit(opened.pending);
     assert_eq!(cache.len(), 1);
+    let again = open(&sealed, &SESSION, &pki.bob.id, &mut cache).unwrap();
+    assert!(
+        again.pending.is_none(),
+        "the second opening uses the cached key"
+    );
     assert_eq!(
         ErrorCode::from(&CryptoError::DecryptFailed),
         ErrorCode::DECRYPT_FAILED

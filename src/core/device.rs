@@ -331,6 +331,12 @@ impl Device {
         self.calls.keys().copied().collect()
     }
 
+    /// How many key-encryption keys this device keeps (KW-CRYPTO-050):
+    /// only those of messages it accepted (KW-ERR-004).
+    pub fn cached_keys(&self) -> usize {
+        self.kek.len()
+    }
+
     // ------------------------------------------------------------ polling
 
     /// The next thing to do.
@@ -586,13 +592,31 @@ impl Device {
         now: Millis,
     ) -> Option<RecipientSpec> {
         let cert = self.valid_cert(account, now)?;
-        Some(RecipientSpec {
+        Some(self.spec_from_cert(account, cert, kind, perm))
+    }
+
+    fn spec_from_cert(
+        &self,
+        account: &Principal,
+        cert: &Certificate,
+        kind: RecipientKind,
+        perm: Permission,
+    ) -> RecipientSpec {
+        RecipientSpec {
             id: account.clone(),
             kx_key: cert.tbs.kx_key,
             kind,
             perm,
             anonymous: kind == RecipientKind::Server && self.cfg.policy.anonymous_servers,
-        })
+        }
+    }
+
+    /// Keeps a confirmed certificate, within the cache's bound (KW-SM-019).
+    fn remember_cert(&mut self, account: Principal, cert: Certificate) {
+        if !self.certs.contains_key(&account) && self.certs.len() >= CERT_CACHE {
+            self.certs.pop_first();
+        }
+        self.certs.insert(account, cert);
     }
 
     fn send_offer(
@@ -1246,10 +1270,7 @@ impl Device {
                     serial: cert.tbs.serial,
                     not_after: cert.tbs.not_after.0,
                 });
-                if self.certs.len() >= CERT_CACHE {
-                    self.certs.pop_first();
-                }
-                self.certs.insert(target.clone(), cert);
+                self.remember_cert(target.clone(), cert);
                 self.resume(now, &target, rng);
             }
             Err(e) => self.failed(now, Pending::Query(target), ErrorCode::from(&e), None, rng),
@@ -1482,11 +1503,13 @@ impl Device {
         for server in caller_servers {
             needs.push((server, RecipientKind::Server, Permission::Read));
         }
-        // The caller's certificate is confirmed: keep it for the answer.
-        self.certs.insert(offer.from.clone(), caller_cert.clone());
+        // The caller's certificate is confirmed: the answer is sealed for it.
         let specs: Vec<RecipientSpec> = needs
             .iter()
-            .filter_map(|(p, k, perm)| self.spec_for(p, *k, *perm, now))
+            .filter_map(|(p, k, perm)| match p == &offer.from {
+                true => Some(self.spec_from_cert(p, &caller_cert, *k, *perm)),
+                false => self.spec_for(p, *k, *perm, now),
+            })
             .collect();
         let ctx = SealContext {
             session: &offer.session,
@@ -1508,6 +1531,9 @@ impl Device {
                 return;
             }
         };
+        // Accepted: keep what it taught us (KW-ERR-004).
+        self.remember_cert(offer.from.clone(), caller_cert);
+        self.kek.commit(opened.pending.clone());
         let answer = Message::Answer(Answer {
             txn: offer.txn,
             from: self.cfg.account.clone(),
@@ -1633,6 +1659,7 @@ impl Device {
             self.fail_call(session, ErrorCode::DECRYPT_FAILED);
             return;
         };
+        self.kek.commit(opened.pending.clone());
         let keys = SessionKeys::new(
             session,
             self.cfg.account.clone(),

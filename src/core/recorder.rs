@@ -391,7 +391,10 @@ impl Recorder {
             secs(now),
         )
         .map_err(|e| ErrorCode::from(&e))?;
-        decode_plaintext::<MediaKeys>(&opened.plaintext).map_err(|e| ErrorCode::from(&e))
+        let keys =
+            decode_plaintext::<MediaKeys>(&opened.plaintext).map_err(|e| ErrorCode::from(&e))?;
+        self.kek.commit(opened.pending);
+        Ok(keys)
     }
 
     /// Drops the oldest finished recording when full; false when every

@@ -138,6 +138,31 @@ struct Cached {
     cipher: Aes128Siv,
 }
 
+/// A key-encryption key that unwrapped an entry of a message not yet
+/// accepted. The caller hands it to [`KeyCache::commit`] once it accepts the
+/// whole message, and drops it otherwise, so that a rejected message leaves
+/// the cache as it was (KW-ERR-004).
+#[derive(Clone)]
+pub struct PendingKek {
+    slot: Slot,
+    wrapper: Principal,
+    kek: Secret32,
+}
+
+impl core::fmt::Debug for PendingKek {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PendingKek(<redacted>)")
+    }
+}
+
+impl PendingKek {
+    /// The key that unwrapped the entry, for callers that record it (the
+    /// vectors' intermediates).
+    pub fn kek(&self) -> &Secret32 {
+        &self.kek
+    }
+}
+
 /// Per-session ephemeral keys of this party as a wrapper, and cached
 /// key-encryption keys. Bounded: beyond `capacity` entries the oldest are
 /// erased, so remote parties cannot grow it without limit.
@@ -252,10 +277,21 @@ impl KeyCache {
         Ok(wrap_with(cipher, nonce, cid, cek))
     }
 
-    /// Keeps a key-encryption key that unwrapped an entry for this party,
-    /// found outside the cache (e.g. by trial).
-    pub fn remember_unwrap(&mut self, binding: &KekBinding<'_>, kek: &Secret32) {
-        self.insert(Slot::new(Direction::Unwrap, binding), binding.wrapper, kek);
+    /// A pending key for an unwrap under `binding`, found outside the cache
+    /// (e.g. by trial).
+    pub fn pending_unwrap(binding: &KekBinding<'_>, kek: Secret32) -> PendingKek {
+        PendingKek {
+            slot: Slot::new(Direction::Unwrap, binding),
+            wrapper: binding.wrapper.clone(),
+            kek,
+        }
+    }
+
+    /// Keeps the key of a message the caller has accepted (KW-ERR-004).
+    pub fn commit(&mut self, pending: Option<PendingKek>) {
+        if let Some(p) = pending {
+            self.insert(p.slot, &p.wrapper, &p.kek);
+        }
     }
 
     /// Whether an unwrap key for `binding` is cached.
@@ -266,9 +302,9 @@ impl KeyCache {
     }
 
     /// Unwraps an entry wrapped for `me` without caching a newly derived
-    /// key: that key is returned for [`KeyCache::remember_unwrap`] once the
-    /// caller has accepted the whole message, so a rejected message leaves
-    /// the cache as it was (KW-ERR-004).
+    /// key: that key is returned for [`KeyCache::commit`] once the caller
+    /// has accepted the whole message, so a rejected message leaves the
+    /// cache as it was (KW-ERR-004).
     pub fn unwrap_deferred(
         &mut self,
         binding: &KekBinding<'_>,
@@ -276,7 +312,7 @@ impl KeyCache {
         nonce: &Nonce,
         cid: u64,
         wrapped: &[u8],
-    ) -> Result<(Secret32, Option<Secret32>), CryptoError> {
+    ) -> Result<(Secret32, Option<PendingKek>), CryptoError> {
         let slot = Slot::new(Direction::Unwrap, binding);
         if let Some(cipher) = self.cached(&slot, binding.wrapper) {
             return unwrap_with(cipher, nonce, cid, wrapped).map(|cek| (cek, None));
@@ -284,7 +320,7 @@ impl KeyCache {
         let shared = me.agree(binding.epk)?;
         let kek = derive_kek(&shared, binding);
         let cek = unwrap_with(&mut siv_cipher(kek.expose()), nonce, cid, wrapped)?;
-        Ok((cek, Some(kek)))
+        Ok((cek, Some(Self::pending_unwrap(binding, kek))))
     }
 
     /// Unwraps an entry wrapped for `me`.

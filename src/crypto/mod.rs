@@ -25,7 +25,8 @@ pub use cert::{
 pub use entropy::{Entropy, RecordingEntropy, ScriptedEntropy, SeededEntropy};
 pub use error::{CertError, CryptoError};
 pub use kek::{
-    KekBinding, KeyCache, derive_kek, kek_info, unwrap_full, unwrap_with, wrap_full, wrap_with,
+    KekBinding, KeyCache, PendingKek, derive_kek, kek_info, unwrap_full, unwrap_with, wrap_full,
+    wrap_with,
 };
 pub use keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 pub use msgsig::{message_signature_input, sign_message, unsigned, verify_message};

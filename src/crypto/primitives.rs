@@ -140,6 +140,17 @@ pub fn ed25519_verify(
 mod tests {
     use super::*;
 
+    /// KW-CRYPTO-002: every cipher that holds a key — a KEK, a content key,
+    /// a session key — erases it, its AES key schedules and its CMAC state
+    /// on drop (the `zeroize` features named in Cargo.toml).
+    #[test]
+    fn kw_crypto_002_key_holding_ciphers_erase_themselves() {
+        fn erased_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        erased_on_drop::<Aes128Siv>();
+        erased_on_drop::<aes::Aes128>();
+        erased_on_drop::<cmac::block_api::CmacCore<aes::Aes128>>();
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)

@@ -36,7 +36,7 @@ pub fn client_key(secret: &[u8], salt: &Nonce, iterations: u64) -> Result<Secret
 
 /// What the server stores per account instead of the secret
 /// (KW-REG-006): `(salt, iterations, stored_key = H(client_key))`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Verifier {
     /// PBKDF2 salt.
     pub salt: Nonce,
@@ -45,6 +45,18 @@ pub struct Verifier {
     /// `H(client_key)`.
     pub stored_key: [u8; 32],
 }
+
+/// The stored key is a secret equivalent for the proof check: compared in
+/// constant time (KW-CRYPTO-002).
+impl PartialEq for Verifier {
+    fn eq(&self, other: &Self) -> bool {
+        self.salt == other.salt
+            && self.iterations == other.iterations
+            && super::secret::ct_eq(&self.stored_key, &other.stored_key)
+    }
+}
+
+impl Eq for Verifier {}
 
 impl core::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -6,7 +6,7 @@
 use super::cert::{Expect, TrustStore};
 use super::entropy::Entropy;
 use super::error::CryptoError;
-use super::kek::{KekBinding, KeyCache, derive_kek, unwrap_with};
+use super::kek::{KekBinding, KeyCache, PendingKek, derive_kek, unwrap_with};
 use super::keys::{Identity, KeyUse, key_id, verify};
 use super::primitives::{sha256, siv_cipher, siv_open, siv_seal};
 use super::secret::Secret32;
@@ -240,7 +240,7 @@ pub fn seal(
 }
 
 /// What a recipient gets from a sealed body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Opened {
     /// The content key.
     pub cek: Secret32,
@@ -248,11 +248,40 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
     /// Which entry was ours.
     pub entry: usize,
+    /// The key-encryption key derived to unwrap our entry, when it was not
+    /// cached: for [`KeyCache::commit`] once the caller accepts the message.
+    pub pending: Option<PendingKek>,
 }
+
+/// The control information carries media keys: it never reaches debug
+/// output (KW-CRYPTO-002).
+impl core::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Opened")
+            .field(
+                "plaintext",
+                &format_args!("<{} bytes redacted>", self.plaintext.len()),
+            )
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two openings are equal when they found the same key, entry and content;
+/// whether a key was still to be cached is not part of the result.
+impl PartialEq for Opened {
+    fn eq(&self, other: &Self) -> bool {
+        self.cek == other.cek && self.plaintext == other.plaintext && self.entry == other.entry
+    }
+}
+
+impl Eq for Opened {}
 
 /// Finds this party's entry, explicitly or by trial (KW-SEAL-003,
 /// KW-CRYPTO-034), unwraps the content key and decrypts. Does not check
-/// signatures: see [`verify_sealed`].
+/// signatures: see [`verify_sealed`]. Caches nothing: a key derived here
+/// comes back in [`Opened::pending`], for the caller to keep once it has
+/// accepted the whole message (KW-ERR-004).
 pub fn open(
     sealed: &Sealed,
     session: &SessionId,
@@ -274,17 +303,17 @@ pub fn open(
         .recipients
         .iter()
         .position(|r| r.id.as_ref() == Some(&me.account) && r.kid == Some(my_kid));
-    let (entry, cek, new_kek) = match explicit {
+    let (entry, cek, pending) = match explicit {
         Some(i) => {
             let r = sealed.recipients.get(i).ok_or(CryptoError::NoEntry)?;
-            let (cek, kek) = cache.unwrap_deferred(
+            let (cek, pending) = cache.unwrap_deferred(
                 &binding(r),
                 &me.kx,
                 &sealed.nonce,
                 sealed.cid,
                 &r.wrapped,
             )?;
-            (i, cek, kek)
+            (i, cek, pending)
         }
         None => trial_unwrap(sealed, me, cache, &binding)?,
     };
@@ -298,27 +327,25 @@ pub fn open(
         &[&ad, &sealed.nonce.0],
         &sealed.ct,
     )?;
-    // Only a body that opened whole leaves a key behind (KW-ERR-004).
-    if let (Some(kek), Some(r)) = (new_kek, sealed.recipients.get(entry)) {
-        cache.remember_unwrap(&binding(r), &kek);
-    }
     Ok(Opened {
         cek,
         plaintext,
         entry,
+        pending,
     })
 }
 
 /// Tries every anonymous entry (KW-CRYPTO-034). One X25519 serves all
 /// entries, since they share the wrapper's ephemeral key; one HKDF serves
 /// each (kind, permission). Returns the entry, its content key and, when it
-/// was derived here, the key-encryption key to cache once the body opens.
+/// was derived here, the key-encryption key to cache once the message is
+/// accepted.
 fn trial_unwrap<'s>(
     sealed: &'s Sealed,
     me: &Identity,
     cache: &mut KeyCache,
     binding: &dyn Fn(&'s Recipient) -> KekBinding<'s>,
-) -> Result<(usize, Secret32, Option<Secret32>), CryptoError> {
+) -> Result<(usize, Secret32, Option<PendingKek>), CryptoError> {
     let anonymous = || {
         sealed
             .recipients
@@ -349,7 +376,7 @@ fn trial_unwrap<'s>(
         };
         let mut cipher = siv_cipher(kek.expose());
         if let Ok(cek) = unwrap_with(&mut cipher, &sealed.nonce, sealed.cid, &r.wrapped) {
-            return Ok((i, cek, Some(kek)));
+            return Ok((i, cek, Some(KeyCache::pending_unwrap(&binding(r), kek))));
         }
     }
     Err(CryptoError::NoEntry)

@@ -372,6 +372,12 @@ impl Server {
         self.sessions.get(session).is_some_and(|s| s.cek.is_some())
     }
 
+    /// How many key-encryption keys this server keeps (KW-CRYPTO-050):
+    /// only those of messages it accepted (KW-ERR-004).
+    pub fn cached_keys(&self) -> usize {
+        self.kek.len()
+    }
+
     /// When the session ends at the latest, if this server follows it.
     pub fn session_expiry(&self, session: &SessionId) -> Option<Millis> {
         self.sessions.get(session).map(|s| s.expires_at)

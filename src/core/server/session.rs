@@ -308,6 +308,8 @@ impl Server {
         if caller_local && self.cfg.firewall.is_some() && !self.at_contact(now, &o.from, &desc) {
             return reject(self, ErrorCode::FORBIDDEN);
         }
+        // Accepted: the key that opened it may now be kept (KW-ERR-004).
+        self.kek.commit(opened.pending.clone());
         let perm = o.body.recipients.get(opened.entry).map(|r| r.perm);
         self.emit(ServerEvent::BodyOpened {
             session: o.session,
@@ -383,17 +385,18 @@ impl Server {
         let Some(cek) = self.sessions.get(&a.session).and_then(|s| s.cek.clone()) else {
             return Message::Answer(a);
         };
-        let (plaintext, perm) = match open(&a.body, &a.session, &self.cfg.identity, &mut self.kek) {
-            Ok(opened) => {
-                let perm = a.body.recipients.get(opened.entry).map(|r| r.perm);
-                (opened.plaintext, perm)
-            }
-            Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, &cek) {
-                Ok(p) => (p, None),
+        let (plaintext, perm, pending) =
+            match open(&a.body, &a.session, &self.cfg.identity, &mut self.kek) {
+                Ok(opened) => {
+                    let perm = a.body.recipients.get(opened.entry).map(|r| r.perm);
+                    (opened.plaintext, perm, opened.pending)
+                }
+                Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, &cek) {
+                    Ok(p) => (p, None, None),
+                    Err(e) => return self.unreadable(a, e),
+                },
                 Err(e) => return self.unreadable(a, e),
-            },
-            Err(e) => return self.unreadable(a, e),
-        };
+            };
         let Some(callee_cert) = self.sender_cert(now, a.cert.as_ref(), &a.from) else {
             return self.unreadable(
                 a,
@@ -417,6 +420,7 @@ impl Server {
         let Ok(desc) = decode_plaintext::<SessionDesc>(&plaintext) else {
             return self.unreadable(a, CryptoError::DecryptFailed);
         };
+        self.kek.commit(pending);
         if let Some(perm) = perm {
             self.emit(ServerEvent::BodyOpened {
                 session: a.session,
