@@ -295,9 +295,10 @@ pub fn core_receive(data: &[u8]) {
         let (datagram, next) = tail.split_at(take);
         rest = next;
         now += 700;
-        server.handle_receive(now, device_addr, datagram, &mut rng);
-        device.handle_receive(now, addr, datagram, &mut rng);
-        recorder.handle_receive(now, addr, datagram);
+        // Refused or not, what follows must hold.
+        let _ = server.handle_receive(now, device_addr, datagram, &mut rng);
+        let _ = device.handle_receive(now, addr, datagram, &mut rng);
+        let _ = recorder.handle_receive(now, addr, datagram);
         server.handle_timeout(now, &mut rng);
         device.handle_timeout(now, &mut rng);
         while let Some(output) = server.poll_output() {

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::bound::bound_or;
+use super::error::{ApiMisuse, ProtocolError};
 use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
@@ -137,6 +139,9 @@ pub enum DeviceEvent {
     },
     /// De-registered.
     Deregistered,
+    /// The registration's term ended without a refresh; so did the
+    /// certificate.
+    RegistrationExpired,
     /// Registration failed.
     RegistrationFailed(ErrorCode),
     /// A certificate was confirmed and cached (KW-QUERY-006).
@@ -199,6 +204,9 @@ enum Pending {
 
 struct Call {
     peer: Principal,
+    /// The peer's certificate as confirmed when the call was set up: what
+    /// its in-session signatures are checked with (KW-SM-020).
+    peer_cert: Option<Certificate>,
     state: CallState,
     /// The content key of the offer: the session key of epoch 0.
     cek: Option<Secret32>,
@@ -235,12 +243,22 @@ enum Parked {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RegState {
     Idle,
+    /// A first registration in progress.
     Pending,
-    Registered { not_after: u64 },
+    Registered {
+        not_after: u64,
+    },
+    /// Registered, with a refresh or de-registration in progress.
+    Renewing {
+        not_after: u64,
+    },
 }
 
 /// Most certificates kept in the cache.
 const CERT_CACHE: usize = 256;
+/// Bounds of the wait before a failed refresh is tried again (KW-SM-021).
+const REFRESH_RETRY_MIN: Millis = 1_000;
+const REFRESH_RETRY_MAX: Millis = 60_000;
 
 /// See the module documentation.
 pub struct Device {
@@ -275,6 +293,9 @@ impl core::fmt::Debug for Device {
 }
 
 type Emit = Output<DeviceEvent>;
+
+/// What handling one input comes to: `Err` says why it was refused.
+type Outcome = Result<(), ProtocolError>;
 
 impl Device {
     /// A device that has not registered yet.
@@ -313,11 +334,14 @@ impl Device {
         self.cert.as_ref()
     }
 
-    /// When the registration ends, if registered.
+    /// When the registration ends, if registered (also while a refresh is
+    /// in progress).
     pub fn registered_until(&self) -> Option<u64> {
         match self.reg {
-            RegState::Registered { not_after } => Some(not_after),
-            _ => None,
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                Some(not_after)
+            }
+            RegState::Idle | RegState::Pending => None,
         }
     }
 
@@ -360,12 +384,19 @@ impl Device {
                     .saturating_mul(1000)
             })
             .min();
+        let lapse = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                Some(not_after.saturating_add(1).saturating_mul(1000))
+            }
+            RegState::Idle | RegState::Pending => None,
+        };
         [
             self.client.next_timeout(),
             self.refresh_at,
             self.server.next_timeout(),
             acks,
             rekeys,
+            lapse,
         ]
         .into_iter()
         .flatten()
@@ -402,8 +433,15 @@ impl Device {
 
     // ------------------------------------------------------------ commands
 
-    /// Carries out an application command.
-    pub fn command(&mut self, now: Millis, command: DeviceCommand, rng: &mut impl Entropy) {
+    /// Carries out an application command, or says why it cannot; a
+    /// refused command changes nothing.
+    pub fn command(
+        &mut self,
+        now: Millis,
+        command: DeviceCommand,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ApiMisuse> {
+        self.check_command(&command)?;
         match command {
             DeviceCommand::Register => self.register(now, false, rng),
             DeviceCommand::RegisterWithCertificate => self.register(now, true, rng),
@@ -414,6 +452,40 @@ impl Device {
             DeviceCommand::Rekey(session, body) => self.rekey(now, session, body, rng),
             DeviceCommand::Media(session, frame) => self.media(session, &frame),
             DeviceCommand::HangUp(session) => self.hang_up(now, session, rng),
+        }
+        Ok(())
+    }
+
+    fn check_command(&self, command: &DeviceCommand) -> Result<(), ApiMisuse> {
+        let call = |session: &SessionId| {
+            self.calls
+                .get(session)
+                .ok_or(ApiMisuse::UnknownSession(*session))
+        };
+        let established = |session: &SessionId| match call(session)?.state {
+            CallState::Established => Ok(()),
+            _ => Err(ApiMisuse::NotEstablished(*session)),
+        };
+        match command {
+            DeviceCommand::Call(_) if self.identity.is_none() || self.cert.is_none() => {
+                Err(ApiMisuse::NotRegistered)
+            }
+            DeviceCommand::QueryCertificate(target)
+                if !self.queries.contains_key(target) && self.queries.len() >= PENDING =>
+            {
+                Err(ApiMisuse::TooManyQueries)
+            }
+            // Text goes under the session key, which a callee holds from
+            // its answer on.
+            DeviceCommand::Info(session, _) => match call(session)?.keys {
+                Some(_) => Ok(()),
+                None => Err(ApiMisuse::NotEstablished(*session)),
+            },
+            DeviceCommand::Rekey(session, _) | DeviceCommand::Media(session, _) => {
+                established(session)
+            }
+            DeviceCommand::HangUp(session) => call(session).map(|_| ()),
+            _ => Ok(()),
         }
     }
 
@@ -460,7 +532,12 @@ impl Device {
     }
 
     fn send_register(&mut self, now: Millis, request: Register) {
-        self.reg = RegState::Pending;
+        self.reg = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                RegState::Renewing { not_after }
+            }
+            RegState::Idle | RegState::Pending => RegState::Pending,
+        };
         self.refresh_at = None;
         let txn = request.txn;
         let pending = Pending::Register {
@@ -511,6 +588,7 @@ impl Device {
             session,
             Call {
                 peer: to,
+                peer_cert: None,
                 state: CallState::WaitingForCertificates,
                 cek: None,
                 keys: None,
@@ -971,6 +1049,7 @@ impl Device {
             self.failed(now, pending, ErrorCode::TIMEOUT, None, rng);
         }
         self.server.expire(now);
+        self.lapse(now);
         if self.refresh_at.is_some_and(|t| t <= now) {
             self.refresh_at = None;
             self.register(now, false, rng);
@@ -1026,8 +1105,7 @@ impl Device {
                         return;
                     }
                 }
-                self.reg = RegState::Idle;
-                self.emit(DeviceEvent::RegistrationFailed(code));
+                self.registration_failed(now, code, request.expires == 0);
             }
             Pending::Query(target) => {
                 self.queries.remove(&target);
@@ -1060,14 +1138,15 @@ impl Device {
 
     // ------------------------------------------------------------ input
 
-    /// A datagram arrived from `from`.
+    /// A datagram arrived from `from`. `Err` says why it was refused; an
+    /// `error` answering it, if the protocol has one, is among the outputs.
     pub fn handle_receive(
         &mut self,
         now: Millis,
         from: Addr,
         bytes: &[u8],
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
         let message = match Message::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -1075,7 +1154,7 @@ impl Device {
                 if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
                     self.send(from, error);
                 }
-                return;
+                return Err(ProtocolError::Undecodable(e));
             }
         };
         let response = matches!(
@@ -1089,7 +1168,7 @@ impl Device {
         );
         if response && from != self.cfg.server {
             // KW-FRAME-013: every request of a device goes to its server.
-            return;
+            return Err(ProtocolError::Unsolicited(message.msg_type()));
         }
         match message {
             Message::Challenge(c) => self.on_challenge(now, c, rng),
@@ -1099,12 +1178,45 @@ impl Device {
             Message::Answer(a) => self.on_answer(now, a, rng),
             Message::Ok(ok) => self.on_ok(ok),
             Message::Media(m) => self.on_media(now, m),
-            request @ (Message::Offer(_)
-            | Message::Ack(_)
-            | Message::Info(_)
-            | Message::Rekey(_)
-            | Message::Bye(_)) => self.on_request(now, from, request, rng),
-            _ => self.emit(DeviceEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE)),
+            other => self.on_request(now, from, other, rng),
+        }
+    }
+
+    /// A registration attempt failed. A refresh that fails leaves the
+    /// registration as it was and is tried again before the term ends
+    /// (KW-SM-021); a failed de-registration leaves it to lapse.
+    fn registration_failed(&mut self, now: Millis, code: ErrorCode, deregistering: bool) {
+        self.emit(DeviceEvent::RegistrationFailed(code));
+        match self.reg {
+            RegState::Renewing { not_after } if secs(now) <= not_after => {
+                self.reg = RegState::Registered { not_after };
+                if !deregistering {
+                    let left = not_after.saturating_mul(1000).saturating_sub(now);
+                    let wait = (left / 4).clamp(REFRESH_RETRY_MIN, REFRESH_RETRY_MAX);
+                    self.refresh_at = Some(now.saturating_add(wait));
+                }
+            }
+            RegState::Renewing { .. } | RegState::Pending => {
+                self.reg = RegState::Idle;
+                self.cert = None;
+            }
+            RegState::Idle | RegState::Registered { .. } => {}
+        }
+    }
+
+    /// The registration's term ended without a refresh (KW-REG-016).
+    fn lapse(&mut self, now: Millis) {
+        let ended = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                secs(now) > not_after
+            }
+            RegState::Idle | RegState::Pending => false,
+        };
+        if ended {
+            self.reg = RegState::Idle;
+            self.cert = None;
+            self.refresh_at = None;
+            self.emit(DeviceEvent::RegistrationExpired);
         }
     }
 
@@ -1113,11 +1225,14 @@ impl Device {
         now: Millis,
         challenge: crate::wire::Challenge,
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
+        let Some(Pending::Register { .. }) = self.client.context(&challenge.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
+        };
         let Some((_, _, Pending::Register { request })) =
             self.client.complete(&challenge.txn, self.cfg.server)
         else {
-            return;
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
         let key = match &self.client_key {
             Some((salt, n, key)) if *salt == challenge.salt && *n == challenge.iterations => {
@@ -1131,9 +1246,12 @@ impl Device {
                         key
                     }
                     Err(e) => {
-                        self.reg = RegState::Idle;
-                        self.emit(DeviceEvent::RegistrationFailed(ErrorCode::from(&e)));
-                        return;
+                        let code = ErrorCode::from(&e);
+                        self.registration_failed(now, code, request.expires == 0);
+                        return Err(ProtocolError::BadResponse {
+                            re: MsgType::Challenge,
+                            code,
+                        });
                     }
                 }
             }
@@ -1166,24 +1284,33 @@ impl Device {
             request: Box::new(answer.clone()),
         };
         self.request(now, txn, Message::Register(answer), pending);
+        Ok(())
     }
 
-    fn on_register_ok(&mut self, now: Millis, ok: crate::wire::RegisterOk) {
+    fn on_register_ok(&mut self, now: Millis, ok: crate::wire::RegisterOk) -> Outcome {
+        let unusable = |this: &mut Self, code: ErrorCode| {
+            this.registration_failed(now, code, false);
+            Err(ProtocolError::BadResponse {
+                re: MsgType::RegisterOk,
+                code,
+            })
+        };
+        let Some(Pending::Register { .. }) = self.client.context(&ok.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
+        };
         let Some((_, _, Pending::Register { request })) =
             self.client.complete(&ok.txn, self.cfg.server)
         else {
-            return;
+            return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
         if request.expires == 0 {
             self.reg = RegState::Idle;
             self.cert = None;
             self.emit(DeviceEvent::Deregistered);
-            return;
+            return Ok(());
         }
         let Some(cert) = ok.cert.clone() else {
-            self.reg = RegState::Idle;
-            self.emit(DeviceEvent::RegistrationFailed(ErrorCode::CERT_NOT_FOUND));
-            return;
+            return unusable(self, ErrorCode::CERT_NOT_FOUND);
         };
         let identity_matches = self.identity.as_ref().is_some_and(|i| {
             cert.tbs.kx_key == i.kx.public() && cert.tbs.sig_key == i.signing.public()
@@ -1205,9 +1332,7 @@ impl Device {
             cert.tbs.not_after.0 >= ok.not_after.0
         };
         if checked.is_err() || !identity_matches || !term_ok {
-            self.reg = RegState::Idle;
-            self.emit(DeviceEvent::RegistrationFailed(ErrorCode::CERT_INVALID));
-            return;
+            return unusable(self, ErrorCode::CERT_INVALID);
         }
         let issued = request.csr.is_some();
         self.emit(DeviceEvent::Registered {
@@ -1223,6 +1348,7 @@ impl Device {
         let term_ms = ok.expires.saturating_mul(1000);
         self.refresh_at =
             Some(now.saturating_add(term_ms.saturating_mul(self.cfg.policy.refresh_percent) / 100));
+        Ok(())
     }
 
     fn on_cert_notify(
@@ -1230,11 +1356,14 @@ impl Device {
         now: Millis,
         notify: crate::wire::CertNotify,
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
+        let Some(Pending::Query(_)) = self.client.context(&notify.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::CertNotify));
+        };
         let Some((_, _, Pending::Query(target))) =
             self.client.complete(&notify.txn, self.cfg.server)
         else {
-            return;
+            return Err(ProtocolError::Unsolicited(MsgType::CertNotify));
         };
         self.queries.remove(&target);
         let cert = notify.cert;
@@ -1272,8 +1401,16 @@ impl Device {
                 });
                 self.remember_cert(target.clone(), cert);
                 self.resume(now, &target, rng);
+                Ok(())
             }
-            Err(e) => self.failed(now, Pending::Query(target), ErrorCode::from(&e), None, rng),
+            Err(e) => {
+                let code = ErrorCode::from(&e);
+                self.failed(now, Pending::Query(target), code, None, rng);
+                Err(ProtocolError::BadResponse {
+                    re: MsgType::CertNotify,
+                    code,
+                })
+            }
         }
     }
 
@@ -1288,18 +1425,25 @@ impl Device {
             .partition(|(needs, _)| needs.is_empty());
         self.parked = waiting;
         for (_, item) in ready {
-            match item {
-                Parked::Call(session) => self.continue_call(now, session, rng),
+            // A parked item's refusal is its own, told by its events and
+            // `error` response, not the refusal of the input that freed it.
+            let _ = match item {
+                Parked::Call(session) => {
+                    self.continue_call(now, session, rng);
+                    Ok(())
+                }
                 Parked::Offer(from, offer) => self.on_offer(now, from, *offer, rng),
                 Parked::Answer(answer) => self.on_answer_ready(now, *answer, rng),
-            }
+            };
         }
     }
 
-    fn on_error(&mut self, now: Millis, error: ErrorResponse, rng: &mut impl Entropy) {
-        let Some(txn) = error.txn else { return };
-        let Some((_, _, pending)) = self.client.complete(&txn, self.cfg.server) else {
-            return;
+    fn on_error(&mut self, now: Millis, error: ErrorResponse, rng: &mut impl Entropy) -> Outcome {
+        let Some((_, _, pending)) = error
+            .txn
+            .and_then(|txn| self.client.complete(&txn, self.cfg.server))
+        else {
+            return Err(ProtocolError::Unsolicited(MsgType::Error));
         };
         // KW-ERR-002: an unknown code counts as its class's first.
         self.failed(
@@ -1309,14 +1453,19 @@ impl Device {
             error.min_expires,
             rng,
         );
+        Ok(())
     }
 
-    fn on_ok(&mut self, ok: OkResponse) {
-        if let Some((_, _, Pending::InSession(session, MsgType::Bye))) =
-            self.client.complete(&ok.txn, self.cfg.server)
-        {
-            self.end_call(session);
+    fn on_ok(&mut self, ok: OkResponse) -> Outcome {
+        let Some(Pending::InSession(..)) = self.client.context(&ok.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::Ok));
+        };
+        match self.client.complete(&ok.txn, self.cfg.server) {
+            Some((_, _, Pending::InSession(session, MsgType::Bye))) => self.end_call(session),
+            Some(_) => {}
+            None => return Err(ProtocolError::Unsolicited(MsgType::Ok)),
         }
+        Ok(())
     }
 
     /// Confirms certificates a body names against the cache (attested) or
@@ -1369,16 +1518,25 @@ impl Device {
             .collect()
     }
 
-    fn on_request(&mut self, now: Millis, from: Addr, request: Message, rng: &mut impl Entropy) {
+    fn on_request(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        request: Message,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
+        let re = request.msg_type();
         let Some(txn) = request_txn(&request) else {
-            return;
+            // A response type a device never waits for (KW-ERR-001).
+            self.emit(DeviceEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE));
+            return Err(ProtocolError::Unsolicited(re));
         };
         match self.server.seen(now, txn, from) {
             Seen::Answered(response) => {
                 self.send(from, response);
-                return;
+                return Ok(());
             }
-            Seen::InProgress => return,
+            Seen::InProgress => return Ok(()),
             Seen::New => {}
         }
         match request {
@@ -1387,11 +1545,18 @@ impl Device {
             Message::Info(info) => self.on_info(now, from, info),
             Message::Rekey(rekey) => self.on_rekey(now, from, rekey),
             Message::Bye(bye) => self.on_bye(now, from, bye),
-            _ => {}
+            // A request only servers and recorders carry out (KW-ERR-001).
+            _ => self.reject_request(now, from, txn, re, ErrorCode::UNKNOWN_MESSAGE_TYPE),
         }
     }
 
-    fn on_offer(&mut self, now: Millis, from: Addr, offer: Offer, rng: &mut impl Entropy) {
+    fn on_offer(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        offer: Offer,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
         // A session is offered once (KW-SM-017), by the account that sealed
         // it (KW-SM-016).
         let refusal =
@@ -1411,10 +1576,7 @@ impl Device {
                 None
             };
         if let Some(code) = refusal {
-            let e = error_response(offer.txn, MsgType::Offer, code);
-            self.emit(DeviceEvent::Rejected(code));
-            self.respond(now, from, offer.txn, e);
-            return;
+            return self.reject_request(now, from, offer.txn, MsgType::Offer, code);
         }
         let mut missing = self.missing_for(now, &offer.body);
         // The answer is sealed for the device's own server too
@@ -1439,29 +1601,26 @@ impl Device {
             }
             self.parked
                 .push((missing, Parked::Offer(from, Box::new(offer))));
-            return;
+            return Ok(());
         }
+        let txn = offer.txn;
         let reject = |this: &mut Self, code: ErrorCode| {
-            let e = error_response(offer.txn, MsgType::Offer, code);
-            this.respond(now, from, offer.txn, e);
+            this.reject_request(now, from, txn, MsgType::Offer, code)
         };
         let Some(identity) = self.identity.clone() else {
-            reject(self, ErrorCode::NOT_REGISTERED);
-            return;
+            return reject(self, ErrorCode::NOT_REGISTERED);
         };
         let Some(caller_cert) = offer
             .cert
             .clone()
             .or_else(|| self.certs.get(&offer.from).cloned())
         else {
-            reject(self, ErrorCode::CERT_NOT_FOUND);
-            return;
+            return reject(self, ErrorCode::CERT_NOT_FOUND);
         };
         let opened = match open(&offer.body, &offer.session, &identity, &mut self.kek) {
             Ok(o) => o,
             Err(e) => {
-                reject(self, ErrorCode::from(&e));
-                return;
+                return reject(self, ErrorCode::from(&e));
             }
         };
         let verdict = {
@@ -1478,17 +1637,14 @@ impl Device {
             // KW-SEAL-009: a change nobody may have made is reported.
             let code = ErrorCode::from(&e);
             self.emit(DeviceEvent::TamperDetected(offer.session, code));
-            reject(self, code);
-            return;
+            return reject(self, code);
         }
         let Ok(peer_desc) = decode_plaintext::<SessionDesc>(&opened.plaintext) else {
-            reject(self, ErrorCode::SCHEMA);
-            return;
+            return reject(self, ErrorCode::SCHEMA);
         };
         self.emit(DeviceEvent::IncomingCall(offer.session, offer.from.clone()));
         if !self.cfg.policy.auto_answer {
-            reject(self, ErrorCode::FORBIDDEN);
-            return;
+            return reject(self, ErrorCode::FORBIDDEN);
         }
         // The answer reuses the offer's key (KW-CRYPTO-040, claim 19).
         let my_desc = self.new_desc(rng);
@@ -1527,12 +1683,11 @@ impl Device {
         ) {
             Ok((body, _)) => body,
             Err(e) => {
-                reject(self, ErrorCode::from(&e));
-                return;
+                return reject(self, ErrorCode::from(&e));
             }
         };
         // Accepted: keep what it taught us (KW-ERR-004).
-        self.remember_cert(offer.from.clone(), caller_cert);
+        self.remember_cert(offer.from.clone(), caller_cert.clone());
         self.kek.commit(opened.pending.clone());
         let answer = Message::Answer(Answer {
             txn: offer.txn,
@@ -1556,6 +1711,7 @@ impl Device {
             offer.session,
             Call {
                 peer: offer.from.clone(),
+                peer_cert: Some(caller_cert.clone()),
                 state: CallState::Answered,
                 cek: Some(opened.cek),
                 keys: Some(keys),
@@ -1569,6 +1725,7 @@ impl Device {
             },
         );
         self.respond(now, from, offer.txn, answer);
+        Ok(())
     }
 
     /// The servers named in an offer's entries, other than this device's
@@ -1586,12 +1743,12 @@ impl Device {
         servers
     }
 
-    fn on_answer(&mut self, now: Millis, answer: Answer, rng: &mut impl Entropy) {
+    fn on_answer(&mut self, now: Millis, answer: Answer, rng: &mut impl Entropy) -> Outcome {
         if !matches!(self.client.context(&answer.txn), Some(Pending::Offer(s)) if *s == answer.session)
+            || self.client.complete(&answer.txn, self.cfg.server).is_none()
         {
-            return;
+            return Err(ProtocolError::Unsolicited(MsgType::Answer));
         }
-        self.client.complete(&answer.txn, self.cfg.server);
         let missing = self.missing_for(now, &answer.body);
         if !missing.is_empty() {
             for p in &missing {
@@ -1599,18 +1756,24 @@ impl Device {
             }
             self.parked
                 .push((missing, Parked::Answer(Box::new(answer))));
-            return;
+            return Ok(());
         }
-        self.on_answer_ready(now, answer, rng);
+        self.on_answer_ready(now, answer, rng)
     }
 
-    fn on_answer_ready(&mut self, now: Millis, answer: Answer, rng: &mut impl Entropy) {
+    /// An answer whose certificates are at hand. A refused answer fails the
+    /// call; one that is not the callee's own ends it with a `bye`.
+    fn on_answer_ready(&mut self, now: Millis, answer: Answer, rng: &mut impl Entropy) -> Outcome {
         let session = answer.session;
-        let Some(identity) = self.identity.clone() else {
-            return;
+        let unusable = |code: ErrorCode| {
+            Err(ProtocolError::BadResponse {
+                re: MsgType::Answer,
+                code,
+            })
         };
-        let Some(call) = self.calls.get(&session) else {
-            return;
+        let (Some(identity), Some(call)) = (self.identity.clone(), self.calls.get(&session)) else {
+            // The call ended while the answer waited for certificates.
+            return unusable(ErrorCode::UNKNOWN_SESSION);
         };
         let peer = call.peer.clone();
         // KW-SM-016: the answer is the callee's own.
@@ -1620,21 +1783,22 @@ impl Device {
                 ErrorCode::PERMISSION_DENIED,
             ));
             self.abandon_call(now, session, Some(ErrorCode::PERMISSION_DENIED), rng);
-            return;
+            return unusable(ErrorCode::PERMISSION_DENIED);
         }
         let Some(peer_cert) = self.valid_cert(&peer, now).cloned().or(answer.cert.clone()) else {
             self.fail_call(session, ErrorCode::CERT_NOT_FOUND);
-            return;
+            return unusable(ErrorCode::CERT_NOT_FOUND);
         };
         if peer_cert.tbs.subject != peer {
             self.fail_call(session, ErrorCode::CERT_SUBJECT_MISMATCH);
-            return;
+            return unusable(ErrorCode::CERT_SUBJECT_MISMATCH);
         }
         let opened = match open(&answer.body, &session, &identity, &mut self.kek) {
             Ok(o) => o,
             Err(e) => {
-                self.fail_call(session, ErrorCode::from(&e));
-                return;
+                let code = ErrorCode::from(&e);
+                self.fail_call(session, code);
+                return unusable(code);
             }
         };
         let same_key = call.cek.as_ref() == Some(&opened.cek);
@@ -1652,12 +1816,12 @@ impl Device {
             let code = ErrorCode::from(&e);
             self.emit(DeviceEvent::TamperDetected(session, code));
             self.abandon_call(now, session, Some(code), rng);
-            return;
+            return unusable(code);
         }
         let (true, Ok(peer_desc)) = (same_key, decode_plaintext::<SessionDesc>(&opened.plaintext))
         else {
             self.fail_call(session, ErrorCode::DECRYPT_FAILED);
-            return;
+            return unusable(ErrorCode::DECRYPT_FAILED);
         };
         self.kek.commit(opened.pending.clone());
         let keys = SessionKeys::new(
@@ -1670,6 +1834,7 @@ impl Device {
         if let Some(call) = self.calls.get_mut(&session) {
             call.keys = Some(keys);
             call.peer_descs.insert(0, peer_desc);
+            call.peer_cert = Some(peer_cert);
             call.state = CallState::Established;
         }
         self.emit(DeviceEvent::CallEstablished(session, peer.clone()));
@@ -1684,6 +1849,7 @@ impl Device {
             ext: Extensions::new(),
         });
         self.request(now, txn, ack, Pending::InSession(session, MsgType::Ack));
+        Ok(())
     }
 
     fn call_from(&self, session: &SessionId, from: &Principal) -> bool {
@@ -1711,15 +1877,29 @@ impl Device {
         self.respond(now, to, txn, response);
     }
 
-    fn reject_request(&mut self, now: Millis, to: Addr, txn: TxnId, re: MsgType, code: ErrorCode) {
+    /// Refuses a request: an `error` response, an event, and the error.
+    fn reject_request(
+        &mut self,
+        now: Millis,
+        to: Addr,
+        txn: TxnId,
+        re: MsgType,
+        code: ErrorCode,
+    ) -> Outcome {
         self.emit(DeviceEvent::Rejected(code));
         self.respond(now, to, txn, error_response(txn, re, code));
+        Err(ProtocolError::Refused { re, code })
     }
 
-    fn on_ack(&mut self, now: Millis, from: Addr, ack: Ack) {
+    fn on_ack(&mut self, now: Millis, from: Addr, ack: Ack) -> Outcome {
         if !self.call_from(&ack.session, &ack.from) {
-            self.reject_request(now, from, ack.txn, MsgType::Ack, ErrorCode::UNKNOWN_SESSION);
-            return;
+            return self.reject_request(
+                now,
+                from,
+                ack.txn,
+                MsgType::Ack,
+                ErrorCode::UNKNOWN_SESSION,
+            );
         }
         let mut established = None;
         if let Some(call) = self.calls.get_mut(&ack.session) {
@@ -1733,18 +1913,18 @@ impl Device {
             self.emit(DeviceEvent::CallEstablished(ack.session, peer));
         }
         self.ok(now, from, ack.txn, MsgType::Ack, ack.session, None);
+        Ok(())
     }
 
-    fn on_info(&mut self, now: Millis, from: Addr, info: Info) {
+    fn on_info(&mut self, now: Millis, from: Addr, info: Info) -> Outcome {
         if !self.call_from(&info.session, &info.from) {
-            self.reject_request(
+            return self.reject_request(
                 now,
                 from,
                 info.txn,
                 MsgType::Info,
                 ErrorCode::UNKNOWN_SESSION,
             );
-            return;
         }
         let opened = self
             .calls
@@ -1763,15 +1943,25 @@ impl Device {
             Some(Ok(p)) => p,
             Some(Err(CryptoError::StaleEpoch(epoch))) if self.ahead(&info.session, epoch) => {
                 self.defer(info.session, from, Message::Info(info));
-                return;
+                return Ok(());
             }
             Some(Err(e)) => {
-                self.reject_request(now, from, info.txn, MsgType::Info, ErrorCode::from(&e));
-                return;
+                return self.reject_request(
+                    now,
+                    from,
+                    info.txn,
+                    MsgType::Info,
+                    ErrorCode::from(&e),
+                );
             }
             None => {
-                self.reject_request(now, from, info.txn, MsgType::Info, ErrorCode::BAD_STATE);
-                return;
+                return self.reject_request(
+                    now,
+                    from,
+                    info.txn,
+                    MsgType::Info,
+                    ErrorCode::BAD_STATE,
+                );
             }
         };
         match decode_plaintext::<SessionUpdate>(&plaintext) {
@@ -1797,29 +1987,34 @@ impl Device {
                     ));
                 }
                 self.ok(now, from, info.txn, MsgType::Info, info.session, None);
+                Ok(())
             }
             Err(_) => self.reject_request(now, from, info.txn, MsgType::Info, ErrorCode::SCHEMA),
         }
     }
 
-    fn on_rekey(&mut self, now: Millis, from: Addr, rekey: Rekey) {
+    fn on_rekey(&mut self, now: Millis, from: Addr, rekey: Rekey) -> Outcome {
         if !self.call_from(&rekey.session, &rekey.from) {
-            self.reject_request(
+            return self.reject_request(
                 now,
                 from,
                 rekey.txn,
                 MsgType::Rekey,
                 ErrorCode::UNKNOWN_SESSION,
             );
-            return;
         }
         let policy = self.cfg.keys;
         let new_key = match (&rekey.body, &self.identity) {
             (Some(body), Some(identity)) => {
-                // KW-SM-016: sealed and signed by the peer, for this epoch.
-                let opened = match self.certs.get(&rekey.from) {
+                // KW-SM-016, KW-SM-020: sealed and signed by the peer, as
+                // confirmed when the call was set up, for this epoch.
+                let bound = self
+                    .calls
+                    .get(&rekey.session)
+                    .and_then(|c| c.peer_cert.as_ref());
+                let opened = match bound {
                     Some(cert) => {
-                        let validate = self.validator(now);
+                        let validate = bound_or(cert, self.validator(now));
                         crate::crypto::open_rekey_body(
                             body,
                             &rekey.session,
@@ -1835,14 +2030,13 @@ impl Device {
                 match opened {
                     Ok(key) => Some(key),
                     Err(e) => {
-                        self.reject_request(
+                        return self.reject_request(
                             now,
                             from,
                             rekey.txn,
                             MsgType::Rekey,
                             ErrorCode::from(&e),
                         );
-                        return;
                     }
                 }
             }
@@ -1889,13 +2083,16 @@ impl Device {
                     .get_mut(&rekey.session)
                     .map(|c| core::mem::take(&mut c.deferred))
                     .unwrap_or_default();
+                // Each held request answers for itself, by its own
+                // response; the rekey that freed it was accepted.
                 for (from, request) in deferred {
-                    match request {
+                    let _ = match request {
                         Message::Info(info) => self.on_info(now, from, info),
                         Message::Bye(bye) => self.on_bye(now, from, bye),
-                        _ => {}
-                    }
+                        _ => Ok(()),
+                    };
                 }
+                Ok(())
             }
             Err(e) => {
                 self.reject_request(now, from, rekey.txn, MsgType::Rekey, ErrorCode::from(&e))
@@ -1903,11 +2100,11 @@ impl Device {
         }
     }
 
-    fn on_bye(&mut self, now: Millis, from: Addr, bye: Bye) {
+    fn on_bye(&mut self, now: Millis, from: Addr, bye: Bye) -> Outcome {
         if !self.call_from(&bye.session, &bye.from) {
             // The call may already be over: answer so the peer stops.
             self.ok(now, from, bye.txn, MsgType::Bye, bye.session, None);
-            return;
+            return Ok(());
         }
         let opened = self
             .calls
@@ -1921,9 +2118,11 @@ impl Device {
             Some(Ok(_)) => {
                 self.ok(now, from, bye.txn, MsgType::Bye, bye.session, None);
                 self.end_call(bye.session);
+                Ok(())
             }
             Some(Err(CryptoError::StaleEpoch(epoch))) if self.ahead(&bye.session, epoch) => {
                 self.defer(bye.session, from, Message::Bye(bye));
+                Ok(())
             }
             Some(Err(e)) => {
                 self.reject_request(now, from, bye.txn, MsgType::Bye, ErrorCode::from(&e))
@@ -1955,19 +2154,28 @@ impl Device {
         }
     }
 
-    fn on_media(&mut self, _now: Millis, media: crate::wire::Media) {
-        let Some(call) = self.calls.get(&media.session) else {
-            return;
+    /// A media frame of a call: decrypted with the key of its sender's
+    /// stream and description (KW-CRYPTO-043), or dropped.
+    fn on_media(&mut self, _now: Millis, media: crate::wire::Media) -> Outcome {
+        let dropped = |code: ErrorCode| {
+            Err(ProtocolError::Dropped {
+                re: MsgType::Media,
+                code,
+            })
         };
-        if call.peer != media.from {
-            return;
-        }
+        let Some(call) = self
+            .calls
+            .get(&media.session)
+            .filter(|c| c.peer == media.from)
+        else {
+            return dropped(ErrorCode::UNKNOWN_SESSION);
+        };
         let Some(stream) = call
             .peer_descs
             .get(&media.epoch)
             .and_then(|d| d.streams.iter().find(|s| s.id == media.stream))
         else {
-            return;
+            return dropped(ErrorCode::STALE_EPOCH);
         };
         let ad = media_ad(
             &media.session,
@@ -1977,13 +2185,20 @@ impl Device {
             media.seq,
         );
         match open_media(&Secret32::new(stream.key.0), &ad, &media.payload) {
-            Ok(frame) => self.emit(DeviceEvent::MediaReceived {
-                session: media.session,
-                epoch: media.epoch,
-                seq: media.seq,
-                frame,
-            }),
-            Err(e) => self.emit(DeviceEvent::Rejected(ErrorCode::from(&e))),
+            Ok(frame) => {
+                self.emit(DeviceEvent::MediaReceived {
+                    session: media.session,
+                    epoch: media.epoch,
+                    seq: media.seq,
+                    frame,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let code = ErrorCode::from(&e);
+                self.emit(DeviceEvent::Rejected(code));
+                dropped(code)
+            }
         }
     }
 }

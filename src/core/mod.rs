@@ -15,7 +15,11 @@
 //! use keyway::core::{Output, Server};
 //! # fn run(server: &mut Server, now: u64, rng: &mut keyway::crypto::SeededEntropy,
 //! #        datagram: (std::net::SocketAddr, Vec<u8>)) {
-//! server.handle_receive(now, datagram.0, &datagram.1, rng);
+//! // `Err` says why the datagram was refused; an `error` answering it,
+//! // if the protocol has one, is among the outputs all the same.
+//! if let Err(refused) = server.handle_receive(now, datagram.0, &datagram.1, rng) {
+//!     let _ = refused.code();
+//! }
 //! while let Some(output) = server.poll_output() {
 //!     match output {
 //!         Output::Transmit { to, message } => { let _ = (to, message.encode()); }
@@ -30,7 +34,9 @@
 //!
 //! Layer rule: imports `cbor`, `wire` and `crypto`.
 
+mod bound;
 mod device;
+mod error;
 mod firewall;
 mod recorder;
 mod reject;
@@ -40,6 +46,7 @@ mod store;
 mod transact;
 
 pub use device::{CallState, Device, DeviceCommand, DeviceConfig, DeviceEvent, DevicePolicy};
+pub use error::{ApiMisuse, ProtocolError};
 pub use firewall::{
     Filtered, Firewall, FirewallCommand, FirewallError, MemoryFirewall, PinholeView,
 };

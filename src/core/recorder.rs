@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::device::{error_response, request_txn};
+use super::error::ProtocolError;
 use super::transact::{Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
-    CryptoError, Expect, Identity, KeyCache, Secret32, TrustStore, media_ad, open, open_media,
-    verify_message, verify_sealed,
+    CryptoError, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, media_ad, open,
+    open_media, verify_message, verify_sealed,
 };
 use crate::wire::{
     Bytes, Certificate, ErrorCode, Extensions, List, Media, MediaKeys, Message, MsgType,
@@ -215,13 +216,27 @@ impl Recorder {
         });
     }
 
-    fn reject(&mut self, now: Millis, to: Addr, txn: TxnId, re: MsgType, code: ErrorCode) {
+    fn reject(
+        &mut self,
+        now: Millis,
+        to: Addr,
+        txn: TxnId,
+        re: MsgType,
+        code: ErrorCode,
+    ) -> Result<(), ProtocolError> {
         self.emit(RecorderEvent::Rejected(code));
         self.respond(now, to, txn, error_response(txn, re, code));
+        Err(ProtocolError::Refused { re, code })
     }
 
-    /// A datagram arrived.
-    pub fn handle_receive(&mut self, now: Millis, from: Addr, bytes: &[u8]) {
+    /// A datagram arrived. `Err` says why it was refused; an `error`
+    /// answering it, if any, is among the outputs.
+    pub fn handle_receive(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
         let message = match Message::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -232,16 +247,17 @@ impl Recorder {
                         message: error,
                     });
                 }
-                return;
+                return Err(ProtocolError::Undecodable(e));
             }
         };
         if let Message::Media(media) = message {
-            self.on_media(media);
-            return;
+            return self.on_media(media);
         }
+        let re = message.msg_type();
         let Some(txn) = request_txn(&message) else {
+            // A response: the recorder sends no requests (KW-ERR-001).
             self.emit(RecorderEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE));
-            return;
+            return Err(ProtocolError::Unsolicited(re));
         };
         match self.txns.seen(now, txn, from) {
             Seen::Answered(response) => {
@@ -249,12 +265,11 @@ impl Recorder {
                     to: from,
                     message: response,
                 });
-                return;
+                return Ok(());
             }
-            Seen::InProgress => return,
+            Seen::InProgress => return Ok(()),
             Seen::New => {}
         }
-        let re = message.msg_type();
         let outcome = match &message {
             Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
                 self.on_command(now, &message)
@@ -263,7 +278,10 @@ impl Recorder {
             _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
         };
         match outcome {
-            Ok(response) => self.respond(now, from, txn, response),
+            Ok(response) => {
+                self.respond(now, from, txn, response);
+                Ok(())
+            }
             Err(code) => self.reject(now, from, txn, re, code),
         }
     }
@@ -295,7 +313,7 @@ impl Recorder {
         verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
         let recording = match message {
             Message::RecordStart(m) => {
-                let keys = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                let (keys, pending) = self.open_keys(now, &m.keys, &m.session, &cert)?;
                 if let Some(existing) = self.recordings.get(&m.recording) {
                     // A retransmission that outlived the transaction cache.
                     if existing.session != m.session {
@@ -319,6 +337,7 @@ impl Recorder {
                         bytes: 0,
                     };
                     add_keys(&mut rec, keys);
+                    self.kek.commit(pending);
                     self.recordings.insert(m.recording, rec);
                     self.by_session
                         .entry(m.session)
@@ -329,13 +348,14 @@ impl Recorder {
                 m.recording
             }
             Message::RecordKey(m) => {
-                let keys = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                let (keys, pending) = self.open_keys(now, &m.keys, &m.session, &cert)?;
                 let rec = self
                     .recordings
                     .get_mut(&m.recording)
                     .filter(|r| r.server == m.from && r.session == m.session)
                     .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
                 let added = add_keys(rec, keys);
+                self.kek.commit(pending);
                 self.emit(RecorderEvent::KeysAdded(m.recording, added));
                 m.recording
             }
@@ -372,14 +392,15 @@ impl Recorder {
     }
 
     /// The media keys of a command, sealed for this recorder by the server
-    /// and checked like any sealed body (KW-SEAL-009).
+    /// and checked like any sealed body (KW-SEAL-009), with the key that
+    /// opened them, to keep once the command is carried out (KW-ERR-004).
     fn open_keys(
         &mut self,
         now: Millis,
         sealed: &crate::wire::Sealed,
         session: &SessionId,
         server_cert: &Certificate,
-    ) -> Result<MediaKeys, ErrorCode> {
+    ) -> Result<(MediaKeys, Option<PendingKek>), ErrorCode> {
         let opened = open(sealed, session, &self.cfg.identity, &mut self.kek)
             .map_err(|e| ErrorCode::from(&e))?;
         verify_sealed(
@@ -393,8 +414,7 @@ impl Recorder {
         .map_err(|e| ErrorCode::from(&e))?;
         let keys =
             decode_plaintext::<MediaKeys>(&opened.plaintext).map_err(|e| ErrorCode::from(&e))?;
-        self.kek.commit(opened.pending);
-        Ok(keys)
+        Ok((keys, opened.pending))
     }
 
     /// Drops the oldest finished recording when full; false when every
@@ -416,47 +436,46 @@ impl Recorder {
     }
 
     /// A copied media packet (KW-REC-004), for every live recording of its
-    /// session.
-    fn on_media(&mut self, media: Media) {
+    /// session; refused when no recording could keep it.
+    fn on_media(&mut self, media: Media) -> Result<(), ProtocolError> {
         let ids: Vec<RecordingId> = self
             .by_session
             .get(&media.session)
             .map(|live| live.values().copied().collect())
             .unwrap_or_default();
-        if ids.is_empty() {
-            self.emit(RecorderEvent::Unrecordable(
-                media.session,
-                ErrorCode::UNKNOWN_RECORDING,
-            ));
-        }
+        let mut outcome = Err(ErrorCode::UNKNOWN_RECORDING);
         for id in ids {
-            self.record(id, &media);
+            let recorded = self.record(id, &media);
+            if outcome.is_err() {
+                outcome = recorded;
+            }
         }
+        outcome.map_err(|code| {
+            self.emit(RecorderEvent::Unrecordable(media.session, code));
+            ProtocolError::Dropped {
+                re: MsgType::Media,
+                code,
+            }
+        })
     }
 
-    fn record(&mut self, id: RecordingId, media: &Media) {
-        let Some(rec) = self.recordings.get_mut(&id) else {
-            return;
-        };
+    fn record(&mut self, id: RecordingId, media: &Media) -> Result<(), ErrorCode> {
+        let rec = self
+            .recordings
+            .get_mut(&id)
+            .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
         let seen_key = (media.from.clone(), media.stream, media.epoch, media.seq);
         if rec.seen.contains(&seen_key) {
-            // The same packet copied at two pinholes.
-            return;
+            // The same packet copied at two pinholes: kept once.
+            return Ok(());
         }
         if rec.packets.len() >= PACKETS_PER_RECORDING {
-            self.emit(RecorderEvent::Unrecordable(media.session, ErrorCode::BUSY));
-            return;
+            return Err(ErrorCode::BUSY);
         }
-        let Some(key) = rec
+        let key = rec
             .keys
             .get(&(media.from.clone(), media.stream, media.epoch))
-        else {
-            self.emit(RecorderEvent::Unrecordable(
-                media.session,
-                ErrorCode::STALE_EPOCH,
-            ));
-            return;
-        };
+            .ok_or(ErrorCode::STALE_EPOCH)?;
         let ad = media_ad(
             &media.session,
             &media.from,
@@ -464,16 +483,7 @@ impl Recorder {
             media.epoch,
             media.seq,
         );
-        let frame = match open_media(key, &ad, &media.payload) {
-            Ok(frame) => frame,
-            Err(e) => {
-                self.emit(RecorderEvent::Unrecordable(
-                    media.session,
-                    ErrorCode::from(&e),
-                ));
-                return;
-            }
-        };
+        let frame = open_media(key, &ad, &media.payload).map_err(|e| ErrorCode::from(&e))?;
         let (data, event_frame) = match rec.mode {
             RecordingMode::CiphertextAndKeys => (media.payload.0.clone(), Vec::new()),
             _ => (frame.clone(), frame),
@@ -496,6 +506,7 @@ impl Recorder {
             seq: media.seq,
             frame: event_frame,
         });
+        Ok(())
     }
 
     /// Whether `account` may see `rec` (KW-REC-005).

@@ -52,6 +52,12 @@ pub struct Report {
     pub tampers_injected: u64,
     /// Of those, detected by the destination.
     pub tampers_detected: u64,
+    /// Datagrams a party refused (`ProtocolError`): mostly duplicates and
+    /// late responses of lost or retransmitted exchanges.
+    pub datagrams_refused: u64,
+    /// Application commands a device refused (`ApiMisuse`): media, text or
+    /// a hang-up for a call that failed or ended.
+    pub commands_refused: u64,
     /// Datagrams sent, lost and duplicated by the network.
     pub datagrams_sent: u64,
     /// Datagrams lost.

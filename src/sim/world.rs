@@ -376,22 +376,22 @@ impl World {
 
     fn deliver(&mut self, to: Node, from: Addr, bytes: &[u8]) {
         let now = self.now;
-        match to {
-            Node::Server(i) => {
-                if let Some((s, rng, ..)) = self.servers.get_mut(i) {
-                    s.handle_receive(now, from, bytes, rng);
-                }
-            }
-            Node::Device(i) => {
-                if let Some((d, rng, ..)) = self.devices.get_mut(i) {
-                    d.handle_receive(now, from, bytes, rng);
-                }
-            }
-            Node::Recorder(i) => {
-                if let Some((r, _)) = self.recorders.get_mut(i) {
-                    r.handle_receive(now, from, bytes);
-                }
-            }
+        let outcome = match to {
+            Node::Server(i) => self
+                .servers
+                .get_mut(i)
+                .map(|(s, rng, ..)| s.handle_receive(now, from, bytes, rng)),
+            Node::Device(i) => self
+                .devices
+                .get_mut(i)
+                .map(|(d, rng, ..)| d.handle_receive(now, from, bytes, rng)),
+            Node::Recorder(i) => self
+                .recorders
+                .get_mut(i)
+                .map(|(r, _)| r.handle_receive(now, from, bytes)),
+        };
+        if let Some(Err(_)) = outcome {
+            self.ledger.report.datagrams_refused += 1;
         }
         self.drain(to);
     }
@@ -425,7 +425,9 @@ impl World {
     fn command(&mut self, device: usize, command: DeviceCommand) {
         let now = self.now;
         if let Some((d, rng, ..)) = self.devices.get_mut(device) {
-            d.command(now, command, rng);
+            if d.command(now, command, rng).is_err() {
+                self.ledger.report.commands_refused += 1;
+            }
         }
         self.drain(Node::Device(device));
     }
@@ -485,7 +487,9 @@ impl World {
         self.ledger.report.calls_attempted += 1;
         let now = self.now;
         if let Some((d, rng, ..)) = self.devices.get_mut(caller) {
-            d.command(now, DeviceCommand::Call(to), rng);
+            if d.command(now, DeviceCommand::Call(to), rng).is_err() {
+                self.ledger.report.commands_refused += 1;
+            }
         }
         let after: Vec<SessionId> = self
             .devices

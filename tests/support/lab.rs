@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
 use keyway::core::{
-    Addr, Device, DeviceCommand, DeviceConfig, DeviceEvent, DevicePolicy, Firewall,
-    FirewallCommand, FirewallPlan, MemoryFirewall, MemoryStore, Millis, Output, RecordPolicy,
-    Recorder, RecorderConfig, RecorderEvent, RecorderLink, Route, Server, ServerConfig,
-    ServerDirectory, ServerEvent, ServerPolicy, Store, StoreWrite,
+    Addr, ApiMisuse, Device, DeviceCommand, DeviceConfig, DeviceEvent, DevicePolicy, Firewall,
+    FirewallCommand, FirewallPlan, MemoryFirewall, MemoryStore, Millis, Output, ProtocolError,
+    RecordPolicy, Recorder, RecorderConfig, RecorderEvent, RecorderLink, Route, Server,
+    ServerConfig, ServerDirectory, ServerEvent, ServerPolicy, Store, StoreWrite,
 };
 use keyway::crypto::register::Verifier;
 use keyway::crypto::{
@@ -57,6 +57,11 @@ pub enum Step {
     Recorder {
         recorder: String,
         event: RecorderEvent,
+    },
+    /// A party refused a datagram (its `error` response, if any, follows).
+    Refused {
+        node: String,
+        error: ProtocolError,
     },
 }
 
@@ -387,12 +392,20 @@ impl Lab {
         &self.servers[index].server
     }
 
+    /// Gives a device a command it must accept.
     pub fn command(&mut self, account: &str, command: DeviceCommand) {
+        let refused = self.try_command(account, command.clone());
+        assert_eq!(refused, Ok(()), "{account} refused {command:?}");
+    }
+
+    /// Gives a device a command, and says whether it took it.
+    pub fn try_command(&mut self, account: &str, command: DeviceCommand) -> Result<(), ApiMisuse> {
         let i = self.dev(account);
         let now = self.now;
         let d = &mut self.devices[i];
-        d.device.command(now, command, &mut d.rng);
+        let outcome = d.device.command(now, command, &mut d.rng);
         self.drain(Node::Device(i));
+        outcome
     }
 
     /// Delivers everything queued, and whatever that causes, one
@@ -449,18 +462,38 @@ impl Lab {
 
     fn receive(&mut self, node: Node, from: Addr, bytes: &[u8]) {
         let now = self.now;
-        match node {
+        let (name, outcome) = match node {
             Node::Server(i) => {
                 let s = &mut self.servers[i];
-                s.server.handle_receive(now, from, bytes, &mut s.rng);
+                let outcome = s.server.handle_receive(now, from, bytes, &mut s.rng);
+                (s.server.account().to_string(), outcome)
             }
             Node::Device(i) => {
                 let d = &mut self.devices[i];
-                d.device.handle_receive(now, from, bytes, &mut d.rng);
+                let outcome = d.device.handle_receive(now, from, bytes, &mut d.rng);
+                (d.device.account().to_string(), outcome)
             }
-            Node::Recorder(i) => self.recorders[i].0.handle_receive(now, from, bytes),
+            Node::Recorder(i) => {
+                let outcome = self.recorders[i].0.handle_receive(now, from, bytes);
+                (format!("recorder {i}"), outcome)
+            }
+        };
+        if let Err(error) = outcome {
+            self.trace.push(Step::Refused { node: name, error });
         }
         self.drain(node);
+    }
+
+    /// The refusals of `node` (an account, or `recorder N`) since trace
+    /// position `from`.
+    pub fn refusals(&self, from: usize, node: &str) -> Vec<ProtocolError> {
+        self.trace[from..]
+            .iter()
+            .filter_map(|s| match s {
+                Step::Refused { node: n, error } if n == node => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Moves the clock and fires every timer due, settling after each.
@@ -672,7 +705,8 @@ impl Lab {
         for i in 0..self.devices.len() {
             let now = self.now;
             let d = &mut self.devices[i];
-            d.device.command(now, DeviceCommand::Register, &mut d.rng);
+            let taken = d.device.command(now, DeviceCommand::Register, &mut d.rng);
+            assert_eq!(taken, Ok(()));
             self.drain(Node::Device(i));
         }
         self.settle();

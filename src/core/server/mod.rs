@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use super::device::{error_response, request_txn};
+use super::error::ProtocolError;
 use super::firewall::{FirewallCommand, PinholeView};
 use super::routing::ServerDirectory;
 use super::store::{StoreSnapshot, StoreWrite};
@@ -313,6 +314,9 @@ impl core::fmt::Debug for Server {
 
 type Emit = Output<ServerEvent>;
 
+/// What handling one input comes to: `Err` says why it was refused.
+type Outcome = Result<(), ProtocolError>;
+
 impl Server {
     /// A server with an empty store.
     pub fn new(cfg: ServerConfig) -> Self {
@@ -442,10 +446,18 @@ impl Server {
         self.send(to, response);
     }
 
-    /// Rejects a request: an `error` response, and an event.
-    fn reject(&mut self, now: Millis, to: Addr, txn: TxnId, re: MsgType, code: ErrorCode) {
+    /// Rejects a request: an `error` response, an event, and the error.
+    fn reject(
+        &mut self,
+        now: Millis,
+        to: Addr,
+        txn: TxnId,
+        re: MsgType,
+        code: ErrorCode,
+    ) -> Outcome {
         self.emit(ServerEvent::Rejected(re, code));
         self.respond(now, to, txn, error_response(txn, re, code));
+        Err(ProtocolError::Refused { re, code })
     }
 
     /// Whether a request with `txn` can be forwarded now: not when that
@@ -504,14 +516,15 @@ impl Server {
 
     // ------------------------------------------------------------ input
 
-    /// A datagram arrived from `from`.
+    /// A datagram arrived from `from`. `Err` says why it was refused; an
+    /// `error` answering it, if the protocol has one, is among the outputs.
     pub fn handle_receive(
         &mut self,
         now: Millis,
         from: Addr,
         bytes: &[u8],
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
         let message = match Message::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -519,7 +532,7 @@ impl Server {
                 if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
                     self.send(from, error);
                 }
-                return;
+                return Err(ProtocolError::Undecodable(e));
             }
         };
         match message {
@@ -533,17 +546,25 @@ impl Server {
         }
     }
 
-    fn on_request(&mut self, now: Millis, from: Addr, request: Message, rng: &mut impl Entropy) {
+    fn on_request(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        request: Message,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
+        let re = request.msg_type();
         let Some(txn) = request_txn(&request) else {
+            // A response type this server never waits for (KW-ERR-001).
             self.emit(ServerEvent::Dropped(ErrorCode::UNKNOWN_MESSAGE_TYPE));
-            return;
+            return Err(ProtocolError::Unsolicited(re));
         };
         match self.server.seen(now, txn, from) {
             Seen::Answered(response) => {
                 self.send(from, response);
-                return;
+                return Ok(());
             }
-            Seen::InProgress => return,
+            Seen::InProgress => return Ok(()),
             Seen::New => {}
         }
         // KW-REG-003: dispatch by type.
@@ -554,14 +575,17 @@ impl Server {
             Message::Ack(_) | Message::Info(_) | Message::Rekey(_) | Message::Bye(_) => {
                 self.on_in_session(now, from, request, rng)
             }
-            other => {
-                let re = other.msg_type();
-                self.reject(now, from, txn, re, ErrorCode::UNKNOWN_MESSAGE_TYPE);
-            }
+            _ => self.reject(now, from, txn, re, ErrorCode::UNKNOWN_MESSAGE_TYPE),
         }
     }
 
-    fn on_response(&mut self, now: Millis, from: Addr, response: Message, rng: &mut impl Entropy) {
+    fn on_response(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        response: Message,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
         let txn = match &response {
             Message::Answer(m) => Some(m.txn),
             Message::Ok(m) => Some(m.txn),
@@ -572,10 +596,10 @@ impl Server {
         let Some((_, _, pending)) = txn.and_then(|t| self.client.complete(&t, from)) else {
             // Late duplicate, or not ours.
             self.emit(ServerEvent::Dropped(ErrorCode::BAD_STATE));
-            return;
+            return Err(ProtocolError::Unsolicited(response.msg_type()));
         };
         match pending {
-            Pending::Recorder => {}
+            Pending::Recorder => Ok(()),
             Pending::Relay {
                 prev,
                 re,

@@ -1,7 +1,8 @@
 //! Registrar and certificate authority (F1, F2): challenge, proof, issue
 //! or confirm, store, answer; de-registration and expiry with revocation.
 
-use super::{NONCES, NONCES_PER_ACCOUNT, OutstandingNonce, Server, ServerEvent};
+use super::{NONCES, NONCES_PER_ACCOUNT, Outcome, OutstandingNonce, Server, ServerEvent};
+use crate::core::error::ProtocolError;
 use crate::core::store::{Registration, StoreWrite};
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::primitives::hkdf32;
@@ -26,13 +27,12 @@ impl Server {
         from: Addr,
         r: Register,
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
         let reject = |this: &mut Self, code: ErrorCode| {
-            this.reject(now, from, r.txn, MsgType::Register, code);
+            this.reject(now, from, r.txn, MsgType::Register, code)
         };
         if r.from.domain() != self.cfg.ca.domain().as_str() {
-            reject(self, ErrorCode::FORBIDDEN);
-            return;
+            return reject(self, ErrorCode::FORBIDDEN);
         }
         // KW-REG-013: checked before any work, with the minimum to retry with.
         if r.expires != 0 && r.expires < self.cfg.policy.min_expires {
@@ -51,27 +51,27 @@ impl Server {
                 ext: Extensions::new(),
             });
             self.respond(now, from, r.txn, response);
-            return;
+            return Err(ProtocolError::Refused {
+                re: MsgType::Register,
+                code: ErrorCode::INTERVAL_TOO_BRIEF,
+            });
         }
         let Some(auth) = r.auth.as_ref() else {
             self.challenge(now, from, &r, rng);
-            return;
+            return Ok(());
         };
         // KW-REG-005: the nonce is spent by this answer whatever happens next.
         let outstanding = self.nonces.remove(&auth.nonce);
         let Some(outstanding) = outstanding.filter(|n| n.account == r.from && n.expires_at > now)
         else {
-            reject(self, ErrorCode::STALE_NONCE);
-            return;
+            return reject(self, ErrorCode::STALE_NONCE);
         };
         let Some(verifier) = self.cfg.accounts.get(&r.from) else {
             // Decoy challenge of an unknown account: no proof can pass.
-            reject(self, ErrorCode::AUTH_FAILED);
-            return;
+            return reject(self, ErrorCode::AUTH_FAILED);
         };
         if let Err(e) = register::check_auth(verifier, &auth.nonce, &r) {
-            reject(self, ErrorCode::from(&e));
-            return;
+            return reject(self, ErrorCode::from(&e));
         }
         let kind = match (&r.csr, &r.cert, r.expires) {
             (_, _, 0) => Kind::Deregister,
@@ -100,7 +100,10 @@ impl Server {
             },
         };
         match outcome {
-            Ok(ok) => self.respond(now, from, r.txn, Message::RegisterOk(ok)),
+            Ok(ok) => {
+                self.respond(now, from, r.txn, Message::RegisterOk(ok));
+                Ok(())
+            }
             Err(code) => reject(self, code),
         }
     }

@@ -1,7 +1,8 @@
 //! Routing (F8) and certificate queries (F3): next hops, `via` and `hops`,
 //! forwarding of requests and the return of their responses.
 
-use super::{Pending, Server, ServerEvent};
+use super::{Outcome, Pending, Server, ServerEvent};
+use crate::core::error::ProtocolError;
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::{CryptoError, Entropy, Expect, attest};
 use crate::wire::{
@@ -84,15 +85,15 @@ impl Server {
         message: Message,
         requester: Principal,
         session: Option<SessionId>,
-    ) {
+    ) -> Outcome {
+        let re = message.msg_type();
         let Some(txn) = crate::core::device::request_txn(&message) else {
-            return;
+            return Err(ProtocolError::Unsolicited(re));
         };
         let target = match &message {
             Message::CertQuery(q) => Some(q.target.clone()),
             _ => None,
         };
-        let re = message.msg_type();
         let pending = Pending::Relay {
             prev,
             re,
@@ -101,18 +102,19 @@ impl Server {
             target,
         };
         if !self.request(now, to, txn, message, pending) {
-            self.reject(now, prev, txn, re, ErrorCode::BUSY);
+            return self.reject(now, prev, txn, re, ErrorCode::BUSY);
         }
+        Ok(())
     }
 
     /// KW-QUERY-002..005.
-    pub(super) fn on_cert_query(&mut self, now: Millis, from: Addr, q: CertQuery) {
+    pub(super) fn on_cert_query(&mut self, now: Millis, from: Addr, q: CertQuery) -> Outcome {
         let reject = |this: &mut Self, code: ErrorCode| {
-            this.reject(now, from, q.txn, MsgType::CertQuery, code);
+            this.reject(now, from, q.txn, MsgType::CertQuery, code)
         };
         if !self.is_local(&q.target) {
             // KW-QUERY-004: forward to the target's domain.
-            match self
+            return match self
                 .next_hop(now, &q.target, q.via.as_ref(), q.hops)
                 .and_then(|hop| self.can_forward(&q.txn).map(|()| hop))
             {
@@ -122,11 +124,10 @@ impl Server {
                         hops: hop.hops,
                         ..q.clone()
                     });
-                    self.forward(now, from, hop.addr, forwarded, q.from.clone(), None);
+                    self.forward(now, from, hop.addr, forwarded, q.from.clone(), None)
                 }
                 Err(code) => reject(self, code),
-            }
-            return;
+            };
         }
         // KW-QUERY-003: own domain.
         match self.local_certificate(now, &q.target) {
@@ -144,6 +145,7 @@ impl Server {
                     ext: Extensions::new(),
                 });
                 self.respond(now, from, q.txn, notify);
+                Ok(())
             }
             Err(code) => reject(self, code),
         }
@@ -186,7 +188,7 @@ impl Server {
         ctx: RelayContext<'_>,
         response: Message,
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
         let RelayContext {
             prev,
             re,
@@ -195,13 +197,19 @@ impl Server {
             target,
         } = ctx;
         let Some(txn) = match_txn_opt(&response) else {
-            return;
+            return Err(ProtocolError::Unsolicited(response.msg_type()));
         };
+        let mut outcome = Ok(());
         let response = match response {
             Message::CertNotify(n) => match self.attest_for(now, requester, target, n) {
                 Ok(n) => Message::CertNotify(n),
                 Err(code) => {
+                    // The requester learns the query failed (KW-QUERY-004).
                     self.emit(ServerEvent::Rejected(re, code));
+                    outcome = Err(ProtocolError::BadResponse {
+                        re: MsgType::CertNotify,
+                        code,
+                    });
                     crate::core::device::error_response(txn, re, code)
                 }
             },
@@ -219,6 +227,7 @@ impl Server {
             other => other,
         };
         self.respond(now, prev, txn, response);
+        outcome
     }
 
     /// KW-QUERY-004, KW-CERT-005: a certificate from another domain,

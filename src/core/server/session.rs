@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Pending, Server, ServerEvent, SessionEnd};
+use super::{Outcome, Pending, Server, ServerEvent, SessionEnd};
+use crate::core::bound::bound_or;
+use crate::core::error::ProtocolError;
 use crate::core::firewall::FirewallCommand;
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::{
@@ -249,10 +251,15 @@ impl Server {
 
     /// F4 at a server: route, read if trusted, rewrite a local caller's
     /// media, open its pinholes from any source (KW-FW-001), forward.
-    pub(super) fn on_offer(&mut self, now: Millis, from: Addr, o: Offer, rng: &mut impl Entropy) {
-        let reject = |this: &mut Self, code: ErrorCode| {
-            this.reject(now, from, o.txn, MsgType::Offer, code);
-        };
+    pub(super) fn on_offer(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        o: Offer,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
+        let reject =
+            |this: &mut Self, code: ErrorCode| this.reject(now, from, o.txn, MsgType::Offer, code);
         let hop = match self.next_hop(now, &o.to, o.via.as_ref(), o.hops) {
             Ok(hop) => hop,
             Err(code) => return reject(self, code),
@@ -282,8 +289,7 @@ impl Server {
                 hops: hop.hops,
                 ..o.clone()
             });
-            self.forward(now, from, hop.addr, forwarded, o.from.clone(), None);
-            return;
+            return self.forward(now, from, hop.addr, forwarded, o.from.clone(), None);
         };
         if self.sessions.len() >= self.cfg.policy.max_sessions {
             return reject(self, ErrorCode::BUSY);
@@ -374,7 +380,7 @@ impl Server {
             body,
             ..o.clone()
         });
-        self.forward(now, from, hop.addr, forwarded, o.from, Some(o.session));
+        self.forward(now, from, hop.addr, forwarded, o.from, Some(o.session))
     }
 
     /// The answer to an offer this server read: read it under the session
@@ -611,13 +617,19 @@ impl Server {
         from: Addr,
         m: Message,
         rng: &mut impl Entropy,
-    ) {
+    ) -> Outcome {
+        let re = m.msg_type();
         let Some(route) = InSession::of(&m) else {
-            return;
+            return Err(ProtocolError::Unsolicited(re));
         };
-        let hop = match self.next_hop(now, &route.to, route.via.as_ref(), route.hops) {
+        // Whether it can go on is settled before it is read: a refused
+        // request changes no key, replay window or session (KW-ERR-004).
+        let hop = match self
+            .next_hop(now, &route.to, route.via.as_ref(), route.hops)
+            .and_then(|hop| self.can_forward(&route.txn).map(|()| hop))
+        {
             Ok(hop) => hop,
-            Err(code) => return self.reject(now, from, route.txn, m.msg_type(), code),
+            Err(code) => return self.reject(now, from, route.txn, re, code),
         };
         let mut bye_authentic = false;
         match &m {
@@ -649,7 +661,7 @@ impl Server {
             _ => {}
         }
         let forwarded = with_route(m, hop.via, hop.hops);
-        self.forward(
+        let outcome = self.forward(
             now,
             from,
             hop.addr,
@@ -661,6 +673,7 @@ impl Server {
             // KW-FW-003, KW-REC-003: the cutoff signal, authenticated.
             self.end_session(now, route.session, SessionEnd::Bye, rng);
         }
+        outcome
     }
 
     /// Decrypts an in-session message with the session key; learns new
@@ -781,26 +794,31 @@ impl Server {
                 else {
                     return;
                 };
-                let trust = &self.trust;
-                let validate = |cert: &Certificate, subject: &Principal, role| {
-                    trust.check(
-                        cert,
-                        Expect {
-                            subject,
-                            role,
-                            now: secs(now),
-                        },
+                let opened = {
+                    let trust = &self.trust;
+                    // KW-SM-020: the certificate confirmed on the offer or
+                    // answer, though a refresh may since have replaced it.
+                    let validate =
+                        bound_or(&cert, |cert: &Certificate, subject: &Principal, role| {
+                            trust.check(
+                                cert,
+                                Expect {
+                                    subject,
+                                    role,
+                                    now: secs(now),
+                                },
+                            )
+                        });
+                    crate::crypto::open_rekey_body(
+                        body,
+                        &r.session,
+                        &r.from,
+                        r.epoch,
+                        &self.cfg.identity,
+                        &cert,
+                        &validate,
                     )
                 };
-                let opened = crate::crypto::open_rekey_body(
-                    body,
-                    &r.session,
-                    &r.from,
-                    r.epoch,
-                    &self.cfg.identity,
-                    &cert,
-                    &validate,
-                );
                 match opened {
                     Ok(key) => Some(key),
                     Err(e) => {

@@ -1,0 +1,382 @@
+//! What the state machines return when they refuse an input or a
+//! command, and the cases where refusing used to change state: typed
+//! errors (KW-ERR-001, KW-ERR-004), session-bound certificates
+//! (KW-SM-020), refresh retries (KW-SM-021).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use keyway::core::{
+    Addr, ApiMisuse, CallState, DeviceCommand, DeviceEvent, Firewall, ProtocolError, ServerEvent,
+};
+use keyway::wire::{
+    Bye, Contact, ErrorCode, Media, Message, MsgType, OkResponse, RegisterOk, SessionId, Transport,
+    TxnId,
+};
+use support::lab::{Lab, LabOptions, Step, principal};
+
+fn one_domain() -> Lab {
+    Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        hub: false,
+        ..LabOptions::default()
+    })
+}
+
+/// KW-ERR-001: a device refuses what it cannot carry out, and says so: a
+/// request it never takes is answered with `unknown-message-type`; a
+/// response nothing waits for, and media of no call, are refused
+/// without an answer.
+#[test]
+fn kw_err_001_devices_refuse_with_typed_errors() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let device = lab.devices[0].contact;
+    let server = lab.servers[0].addr;
+    let stranger: Addr = "198.51.100.9:5060".parse().unwrap();
+
+    // A register is a request only servers carry out.
+    let register = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| matches!(m, Message::Register(_)).then_some(m))
+        .unwrap();
+    let mark = lab.trace.len();
+    lab.inject(device, stranger, &register.encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@a.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Register,
+            code: ErrorCode::UNKNOWN_MESSAGE_TYPE
+        }]
+    );
+    assert!(
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Sent { to, message: Message::Error(e), .. }
+        if *to == stranger && e.code == ErrorCode::UNKNOWN_MESSAGE_TYPE)
+        )
+        .is_some()
+    );
+
+    // A response to nothing outstanding: from the server, and from elsewhere.
+    let ok = Message::Ok(OkResponse {
+        txn: TxnId([9; 8]),
+        session: None,
+        epoch: None,
+        re: MsgType::Info,
+        pinhole: None,
+        recording: None,
+        ext: Default::default(),
+    });
+    let mark = lab.trace.len();
+    lab.inject(device, server, &ok.encode());
+    lab.inject(device, stranger, &ok.encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@a.example"),
+        [
+            ProtocolError::Unsolicited(MsgType::Ok),
+            ProtocolError::Unsolicited(MsgType::Ok)
+        ]
+    );
+    assert!(
+        lab.find(mark, |s| matches!(s, Step::Sent { .. })).is_none(),
+        "responses are never answered"
+    );
+
+    // Media of no call.
+    let media = Message::Media(Media {
+        from: principal("u2@a.example"),
+        session: SessionId([3; 16]),
+        stream: 1,
+        epoch: 0,
+        seq: 0,
+        payload: keyway::wire::Bytes::new(vec![0; 20]).unwrap(),
+        ext: Default::default(),
+    });
+    let mark = lab.trace.len();
+    lab.inject(device, stranger, &media.encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@a.example"),
+        [ProtocolError::Dropped {
+            re: MsgType::Media,
+            code: ErrorCode::UNKNOWN_SESSION
+        }]
+    );
+
+    // Undecodable bytes (a map of one pair, cut short): the wire error,
+    // with its offset.
+    let mark = lab.trace.len();
+    lab.inject(device, stranger, &[0xa1, 0x00]);
+    let refused = lab.refusals(mark, "u1@a.example");
+    assert!(matches!(refused.as_slice(), [ProtocolError::Undecodable(e)] if e.offset == 0));
+    assert_eq!(refused[0].code(), ErrorCode::MALFORMED);
+}
+
+/// A `register-ok` whose certificate is not the device's own is refused,
+/// and the registration fails; a challenge or `register-ok` for another
+/// kind of transaction does not consume it.
+#[test]
+fn unusable_and_misdirected_responses_are_refused() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let device = lab.devices[0].contact;
+    let server = lab.servers[0].addr;
+    // A query outstanding: its txn answered with a register-ok.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::CertQuery(_))));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::QueryCertificate(principal("u2@a.example")),
+    );
+    lab.settle();
+    lab.drop_if = None;
+    let query = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(_, _, m)| match m {
+            Message::CertQuery(q) => Some(q),
+            _ => None,
+        })
+        .unwrap();
+    let stolen = Message::RegisterOk(RegisterOk {
+        txn: query.txn,
+        to: principal("u1@a.example"),
+        contact: Contact {
+            transport: Transport::Udp,
+            addr: device,
+        },
+        expires: 600,
+        cert: lab.device("u2@a.example").certificate().cloned(),
+        not_after: keyway::wire::Time(0),
+        ext: Default::default(),
+    });
+    let mark = lab.trace.len();
+    lab.inject(device, server, &stolen.encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@a.example"),
+        [ProtocolError::Unsolicited(MsgType::RegisterOk)]
+    );
+    // The query was not consumed: its real answer still counts.
+    lab.advance(600);
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::CertificateAccepted { account, .. } if *account == principal("u2@a.example")))
+    );
+}
+
+/// Commands a device cannot carry out are refused with a typed error,
+/// and change nothing (no output at all).
+#[test]
+fn commands_that_cannot_be_carried_out_are_refused() {
+    let mut lab = one_domain();
+    let bogus = SessionId([7; 16]);
+    assert_eq!(
+        lab.try_command(
+            "u1@a.example",
+            DeviceCommand::Call(principal("u2@a.example"))
+        ),
+        Err(ApiMisuse::NotRegistered)
+    );
+    lab.register_all();
+    let mark = lab.trace.len();
+    for command in [
+        DeviceCommand::Info(bogus, "x".into()),
+        DeviceCommand::HangUp(bogus),
+        DeviceCommand::Rekey(bogus, false),
+        DeviceCommand::Media(bogus, vec![1]),
+    ] {
+        assert_eq!(
+            lab.try_command("u1@a.example", command),
+            Err(ApiMisuse::UnknownSession(bogus))
+        );
+    }
+    assert_eq!(lab.trace.len(), mark, "a refused command has no output");
+
+    // A call still waiting for its answer cannot rekey or send media.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Answer(_))));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    let session = lab.device("u1@a.example").sessions()[0];
+    assert_eq!(
+        lab.device("u1@a.example").call_state(&session),
+        Some(CallState::Offering)
+    );
+    assert_eq!(
+        lab.try_command("u1@a.example", DeviceCommand::Rekey(session, true)),
+        Err(ApiMisuse::NotEstablished(session))
+    );
+    assert_eq!(
+        lab.try_command("u1@a.example", DeviceCommand::Media(session, vec![1])),
+        Err(ApiMisuse::NotEstablished(session))
+    );
+    assert_eq!(
+        lab.try_command("u1@a.example", DeviceCommand::Info(session, "x".into())),
+        Err(ApiMisuse::NotEstablished(session))
+    );
+}
+
+/// KW-ERR-004, KW-SM-019: an in-session request the server cannot
+/// forward (its `txn` is outstanding there) is refused with `bad-state`
+/// before it is read: an authentic `bye` replayed under a captured `txn`
+/// neither ends the session nor closes its pinholes.
+#[test]
+fn kw_err_004_an_unforwardable_bye_changes_nothing() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    // An info forwarded by sc@a is lost: its txn stays outstanding there.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Info(i) if i.via.is_some()),
+    ));
+    lab.command("u1@a.example", DeviceCommand::Info(session, "one".into()));
+    lab.settle();
+    let outstanding = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(f, _, m)| match m {
+            Message::Info(i) if f == "u1@a.example" => Some(i.txn),
+            _ => None,
+        })
+        .unwrap();
+    // The device's bye never reaches sc@a; someone captures it.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Bye(b) if b.via.is_none()),
+    ));
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    lab.drop_if = None;
+    let bye: Bye = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(f, _, m)| match m {
+            Message::Bye(b) if f == "u1@a.example" => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    let pinholes = lab.firewall(0).pinholes().len();
+    assert!(pinholes > 0);
+    let thief: Addr = "203.0.113.50:5060".parse().unwrap();
+    let mark = lab.trace.len();
+    let replayed = Message::Bye(Bye {
+        txn: outstanding,
+        ..bye
+    });
+    lab.inject(lab.servers[0].addr, thief, &replayed.encode());
+    assert_eq!(
+        lab.refusals(mark, "sc@a.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Bye,
+            code: ErrorCode::BAD_STATE
+        }]
+    );
+    assert!(lab.server(0).session_ids().contains(&session));
+    assert_eq!(lab.firewall(0).pinholes().len(), pinholes);
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Server {
+                event: ServerEvent::Observed(..),
+                ..
+            }
+        ))
+        .is_none(),
+        "not even read"
+    );
+}
+
+/// KW-SM-020: a refresh during a call replaces and revokes the caller's
+/// certificate; the servers and the peer still check the caller's
+/// body-form rekeys with the certificate confirmed when the call was set
+/// up, so they keep following the call, and its `bye` closes every
+/// pinhole.
+#[test]
+fn kw_sm_020_a_refresh_during_a_call_does_not_lose_the_call() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    let first = lab.device("u1@a.example").certificate().unwrap().tbs.serial;
+    // Past 80% of the term: refreshed with a new certificate.
+    lab.advance(2_881_000);
+    let second = lab.device("u1@a.example").certificate().unwrap().tbs.serial;
+    assert_ne!(first, second);
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(CallState::Established)
+    );
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::Rekey(session, true));
+    lab.settle();
+    for server in ["sc@a.example", "sc@b.example"] {
+        assert!(
+            lab.find(mark, |s| matches!(s, Step::Server { server: n, event: ServerEvent::Rekeyed { .. } } if n == server))
+                .is_some(),
+            "{server} follows the rekey"
+        );
+    }
+    assert!(
+        lab.device_events("u1@b.example")
+            .contains(&DeviceEvent::Rekeyed {
+                session,
+                sending: false,
+                epoch: 1
+            })
+    );
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
+    assert!(lab.server(0).session_ids().is_empty());
+}
+
+/// KW-SM-021: a refresh that fails leaves the device registered and is
+/// tried again before the term ends; a registration nobody refreshes
+/// lapses, and the device says so.
+#[test]
+fn kw_sm_021_failed_refreshes_are_retried_and_lapses_reported() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let until = lab.device("u1@a.example").registered_until().unwrap();
+    // The server answers nothing for a while: the refresh times out.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Register(_))));
+    lab.advance(2_881_000);
+    assert_eq!(
+        lab.device("u1@a.example").registered_until(),
+        Some(until),
+        "still registered while refreshing"
+    );
+    lab.advance(40_000);
+    assert!(
+        lab.device_events("u1@a.example")
+            .contains(&DeviceEvent::RegistrationFailed(ErrorCode::TIMEOUT))
+    );
+    assert_eq!(lab.device("u1@a.example").registered_until(), Some(until));
+    // The server is back: the retry succeeds before the term ends.
+    lab.drop_if = None;
+    lab.advance(120_000);
+    let renewed = lab.device("u1@a.example").registered_until().unwrap();
+    assert!(renewed > until);
+
+    // u2 is cut off for good: its registration lapses.
+    let u2 = lab.devices[1].contact;
+    lab.drop_if = Some(Box::new(
+        move |m| matches!(m, Message::Register(r) if r.contact.addr == u2),
+    ));
+    lab.advance(3_700_000);
+    assert!(
+        lab.device_events("u2@a.example")
+            .contains(&DeviceEvent::RegistrationExpired)
+    );
+    assert_eq!(lab.device("u2@a.example").registered_until(), None);
+    assert!(lab.device("u2@a.example").certificate().is_none());
+}
