@@ -123,6 +123,27 @@ fn bad_input_files_and_usage_exit_1() {
     assert_eq!(keyway(&["--help"], b"").code, 0);
 }
 
+/// RFC 8949 §8.1: `(_ )` would not say which kind of string has no chunks.
+#[test]
+fn cbor_diag_tells_empty_indefinite_strings_apart() {
+    for (hex, diag) in [
+        ("5fff", "''_"),
+        ("7fff", "\"\"_"),
+        ("5f40ff", "(_ h'')"),
+        ("5f4201024103ff", "(_ h'0102', h'03')"),
+        ("7f626162616360ff", "(_ \"ab\", \"c\", \"\")"),
+        ("a15fff7fff", "{''_: \"\"_}"),
+    ] {
+        let run = keyway(&["cbor", "diag", "--hex"], format!("{hex}\n").as_bytes());
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (0, format!("{diag}\n").as_str()),
+            "{hex}: {}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
 fn decode_prints_every_example_with_field_names() {
     for message in examples::all() {
