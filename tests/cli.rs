@@ -1,6 +1,7 @@
 //! The `keyway` command line as a user runs it: exit 0 with output on
-//! success, exit 1 with one line on standard error otherwise, never another
-//! code, never a panic.
+//! success, exit 1 otherwise, never another code, never a panic. A failed
+//! command prints one line on standard error (with a byte offset when the
+//! input is at fault); bad usage prints clap's usage there instead.
 
 // Tests may panic on unexpected input: that is how they fail.
 #![allow(
@@ -108,19 +109,209 @@ fn cbor_diag_deterministic_rejects_what_plain_diag_accepts() {
 fn bad_input_files_and_usage_exit_1() {
     failed_with_one_line(&keyway(&["cbor", "diag", "--hex"], b"0"));
     failed_with_one_line(&keyway(&["cbor", "diag", "--hex"], b"zz"));
-    failed_with_one_line(&keyway(&["cbor", "diag", "/nonexistent/keyway"], b""));
     failed_with_one_line(&keyway(&["cbor", "diag"], b""));
     failed_with_one_line(&keyway(&["decode", "--hex"], b""));
     failed_with_one_line(&keyway(&["example", "no-such-type"], b""));
-    // More than 1 MiB.
-    let big = vec![0x40u8; (1 << 20) + 1];
-    let run = keyway(&["cbor", "diag"], &big);
+}
+
+/// RFC 8949 §8.1: `(_ )` would not say which kind of string has no chunks.
+#[test]
+fn cbor_diag_tells_empty_indefinite_strings_apart() {
+    for (hex, diag) in [
+        ("5fff", "''_"),
+        ("7fff", "\"\"_"),
+        ("5f40ff", "(_ h'')"),
+        ("5f4201024103ff", "(_ h'0102', h'03')"),
+        ("7f626162616360ff", "(_ \"ab\", \"c\", \"\")"),
+        ("a15fff7fff", "{''_: \"\"_}"),
+    ] {
+        let run = keyway(&["cbor", "diag", "--hex"], format!("{hex}\n").as_bytes());
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (0, format!("{diag}\n").as_str()),
+            "{hex}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Hex errors name the offending byte as a number and give its byte offset
+/// in the text, not a character index.
+#[test]
+fn hex_errors_give_the_byte_and_its_offset() {
+    for (text, error) in [
+        (
+            &b"123\n"[..],
+            "odd number of hex digits (3): the last, at byte 2 of the hex text, has no pair",
+        ),
+        (
+            "\u{e9}".as_bytes(),
+            "invalid hex digit 0xc3 at byte 0 of the hex text",
+        ),
+        (
+            "a0 \u{e9}".as_bytes(),
+            "invalid hex digit 0xc3 at byte 3 of the hex text",
+        ),
+        (b"\xa0", "invalid hex digit 0xa0 at byte 0 of the hex text"),
+        (
+            b"0g",
+            "invalid hex digit 0x67 ('g') at byte 1 of the hex text",
+        ),
+    ] {
+        for command in [&["cbor", "diag", "--hex"][..], &["decode", "--hex"]] {
+            let run = keyway(command, text);
+            failed_with_one_line(&run);
+            assert_eq!(run.stderr, format!("error: {error}\n"), "{command:?}");
+        }
+    }
+}
+
+/// KW-LIMIT-001: `decode` reports an oversize message as it reports other
+/// decode failures, with code 106 too-large and the offset of the first
+/// byte too many; 16384 bytes are read and decoded.
+#[test]
+fn oversize_input_is_reported_with_its_offset_and_code() {
+    let too_large = "error: input exceeds the limit of 16384 bytes at byte 16384 \
+                     (code 106 too-large)\n";
+    let run = keyway(&["decode"], &[0; 16385]);
     failed_with_one_line(&run);
-    assert!(run.stderr.contains("exceeds"), "{}", run.stderr);
-    // Bad usage is exit 1 too; help is exit 0.
-    assert_eq!(keyway(&["cbor", "diag", "--bogus"], b"").code, 1);
-    assert_eq!(keyway(&["frobnicate"], b"").code, 1);
-    assert_eq!(keyway(&["--help"], b"").code, 0);
+    assert_eq!(run.stderr, too_large);
+    let run = keyway(&["decode", "/dev/zero"], b"");
+    failed_with_one_line(&run);
+    assert_eq!(run.stderr, too_large);
+    let run = keyway(&["decode", "--hex"], "00".repeat(16385).as_bytes());
+    failed_with_one_line(&run);
+    assert_eq!(run.stderr, too_large);
+    // At the limit the message is decoded, and fails for what it is.
+    let run = keyway(&["decode"], &[0; 16384]);
+    failed_with_one_line(&run);
+    assert_eq!(
+        run.stderr,
+        "error: trailing bytes after the data item at byte 1 (code 100 malformed)\n"
+    );
+
+    // Generic CBOR has no protocol codes; its limit is 1 MiB of data.
+    let over = "error: input exceeds the limit of 1048576 bytes at byte 1048576\n";
+    let run = keyway(&["cbor", "diag"], &vec![0x40u8; (1 << 20) + 1]);
+    failed_with_one_line(&run);
+    assert_eq!(run.stderr, over);
+    let run = keyway(
+        &["cbor", "diag", "--hex"],
+        "40".repeat((1 << 20) + 1).as_bytes(),
+    );
+    failed_with_one_line(&run);
+    assert_eq!(run.stderr, over);
+    // Hex text is bounded too (four bytes of text per byte of data), and a
+    // bad digit within it is reported first.
+    let spaces = vec![b' '; (4 << 20) + 1];
+    let run = keyway(&["cbor", "diag", "--hex"], &spaces);
+    failed_with_one_line(&run);
+    assert_eq!(
+        run.stderr,
+        "error: hex text exceeds the limit of 4194304 bytes at byte 4194304 of the hex text\n"
+    );
+    let mut bad = spaces;
+    bad[100] = b'x';
+    let run = keyway(&["cbor", "diag", "--hex"], &bad);
+    failed_with_one_line(&run);
+    assert_eq!(
+        run.stderr,
+        "error: invalid hex digit 0x78 ('x') at byte 100 of the hex text\n"
+    );
+}
+
+/// A file that cannot be read is one line naming it, without an offset.
+#[test]
+fn unreadable_files_are_one_line_without_an_offset() {
+    for (path, why) in [
+        ("/nonexistent/keyway", "No such file or directory"),
+        ("/", "Is a directory"),
+    ] {
+        for command in ["cbor diag", "cbor diag --hex", "decode", "decode --json"] {
+            let mut args: Vec<&str> = command.split(' ').collect();
+            args.push(path);
+            let run = keyway(&args, b"");
+            failed_with_one_line(&run);
+            assert!(
+                run.stderr
+                    .starts_with(&format!("error: cannot read {path}: {why}")),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains(" at byte "), "{}", run.stderr);
+        }
+    }
+}
+
+/// Bad usage prints clap's usage (several lines) on standard error and
+/// exits 1, not clap's usual 2; help and version are exit 0 on stdout.
+#[test]
+fn usage_errors_exit_1_with_usage_on_stderr() {
+    for args in [
+        &["cbor", "diag", "a", "b"][..],
+        &["cbor", "diag", "--bogus"],
+        &["decode", "--binary"],
+        &["frobnicate"],
+        &["cbor"],
+        &[],
+    ] {
+        let run = keyway(args, b"");
+        assert_eq!(run.code, 1, "{args:?}");
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains("Usage: keyway"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    for args in [&["--help"][..], &["cbor", "diag", "--help"], &["--version"]] {
+        let run = keyway(args, b"");
+        assert_eq!(run.code, 0, "{args:?}");
+        assert!(run.stderr.is_empty(), "{args:?}: {}", run.stderr);
+        assert!(!run.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// The commands README.md shows exist, with the options it gives them.
+#[test]
+fn readme_commands_match_the_cli() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut checked = 0;
+    for line in readme.lines() {
+        let Some(rest) = line.strip_prefix("keyway ") else {
+            continue;
+        };
+        let usage = rest.split('#').next().unwrap().trim_end();
+        let words: Vec<&str> = usage.split_whitespace().collect();
+        // The subcommand path: leading lower-case words.
+        let path: Vec<&str> = words
+            .iter()
+            .copied()
+            .take_while(|w| w.bytes().all(|b| b.is_ascii_lowercase()))
+            .collect();
+        let mut args = path.clone();
+        args.push("--help");
+        let help = keyway(&args, b"");
+        assert_eq!(help.code, 0, "README: keyway {usage}: {}", help.stderr);
+        for word in &words {
+            let flag: String = word
+                .trim_start_matches('[')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if flag.starts_with("--") {
+                assert!(
+                    help.stdout.contains(&format!("{flag} "))
+                        || help.stdout.contains(&format!("{flag}\n")),
+                    "README: keyway {usage}: `keyway {}` has no {flag}",
+                    path.join(" ")
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} README commands found");
 }
 
 #[test]

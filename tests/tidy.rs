@@ -1,7 +1,9 @@
 //! Tidy checks that keep spec, code and tests in step (run by `cargo test`):
-//! requirement identifiers are defined once and cited only when defined;
-//! every requirement of an implemented area is cited by a test; every claim
-//! is traced; the CDDL and the Rust schemas agree key for key.
+//! requirement identifiers are defined once, well formed wherever they are
+//! written, and cited (in Rust, the spec, the vectors or the independent
+//! Python checker) only when defined; every requirement of an implemented
+//! area is cited by a test; every claim is traced; the CDDL and the Rust
+//! schemas agree key for key.
 
 // Tests may panic on unexpected input: that is how they fail.
 #![allow(
@@ -47,28 +49,95 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every `KW-AREA-NNN` in `text`.
-fn ids_in(text: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("KW-") {
-        let candidate = &rest[at..];
-        let area_len = candidate[3..]
-            .bytes()
-            .take_while(u8::is_ascii_uppercase)
-            .count();
-        let tail = &candidate[3 + area_len..];
-        if area_len > 0
-            && tail.len() >= 4
-            && tail.as_bytes()[0] == b'-'
-            && tail.as_bytes()[1..4].iter().all(u8::is_ascii_digit)
-            && !tail.as_bytes().get(4).is_some_and(u8::is_ascii_digit)
-        {
-            ids.push(candidate[..3 + area_len + 4].to_string());
+/// The areas of spec/README.md's table (`| CBOR | encoding.md | … |`).
+fn areas() -> &'static BTreeSet<String> {
+    static AREAS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+    AREAS.get_or_init(|| {
+        read(&root().join("spec/README.md"))
+            .lines()
+            .filter_map(|line| line.strip_prefix("| ")?.split_once(" |"))
+            .map(|(area, _)| area)
+            .filter(|area| !area.is_empty() && area.bytes().all(|b| b.is_ascii_uppercase()))
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Something in text meant as a requirement identifier: `KW-` then
+/// letters, an optional `-` and digits; the same in another case when the
+/// letters name a known area; or `kw_area_nnn`, how a test name cites one.
+/// `KW-SEAL-*` and `KW-<AREA>-<NNN>` speak of identifiers and are not one;
+/// `kw-wrap-32`, a benchmark's name, names no area.
+#[derive(Debug)]
+struct IdToken {
+    /// 1-based line of the token.
+    line: usize,
+    /// The token as written, with any letters or digits run on to it.
+    text: String,
+    /// The identifier, `KW-AREA-NNN`, when the token is well formed: `KW-`,
+    /// an upper-case area, `-` and exactly three digits, or all of it in
+    /// lower case with `_` in a test name.
+    id: Option<String>,
+}
+
+/// Every identifier-like token of `text`, in order.
+fn id_tokens(text: &str) -> Vec<IdToken> {
+    let bytes = text.as_bytes();
+    let run = |from: usize, pred: fn(&u8) -> bool| {
+        from + bytes[from..].iter().take_while(|b| pred(b)).count()
+    };
+    let mut tokens = Vec::new();
+    let mut line = 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        let prefix = bytes.get(i..i + 3).unwrap_or_default();
+        let snake = prefix == b"kw_";
+        let at_boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        if !at_boundary || !(snake || prefix.eq_ignore_ascii_case(b"kw-")) {
+            line += usize::from(bytes[i] == b'\n');
+            i += 1;
+            continue;
         }
-        rest = &rest[at + 3..];
+        let area_end = run(i + 3, u8::is_ascii_alphabetic);
+        let area = &text[i + 3..area_end];
+        // The separator is the prefix's own (`-` or `_`); a missing one is
+        // a malformation, not the end of the token.
+        let separated = bytes.get(area_end) == Some(&prefix[2]);
+        let digits_from = area_end + usize::from(separated);
+        let digits_end = run(digits_from, u8::is_ascii_digit);
+        let end = run(digits_end, u8::is_ascii_alphanumeric);
+        let meant = prefix == b"KW-" || areas().contains(&area.to_ascii_uppercase());
+        if area.is_empty() || digits_end == digits_from || !meant {
+            i = area_end.max(i + 1);
+            continue;
+        }
+        let case_ok = if snake {
+            area.bytes().all(|b| b.is_ascii_lowercase())
+        } else {
+            prefix == b"KW-" && area.bytes().all(|b| b.is_ascii_uppercase())
+        };
+        let well_formed =
+            case_ok && separated && digits_end - digits_from == 3 && end == digits_end;
+        tokens.push(IdToken {
+            line,
+            text: text[i..end].to_string(),
+            id: well_formed.then(|| {
+                format!(
+                    "KW-{}-{}",
+                    area.to_ascii_uppercase(),
+                    &text[digits_from..digits_end]
+                )
+            }),
+        });
+        // A token holds no newline, so the line count stays right.
+        i = end;
     }
-    ids
+    tokens
+}
+
+/// Every well-formed requirement identifier cited in `text`.
+fn ids_in(text: &str) -> Vec<String> {
+    id_tokens(text).into_iter().filter_map(|t| t.id).collect()
 }
 
 fn area(id: &str) -> &str {
@@ -124,6 +193,26 @@ fn sources() -> Vec<PathBuf> {
     files
 }
 
+/// Every file that may cite a requirement: the Rust sources, the spec, the
+/// documents, the golden vectors, and the independent checker, which is
+/// written from the spec and cites it in Python and Markdown.
+fn citing_files() -> Vec<PathBuf> {
+    let mut files = sources();
+    files_under(&root().join("spec"), ".md", &mut files);
+    files_under(&root().join("spec"), ".cddl", &mut files);
+    for dir in ["conformance", "bench", "fuzz"] {
+        files_under(&root().join(dir), ".md", &mut files);
+    }
+    files_under(&root().join("conformance"), ".py", &mut files);
+    // Each vector is a test and names its requirements (see test_code).
+    files_under(&root().join("vectors"), ".json", &mut files);
+    for file in ["README.md", "ARCHITECTURE.md"] {
+        files.push(root().join(file));
+    }
+    files.retain(|f| f.exists());
+    files
+}
+
 #[test]
 fn requirement_identifiers_are_defined_once_and_well_formed() {
     let defined = definitions();
@@ -134,20 +223,22 @@ fn requirement_identifiers_are_defined_once_and_well_formed() {
     );
 }
 
-/// Code, tests and the spec itself cite only defined requirements.
+/// Code, tests, the independent checker and the spec itself cite only
+/// defined requirements.
 #[test]
 fn cited_requirements_are_defined() {
     let defined = definitions();
-    let mut files = sources();
-    files_under(&root().join("spec"), ".md", &mut files);
-    files_under(&root().join("spec"), ".cddl", &mut files);
-    for file in ["README.md", "ARCHITECTURE.md"] {
-        files.push(root().join(file));
-    }
+    let files = citing_files();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "py")),
+        "no Python file of conformance/independent/ scanned"
+    );
     let mut unknown = BTreeSet::new();
-    for file in files.iter().filter(|f| f.exists()) {
+    for file in &files {
         for id in ids_in(&read(file)) {
-            if !defined.contains_key(&id) && id != "KW-EXAMPLE-000" && id != "KW-AREA-NNN" {
+            if !defined.contains_key(&id) && id != "KW-EXAMPLE-000" {
                 unknown.insert(format!("{id} in {}", file.display()));
             }
         }
@@ -155,6 +246,77 @@ fn cited_requirements_are_defined() {
     assert!(
         unknown.is_empty(),
         "undefined requirements cited:\n{unknown:#?}"
+    );
+}
+
+/// Nothing that looks like a requirement identifier is a misspelt one
+/// (`KW-CBOR-0011`, `KW-CBOR-11`, `KW-Cbor-011`, `kw-cbor-011`, `KW-CBOR011`):
+/// the other checks see only well-formed identifiers, so a slip would go
+/// unchecked, neither cited nor reported.
+#[test]
+fn requirement_like_tokens_are_well_formed() {
+    let mut malformed = Vec::new();
+    // This file spells slips on purpose, to test the scanner.
+    let this_file = root().join("tests/tidy.rs");
+    for file in citing_files().into_iter().filter(|f| *f != this_file) {
+        for token in id_tokens(&read(&file)) {
+            if token.id.is_none() {
+                let shown = file.strip_prefix(root()).unwrap_or(&file).display();
+                malformed.push(format!("{shown}:{}: {}", token.line, token.text));
+            }
+        }
+    }
+    assert!(
+        malformed.is_empty(),
+        "malformed requirement identifiers (KW-AREA-NNN: upper-case area, three digits):\n{}",
+        malformed.join("\n")
+    );
+}
+
+/// The scanner itself: what it takes for an identifier, what it reports as
+/// a malformed one, and what it leaves alone.
+#[test]
+fn id_tokens_tell_identifiers_slips_and_other_text_apart() {
+    let text = "KW-CBOR-011, (KW-WIRE-002) kw_cbor_014_dups kw_cert_002_a_and_kw_cert_003_b\n\
+                KW-CBOR-0011 KW-CBOR-11 KW-Cbor-011 kw-cbor-011 KW-CBOR011 KW-CBOR-011a \
+                kw_cbor_01_x KW-NOAREA-1\n\
+                KW-SEAL-* KW-AREA-NNN KW-<AREA>-<NNN> kw-wrap-32 kw_wrap_032 XKW-CBOR-0111";
+    // The areas come from the spec's table; every implemented one is there.
+    for area in IMPLEMENTED_AREAS.iter().chain(&["FRAME"]) {
+        assert!(
+            areas().contains(*area),
+            "{area} not in spec/README.md's table"
+        );
+    }
+    let tokens = id_tokens(text);
+    let ids: Vec<&str> = tokens.iter().filter_map(|t| t.id.as_deref()).collect();
+    assert_eq!(
+        ids,
+        [
+            "KW-CBOR-011",
+            "KW-WIRE-002",
+            "KW-CBOR-014",
+            "KW-CERT-002",
+            "KW-CERT-003"
+        ]
+    );
+    let slips: Vec<(usize, &str)> = tokens
+        .iter()
+        .filter(|t| t.id.is_none())
+        .map(|t| (t.line, t.text.as_str()))
+        .collect();
+    assert_eq!(
+        slips,
+        [
+            (2, "KW-CBOR-0011"),
+            (2, "KW-CBOR-11"),
+            (2, "KW-Cbor-011"),
+            (2, "kw-cbor-011"),
+            (2, "KW-CBOR011"),
+            (2, "KW-CBOR-011a"),
+            (2, "kw_cbor_01"),
+            (2, "KW-NOAREA-1"),
+        ]
     );
 }
 

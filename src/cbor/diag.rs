@@ -19,10 +19,16 @@ pub fn write_diag(out: &mut String, item: &Item<'_>) {
         Item::Unsigned(v) => push_display(out, v),
         Item::Negative(n) => push_display(out, -1 - i128::from(*n)),
         Item::Bytes(b) => write_hex_bytes(out, b),
+        // RFC 8949 §8.1: with no chunks, `(_ )` would not say whether a
+        // byte string (0x5fff) or a text string (0x7fff) is meant, so those
+        // two are `''_` and `""_`; one or more chunks, even empty ones, are
+        // listed: `(_ h'')`.
+        Item::BytesChunks(chunks) if chunks.is_empty() => out.push_str("''_"),
         Item::BytesChunks(chunks) => {
             write_sequence(out, "(_ ", ")", chunks, |out, c| write_hex_bytes(out, c));
         }
         Item::Text(t) => write_text(out, t),
+        Item::TextChunks(chunks) if chunks.is_empty() => out.push_str("\"\"_"),
         Item::TextChunks(chunks) => {
             write_sequence(out, "(_ ", ")", chunks, |out, c| write_text(out, c));
         }
@@ -220,6 +226,27 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(format_float(value), expected, "{value:e}");
+        }
+    }
+
+    /// RFC 8949 §8.1: `''_` and `""_` only for no chunks at all; chunks,
+    /// even empty ones, are listed inside `(_ …)`.
+    #[test]
+    fn indefinite_strings_without_chunks_are_told_apart() {
+        let cases = [
+            ("5fff", "''_"),
+            ("7fff", "\"\"_"),
+            ("5f40ff", "(_ h'')"),
+            ("7f60ff", "(_ \"\")"),
+            ("5f42010241 03ff", "(_ h'0102', h'03')"),
+            ("7f657374726561646d696e67ff", "(_ \"strea\", \"ming\")"),
+            ("825fff7fff", "[''_, \"\"_]"),
+        ];
+        for (hex, expected) in cases {
+            let bytes = unhex(&hex.replace(' ', "")).unwrap();
+            let item =
+                crate::cbor::decode(&bytes, &crate::cbor::DecodeOptions::WELL_FORMED).unwrap();
+            assert_eq!(to_diag(&item), expected, "{hex}");
         }
     }
 

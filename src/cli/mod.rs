@@ -1,6 +1,9 @@
 //! The `keyway` command line. Every command exits 0 on success and 1 on any
-//! failure (bad input, unreadable file, bad usage), with one line on
-//! standard error saying why.
+//! failure. A failure of the input (bad hex, undecodable CBOR or message,
+//! oversize input) is one line on standard error with its reason and byte
+//! offset; any other failure (unreadable file, unknown example type, failed
+//! check) is one line with its reason; bad usage is clap's usage message,
+//! also on standard error. README.md states the same for users.
 
 mod input;
 
@@ -10,10 +13,9 @@ use clap::{Parser, Subcommand};
 
 use crate::cbor::{self, DecodeOptions};
 use crate::wire::{self, ErrorCode, Message, MsgType};
-pub use input::{InputError, parse_hex, read_limited};
-
-/// Hex text may hold two digits per byte plus generous whitespace.
-const HEX_TEXT_FACTOR: usize = 4;
+pub use input::{
+    HEX_TEXT_FACTOR, InputError, parse_hex, parse_hex_limited, read_hex_limited, read_limited,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,6 +128,9 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            // `--help` and `--version` are not errors (exit 0, standard
+            // output); everything else clap rejects exits 1, not clap's 2,
+            // so that 0 and 1 are the only exit codes.
             return u8::from(e.use_stderr());
         }
     };
@@ -197,17 +202,22 @@ fn simulate(cfg: &crate::sim::SimConfig, json: bool) -> Result<(), String> {
     }
 }
 
-fn read_input(file: &str, hex: bool, limit: usize) -> Result<Vec<u8>, String> {
+fn read_input(file: &str, hex: bool, limit: usize) -> Result<Vec<u8>, InputError> {
     if hex {
-        let text = read_limited(file, limit * HEX_TEXT_FACTOR).map_err(|e| e.to_string())?;
-        let bytes = parse_hex(&text).map_err(|e| e.to_string())?;
-        if bytes.len() > limit {
-            return Err(InputError::TooLarge(limit).to_string());
-        }
-        Ok(bytes)
+        read_hex_limited(file, limit)
     } else {
-        read_limited(file, limit).map_err(|e| e.to_string())
+        read_limited(file, limit)
     }
+}
+
+/// A decode failure as `keyway decode` prints it: the reason and offset,
+/// then the protocol error code a receiver would answer with (KW-ERR-003).
+fn with_code(failure: &dyn std::fmt::Display, code: ErrorCode) -> String {
+    format!(
+        "{failure} (code {} {})",
+        code.0,
+        code.name().unwrap_or("unknown")
+    )
 }
 
 /// Output goes to a pipe that may close early: a failed write is not a crash.
@@ -221,18 +231,21 @@ fn cbor_diag(deterministic: bool, hex: bool, file: &str) -> Result<(), String> {
     } else {
         DecodeOptions::WELL_FORMED
     };
-    let bytes = read_input(file, hex, options.max_input)?;
+    let bytes = read_input(file, hex, options.max_input).map_err(|e| e.to_string())?;
     let item = cbor::decode(&bytes, &options).map_err(|e| e.to_string())?;
     print(&cbor::to_diag(&item));
     Ok(())
 }
 
 fn decode(hex: bool, json: bool, file: &str) -> Result<(), String> {
-    let bytes = read_input(file, hex, wire::MAX_MESSAGE_SIZE)?;
-    let message = Message::decode(&bytes).map_err(|e| {
-        let code = ErrorCode::from(&e);
-        format!("{e} (code {} {})", code.0, code.name().unwrap_or("unknown"))
+    let bytes = read_input(file, hex, wire::MAX_MESSAGE_SIZE).map_err(|e| match e {
+        // KW-LIMIT-001: a message beyond the size limit is `too-large`. The
+        // input is read only up to the limit, so this, not Message::decode,
+        // is where a long one is caught; it is reported as decode failures are.
+        InputError::TooLarge { .. } => with_code(&e, ErrorCode::TOO_LARGE),
+        _ => e.to_string(),
     })?;
+    let message = Message::decode(&bytes).map_err(|e| with_code(&e, ErrorCode::from(&e)))?;
     let node = message.describe();
     if json {
         let text = serde_json::to_string_pretty(&node.to_json()).map_err(|e| e.to_string())?;
