@@ -1801,7 +1801,14 @@ impl Device {
                 return unusable(code);
             }
         };
-        let same_key = call.cek.as_ref() == Some(&opened.cek);
+        // KW-CRYPTO-040: the answer reuses the offer's key as the callee
+        // received it; only a server the offer let modify it may have
+        // replaced it (KW-SM-011).
+        let same_key = call.cek.as_ref() == Some(&opened.cek)
+            || call
+                .recipients
+                .iter()
+                .any(|r| r.kind == RecipientKind::Server && r.perm == Permission::ReadModify);
         let verdict = {
             let validate = self.validator(now);
             verify_sealed_with(
@@ -1828,10 +1835,11 @@ impl Device {
             session,
             self.cfg.account.clone(),
             peer.clone(),
-            opened.cek,
+            opened.cek.clone(),
             secs(now),
         );
         if let Some(call) = self.calls.get_mut(&session) {
+            call.cek = Some(opened.cek);
             call.keys = Some(keys);
             call.peer_descs.insert(0, peer_desc);
             call.peer_cert = Some(peer_cert);

@@ -81,6 +81,9 @@ pub struct ServerPolicy {
     /// Most sessions followed at once; further offers are refused with
     /// `busy`.
     pub max_sessions: usize,
+    /// Replace the content key of offers it may modify, when it can
+    /// re-wrap every entry after it (claim 39, KW-SM-011).
+    pub rekey_offers: bool,
     /// Fault injection for tests and the simulator: change bodies this
     /// server may only read, as a misbehaving server would (KW-SEAL-006).
     /// Never set in a real deployment.
@@ -99,6 +102,7 @@ impl Default for ServerPolicy {
             session_secs: 3600,
             record: RecordPolicy::Nothing,
             max_sessions: 10_000,
+            rekey_offers: false,
             tamper_read_only: false,
         }
     }
@@ -223,6 +227,10 @@ pub enum ServerEvent {
     KeyLearned(SessionId),
     /// The server changed a body with a signed edit (KW-SEAL-007).
     Edited(SessionId, MsgType),
+    /// The session's key is no longer the caller's: this server replaced
+    /// it in the offer, or learned the replacement from the answer
+    /// (KW-CRYPTO-040, KW-SM-011).
+    KeyReplaced(SessionId),
     /// Fault injection: the server changed a body it may only read.
     Tampered(SessionId, MsgType),
     /// The server followed a rekey of a session (KW-KEY-006).

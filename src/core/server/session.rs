@@ -11,9 +11,9 @@ use crate::core::error::ProtocolError;
 use crate::core::firewall::FirewallCommand;
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::{
-    CryptoError, Entropy, Expect, RecipientSpec, Rekeying, SealContext, Secret32, SessionKeys,
-    edit, open, open_with_key, reencrypt_without_edit, seal, sign_message, unsigned,
-    verify_sealed_with,
+    CryptoError, DirectionKeys, Entropy, Expect, KeyCache, RecipientSpec, Rekeying, SealContext,
+    Secret32, SessionKeys, edit, open, open_with_key, reencrypt_without_edit, seal, sign_message,
+    unsigned, verify_sealed_with,
 };
 use crate::wire::{
     Answer, Certificate, ErrorCode, Extensions, List, MediaKey, MediaKeys, Message, MsgType, Offer,
@@ -32,6 +32,9 @@ pub(crate) struct ServerSession {
     /// The session key: held only after unwrapping it from this server's
     /// own entry (KW-KEY-001).
     pub(super) cek: Option<Secret32>,
+    /// The offer's key as the caller sealed it, when this server replaced
+    /// it (KW-SM-011): a caller's `bye` before the answer is under it.
+    offer_key: Option<Secret32>,
     /// Descriptions as forwarded (what the peer sees), by party and number.
     descs: BTreeMap<(Principal, u64), SessionDesc>,
     /// Media addresses before this server rewrote them, by party.
@@ -181,6 +184,11 @@ impl Server {
     }
 
     /// Changes a body: a signed edit when permitted, or the injected fault.
+    /// An offer's edit replaces its content key when the policy asks for
+    /// it and every entry after this server can be re-wrapped (claim 39,
+    /// KW-SM-011); `passed` are the servers the offer came through. Returns
+    /// the body to forward, its control information, and the new content
+    /// key if it was replaced.
     #[allow(clippy::too_many_arguments)]
     fn change_body(
         &mut self,
@@ -192,12 +200,48 @@ impl Server {
         desc: &SessionDesc,
         local: bool,
         perm: Option<Permission>,
+        passed: Option<&[Principal]>,
         rng: &mut impl Entropy,
-    ) -> (Sealed, SessionDesc) {
-        let _ = now;
-        if local {
-            if let Some(rewritten) = self.rewrite(desc, perm) {
-                let plaintext = encode_plaintext(&rewritten);
+    ) -> (Sealed, SessionDesc, Option<Secret32>) {
+        let rewritten = match local {
+            true => self.rewrite(desc, perm),
+            false => None,
+        };
+        let passed =
+            passed.filter(|_| self.cfg.policy.rekey_offers && perm == Some(Permission::ReadModify));
+        if rewritten.is_some() || passed.is_some() {
+            let changed = rewritten.clone().unwrap_or_else(|| desc.clone());
+            let plaintext = encode_plaintext(&changed);
+            if let Some(passed) = passed {
+                // The X25519 key of each entry after this server: only its
+                // own accounts' are known; any other, or an anonymous
+                // entry, means the key is kept (KW-CRYPTO-035).
+                let key_of = |_: usize, r: &crate::wire::Recipient| {
+                    let id = r.id.as_ref()?;
+                    self.current_registration(id, now)
+                        .map(|g| g.cert.tbs.kx_key)
+                };
+                let rekeyed = edit(
+                    body,
+                    &session,
+                    &self.cfg.identity,
+                    &self.cfg.cert,
+                    cek,
+                    &plaintext,
+                    Rekeying::NewKey {
+                        via: passed,
+                        key_of: &key_of,
+                    },
+                    &mut KeyCache::new(1),
+                    rng,
+                );
+                if let Ok((edited, key)) = rekeyed {
+                    self.emit(ServerEvent::Edited(session, re));
+                    self.emit(ServerEvent::KeyReplaced(session));
+                    return (edited, changed, Some(key));
+                }
+            }
+            if rewritten.is_some() {
                 let edited = edit(
                     body,
                     &session,
@@ -211,7 +255,7 @@ impl Server {
                 );
                 if let Ok((edited, _)) = edited {
                     self.emit(ServerEvent::Edited(session, re));
-                    return (edited, rewritten);
+                    return (edited, changed, None);
                 }
             }
         }
@@ -221,10 +265,10 @@ impl Server {
                 reencrypt_without_edit(body, &session, cek, &encode_plaintext(&changed))
             {
                 self.emit(ServerEvent::Tampered(session, re));
-                return (tampered, changed);
+                return (tampered, changed, None);
             }
         }
-        (body.clone(), desc.clone())
+        (body.clone(), desc.clone(), None)
     }
 
     fn open_pinhole(
@@ -323,7 +367,8 @@ impl Server {
             perm: perm.unwrap_or(Permission::Read),
         });
         self.emit(ServerEvent::KeyLearned(o.session));
-        let (body, forwarded_desc) = self.change_body(
+        let passed: Vec<Principal> = o.via.iter().flat_map(|v| v.iter()).cloned().collect();
+        let (body, forwarded_desc, new_key) = self.change_body(
             now,
             &o.body,
             o.session,
@@ -332,16 +377,20 @@ impl Server {
             &desc,
             caller_local,
             perm,
+            Some(&passed),
             rng,
         );
         let expires_at = now.saturating_add(self.cfg.policy.session_secs.saturating_mul(1000));
+        // KW-CRYPTO-040: the session key is the offer's content key as the
+        // callee receives it — the one this server forwards.
+        let session_key = new_key.clone().unwrap_or_else(|| opened.cek.clone());
         // Both directions from the offer on, so that a `bye` under the
         // offer's key ends the session even if no answer is ever read.
         let keys = SessionKeys::new(
             o.session,
             o.from.clone(),
             o.to.clone(),
-            opened.cek.clone(),
+            session_key.clone(),
             secs(now),
         );
         let mut certs = BTreeMap::new();
@@ -349,7 +398,10 @@ impl Server {
         let mut session = ServerSession {
             caller: o.from.clone(),
             callee: o.to.clone(),
-            cek: Some(opened.cek),
+            cek: Some(session_key),
+            // The caller's key, for a `bye` it sends before it learns the
+            // new one from the answer.
+            offer_key: new_key.map(|_| opened.cek),
             descs: BTreeMap::new(),
             internal: BTreeMap::new(),
             keys: Some(keys),
@@ -391,14 +443,14 @@ impl Server {
         let Some(cek) = self.sessions.get(&a.session).and_then(|s| s.cek.clone()) else {
             return Message::Answer(a);
         };
-        let (plaintext, perm, pending) =
+        let (plaintext, perm, pending, answer_key) =
             match open(&a.body, &a.session, &self.cfg.identity, &mut self.kek) {
                 Ok(opened) => {
                     let perm = a.body.recipients.get(opened.entry).map(|r| r.perm);
-                    (opened.plaintext, perm, opened.pending)
+                    (opened.plaintext, perm, opened.pending, Some(opened.cek))
                 }
                 Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, &cek) {
-                    Ok(p) => (p, None, None),
+                    Ok(p) => (p, None, None, None),
                     Err(e) => return self.unreadable(a, e),
                 },
                 Err(e) => return self.unreadable(a, e),
@@ -427,6 +479,21 @@ impl Server {
             return self.unreadable(a, CryptoError::DecryptFailed);
         };
         self.kek.commit(pending);
+        // KW-CRYPTO-040: a server after this one replaced the offer's key;
+        // the answer, sealed for this server too, carries the session's.
+        if let Some(key) = answer_key.filter(|k| *k != cek) {
+            if let Some(s) = self.sessions.get_mut(&a.session) {
+                s.keys = Some(SessionKeys::new(
+                    a.session,
+                    s.caller.clone(),
+                    s.callee.clone(),
+                    key.clone(),
+                    secs(now),
+                ));
+                s.offer_key = s.cek.replace(key);
+            }
+            self.emit(ServerEvent::KeyReplaced(a.session));
+        }
         if let Some(perm) = perm {
             self.emit(ServerEvent::BodyOpened {
                 session: a.session,
@@ -441,7 +508,7 @@ impl Server {
             self.emit(ServerEvent::Rejected(MsgType::Answer, ErrorCode::FORBIDDEN));
             callee_local = false;
         }
-        let (body, forwarded_desc) = self.change_body(
+        let (body, forwarded_desc, _) = self.change_body(
             now,
             &a.body,
             a.session,
@@ -450,6 +517,7 @@ impl Server {
             &desc,
             callee_local,
             perm,
+            None,
             rng,
         );
         self.pinholes_for_answer(now, a.session, &desc, &forwarded_desc, callee_local);
@@ -697,6 +765,17 @@ impl Server {
         let caller = s.caller == *sender;
         if !caller && s.callee != *sender {
             return false;
+        }
+        // A caller's `bye` under the key it sealed the offer with, which a
+        // server after it replaced (KW-CRYPTO-040): the hang-up of a call
+        // the caller never saw answered.
+        if let (MsgType::Bye, true, 0, Some(key)) = (re, caller, epoch, s.offer_key.clone()) {
+            let mut original =
+                DirectionKeys::new(session, s.caller.clone(), s.callee.clone(), key, secs(now));
+            if original.open(re, epoch, seq, payload, secs(now)).is_ok() {
+                self.emit(ServerEvent::Observed(session, re));
+                return true;
+            }
         }
         let Some(keys) = s.keys.as_mut() else {
             return false;
