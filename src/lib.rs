@@ -15,6 +15,45 @@
 //! - [`vectors`]: golden vectors, generated and checked;
 //! - [`cli`]: the `keyway` command line.
 //!
+//! # The run-loop contract
+//!
+//! Every party of [`core`] — [`core::Device`], [`core::Server`],
+//! [`core::Recorder`] — is a value with no clock, socket or generator of
+//! its own (after str0m and quinn-proto; spec/state-machines.md §1). Its
+//! driver feeds it one input at a time — `handle_receive` for a datagram,
+//! `handle_timeout` when its timer is due, `command` from the application —
+//! each with the current time and a source of randomness. After every
+//! input the driver drains `poll_output` until it returns `None`,
+//! carrying out each output in order — a [`core::Output::Store`] durably
+//! before the outputs after it, since those acknowledge it (KW-SM-001) —
+//! and then sleeps until `poll_timeout` or the next input. An input that
+//! is refused returns why ([`core::ProtocolError`]); an `error` answering
+//! it, if the protocol has one, is among the outputs all the same.
+//!
+//! ```
+//! use keyway::core::{Output, Server};
+//! # fn run(server: &mut Server, now: u64, rng: &mut keyway::crypto::SeededEntropy,
+//! #        datagram: (std::net::SocketAddr, Vec<u8>)) {
+//! if let Err(refused) = server.handle_receive(now, datagram.0, &datagram.1, rng) {
+//!     let _ = refused.code(); // the protocol's error code, for logs and counters
+//! }
+//! while let Some(output) = server.poll_output() {
+//!     match output {
+//!         Output::Transmit { to, message } => { let _ = (to, message.encode()); }
+//!         Output::Store(write) => { let _ = write; }       // make durable first
+//!         Output::Firewall(command) => { let _ = command; }
+//!         Output::Event(event) => { let _ = event; }
+//!     }
+//! }
+//! let _next_wakeup = server.poll_timeout();
+//! # }
+//! ```
+//!
+//! # Decoding
+//!
+//! A message is accepted only as the deterministic encoding of a valid
+//! value, and every failure is typed, with its byte offset:
+//!
 //! ```
 //! use keyway::wire::{Message, MsgType, examples};
 //!

@@ -644,3 +644,41 @@ fn error_code_table_matches() {
         .collect();
     assert_eq!(listed, rust);
 }
+
+/// The protocol layers take randomness from their caller (ARCHITECTURE.md,
+/// KW-CRYPTO-004): nothing the library depends on can reach the operating
+/// system's generator. (When the tokio layers arrive, which must seed a
+/// generator, this becomes a check of the modules below them.)
+#[test]
+fn the_library_cannot_reach_os_randomness() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "-p",
+            "keyway",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().any(|l| l.starts_with("keyway ")), "{tree}");
+    for line in tree.lines() {
+        let name = line.split(' ').next().unwrap_or_default();
+        assert!(
+            !matches!(name, "getrandom" | "rand" | "os_rng"),
+            "the library depends on {line}"
+        );
+    }
+}

@@ -4,33 +4,8 @@
 //! to do as [`Output`]s; none reads a clock, opens a socket or draws from a
 //! global generator.
 //!
-//! The run-loop contract (after str0m and quinn-proto): after every call
-//! that feeds a state machine (`handle_receive`, `handle_timeout`, a
-//! command), the caller drains `poll_output` until it returns `None`,
-//! carrying out each output in order — a [`Output::Store`] before the
-//! messages that follow it, since those acknowledge it — and then sleeps
-//! until `poll_timeout` (if any) or the next input.
-//!
-//! ```
-//! use keyway::core::{Output, Server};
-//! # fn run(server: &mut Server, now: u64, rng: &mut keyway::crypto::SeededEntropy,
-//! #        datagram: (std::net::SocketAddr, Vec<u8>)) {
-//! // `Err` says why the datagram was refused; an `error` answering it,
-//! // if the protocol has one, is among the outputs all the same.
-//! if let Err(refused) = server.handle_receive(now, datagram.0, &datagram.1, rng) {
-//!     let _ = refused.code();
-//! }
-//! while let Some(output) = server.poll_output() {
-//!     match output {
-//!         Output::Transmit { to, message } => { let _ = (to, message.encode()); }
-//!         Output::Store(write) => { let _ = write; }       // make durable first
-//!         Output::Firewall(command) => { let _ = command; }
-//!         Output::Event(event) => { let _ = event; }
-//!     }
-//! }
-//! let _next_wakeup = server.poll_timeout();
-//! # }
-//! ```
+//! They follow the run-loop contract written at the top of the crate
+//! (spec/state-machines.md §1).
 //!
 //! Layer rule: imports `cbor`, `wire` and `crypto`.
 
