@@ -1,7 +1,11 @@
 //! One scenario per claim group (spec/traceability.md), walking the
 //! claim's steps in order through the sans-IO device, server, firewall and
 //! recorder state machines, joined by the lossless lab network of
-//! `support::lab`. Each test is named by the claims it covers.
+//! `support::lab`. Each test is named by the claims it covers, and for
+//! each of them asserts the claim's steps in the order the claim lists
+//! them, by their positions in the lab's trace (`Lab::assert_in_order`).
+//! A claim step with no trace step of its own (work inside one state
+//! machine, such as generating a key) is named in a comment instead.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,12 +16,12 @@
 mod support;
 
 use keyway::core::{
-    CallState, DeviceCommand, DeviceEvent, Firewall, FirewallCommand, ServerEvent, ServerPolicy,
-    SessionEnd, StoreWrite,
+    CallState, DeviceCommand, DeviceEvent, Firewall, FirewallCommand, RecorderEvent, ServerEvent,
+    ServerPolicy, SessionEnd, StoreWrite,
 };
 use keyway::crypto::KeyPolicy;
 use keyway::wire::{ErrorCode, Message, MsgType, Permission, RecipientKind, Transport};
-use support::lab::{Lab, LabOptions, Step, principal};
+use support::lab::{ClaimStep, Lab, LabOptions, Step, principal};
 
 fn one_domain(devices: usize) -> Lab {
     Lab::new(LabOptions {
@@ -33,6 +37,94 @@ fn position(lab: &Lab, from: usize, f: impl Fn(&Step) -> bool) -> usize {
         .unwrap_or_else(|| panic!("step not found after {from}"))
 }
 
+// Trace steps a claim step can be matched with.
+
+/// `from` sent a message of type `t`.
+fn sent(from: &str, t: MsgType) -> impl Fn(&Step) -> bool + '_ {
+    move |s| matches!(s, Step::Sent { from: f, message, .. } if f == from && message.msg_type() == t)
+}
+
+/// `from` sent a message `f` accepts.
+fn sent_msg<'a>(from: &'a str, f: impl Fn(&Message) -> bool + 'a) -> impl Fn(&Step) -> bool + 'a {
+    move |s| matches!(s, Step::Sent { from: x, message, .. } if x == from && f(message))
+}
+
+/// Server `name` reported an event `f` accepts.
+fn server<'a>(name: &'a str, f: impl Fn(&ServerEvent) -> bool + 'a) -> impl Fn(&Step) -> bool + 'a {
+    move |s| matches!(s, Step::Server { server, event } if server == name && f(event))
+}
+
+/// Device `name` reported an event `f` accepts.
+fn device<'a>(name: &'a str, f: impl Fn(&DeviceEvent) -> bool + 'a) -> impl Fn(&Step) -> bool + 'a {
+    move |s| matches!(s, Step::Device { device, event } if device == name && f(event))
+}
+
+/// Server `name` gave its firewall a command `f` accepts, and the firewall
+/// took it.
+fn firewall<'a>(
+    name: &'a str,
+    f: impl Fn(&FirewallCommand) -> bool + 'a,
+) -> impl Fn(&Step) -> bool + 'a {
+    move |s| matches!(s, Step::Firewall { server, command, ok: true } if server == name && f(command))
+}
+
+/// Server `name` made a write `f` accepts durable.
+fn stored<'a>(name: &'a str, f: impl Fn(&StoreWrite) -> bool + 'a) -> impl Fn(&Step) -> bool + 'a {
+    move |s| matches!(s, Step::Stored { server, write } if server == name && f(write))
+}
+
+/// A recorder reported an event `f` accepts.
+fn recorder(f: impl Fn(&RecorderEvent) -> bool) -> impl Fn(&Step) -> bool {
+    move |s| matches!(s, Step::Recorder { event, .. } if f(event))
+}
+
+/// Asserts the same steps for each of `claims`: claims that repeat
+/// another's steps (a program, its medium).
+fn assert_each_in_order(lab: &Lab, from: usize, claims: &[&str], steps: &[ClaimStep<'_>]) {
+    for claim in claims {
+        lab.assert_in_order(from, claim, steps);
+    }
+}
+
+/// The order check itself: it finds steps in order, and names the step
+/// that is missing or out of order.
+#[test]
+fn claim_steps_are_reported_missing_or_out_of_order() {
+    let mut lab = one_domain(1);
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let request = sent("u1@a.example", MsgType::Register);
+    let completed = sent("sc@a.example", MsgType::RegisterOk);
+    let offer = sent("u1@a.example", MsgType::Offer);
+    let at = lab.assert_in_order(
+        0,
+        "in order",
+        &[("request", &request), ("completion", &completed)],
+    );
+    assert!(at[0] < at[1]);
+    let backwards = lab
+        .check_in_order(
+            0,
+            "backwards",
+            &[("completion", &completed), ("request", &request)],
+        )
+        .unwrap_err();
+    assert!(
+        backwards.starts_with(&format!(
+            "backwards: \"request\" (step {}) does not come after \"completion\" (step {})",
+            at[0], at[1]
+        )),
+        "{backwards}"
+    );
+    let missing = lab
+        .check_in_order(0, "missing", &[("request", &request), ("offer", &offer)])
+        .unwrap_err();
+    assert!(
+        missing.starts_with("missing: \"offer\" is not in the trace after step 0"),
+        "{missing}"
+    );
+}
+
 /// Claims 1, 2, 5, 7, 10, 12, 14 (F1): the device makes its key pairs and
 /// sends one request with its location and an issuance request; the server
 /// determines the type, challenges, checks both proofs of possession,
@@ -43,69 +135,111 @@ fn position(lab: &Lab, from: usize, f: impl Fn(&Step) -> bool) -> usize {
 /// KW-REG-013, KW-CERT-001, KW-SM-001 (the write before the answer).
 #[test]
 fn claims_1_2_5_7_10_12_14_registration_issues_a_certificate_with_the_term() {
+    const DEVICE: &str = "u1@a.example";
+    const SERVER: &str = "sc@a.example";
     let mut lab = one_domain(1);
-    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.command(DEVICE, DeviceCommand::Register);
     lab.settle();
-    let is_register = |auth: bool| move |s: &Step| matches!(s, Step::Sent { message: Message::Register(r), .. } if r.csr.is_some() && r.auth.is_some() == auth);
-    // Location and issuance request in one message, no proof yet.
-    let first = position(&lab, 0, is_register(false));
-    // Type determined: an issuance request without proof is challenged,
-    // with a kx-challenge for the X25519 key.
-    let challenge = position(
+    let combined = |auth: bool| {
+        sent_msg(
+            DEVICE,
+            move |m| matches!(m, Message::Register(r) if r.csr.is_some() && r.auth.is_some() == auth),
+        )
+    };
+    let request = combined(false);
+    // Only a register carrying an issuance request (csr) is challenged
+    // with a kx-challenge, for the proof of possession of the X25519 key:
+    // the challenge shows both the type and the issuance request found.
+    let typed = sent_msg(
+        SERVER,
+        |m| matches!(m, Message::Challenge(c) if c.kx_challenge.is_some()),
+    );
+    let proved = combined(true);
+    let issued = server(SERVER, |e| {
+        matches!(e, ServerEvent::CertificateIssued { .. })
+    });
+    let managed = stored(SERVER, |w| matches!(w, StoreWrite::PutRegistration(_)));
+    let completed = sent(SERVER, MsgType::RegisterOk);
+    let kept = device(DEVICE, |e| {
+        matches!(e, DeviceEvent::Registered { issued: true, .. })
+    });
+
+    // Claim 1, device. Generating the key pair has no trace step: it
+    // happens inside the device, before the request that carries its
+    // public keys (the csr). The location registration and the issuance
+    // request are one message, so one step; so are the two completions.
+    lab.assert_in_order(
+        0,
+        "claim 1",
+        &[
+            (
+                "certificate issuance + location registration request",
+                &request,
+            ),
+            (
+                "issuance and registration completed, with the term",
+                &completed,
+            ),
+            ("certificate stored", &kept),
+        ],
+    );
+    // Claim 2: the completion's term is what the device stores as the
+    // certificate's validity (the values are compared below).
+    lab.assert_in_order(
+        0,
+        "claim 2",
+        &[
+            ("registration completed, with the term", &completed),
+            ("certificate stored with that term", &kept),
+        ],
+    );
+    // Claim 5, server. Checking the proofs of possession (KW-REG-006,
+    // KW-REG-007) is part of issuing and has no trace step of its own.
+    lab.assert_in_order(
+        0,
+        "claim 5",
+        &[
+            ("combined request received", &proved),
+            ("certificate issued", &issued),
+            ("certificate, location and term stored", &managed),
+        ],
+    );
+    // Claim 7: the device of claim 1 and the server of claim 5 together.
+    let at = lab.assert_in_order(
+        0,
+        "claim 7",
+        &[
+            ("device: issuance + location request", &request),
+            ("server: combined request received", &proved),
+            ("server: certificate issued", &issued),
+            (
+                "server: certificate and location stored with the expiry",
+                &managed,
+            ),
+            ("device: completion with the term received", &completed),
+            ("device: certificate stored", &kept),
+        ],
+    );
+    // Claims 10, 12 (its program), 14 (the program's medium).
+    assert_each_in_order(
         &lab,
-        first,
-        |s| matches!(s, Step::Sent { message: Message::Challenge(c), .. } if c.kx_challenge.is_some()),
+        0,
+        &["claim 10", "claim 12", "claim 14"],
+        &[
+            ("request signal received", &request),
+            ("type determined, issuance request included", &typed),
+            ("issuance request answered with its proofs", &proved),
+            ("certificate issued", &issued),
+            ("location and certificate managed (stored)", &managed),
+            ("location and issuance completion sent", &completed),
+        ],
     );
-    let answer = position(&lab, challenge, is_register(true));
-    let issued = position(&lab, answer, |s| {
-        matches!(
-            s,
-            Step::Server {
-                event: ServerEvent::CertificateIssued { .. },
-                ..
-            }
-        )
-    });
-    let stored = position(&lab, issued, |s| {
-        matches!(
-            s,
-            Step::Stored {
-                write: StoreWrite::PutRegistration(_),
-                ..
-            }
-        )
-    });
-    let notified = position(&lab, stored, |s| {
-        matches!(
-            s,
-            Step::Sent {
-                message: Message::RegisterOk(_),
-                ..
-            }
-        )
-    });
-    let kept = position(&lab, notified, |s| {
-        matches!(
-            s,
-            Step::Device {
-                event: DeviceEvent::Registered { issued: true, .. },
-                ..
-            }
-        )
-    });
-    assert!(
-        first < challenge
-            && challenge < answer
-            && answer < issued
-            && issued < stored
-            && stored < notified
-            && notified < kept
-    );
+    let (first, stored_at, notified) = (at[0], at[3], at[4]);
 
     let Step::Stored {
         write: StoreWrite::PutRegistration(reg),
         ..
-    } = &lab.trace[stored]
+    } = &lab.trace[stored_at]
     else {
         unreachable!()
     };
@@ -137,7 +271,7 @@ fn claims_1_2_5_7_10_12_14_registration_issues_a_certificate_with_the_term() {
         (csr.sig_key, csr.kx_key)
     );
     // KW-REG-012: the device holds it, with the term as its validity.
-    let device = lab.device("u1@a.example");
+    let device = lab.device(DEVICE);
     assert_eq!(device.certificate(), Some(&cert));
     assert_eq!(device.registered_until(), Some(ok.not_after.0));
     // KW-REG-013: at most the requested term.
@@ -146,47 +280,100 @@ fn claims_1_2_5_7_10_12_14_registration_issues_a_certificate_with_the_term() {
 
 /// Claims 3, 4, 9 (F2): a device registers the certificate it holds with
 /// its location; the server confirms it and stores the registration; no
-/// certificate is issued. KW-REG-002, KW-REG-009, KW-REG-011, KW-REG-012,
-/// KW-SM-009.
+/// certificate is issued; the server then answers an inquiry for it.
+/// KW-REG-002, KW-REG-009, KW-REG-011, KW-REG-012, KW-SM-009,
+/// KW-QUERY-003.
 #[test]
 fn claims_3_4_9_registration_with_the_certificate_held() {
-    let mut lab = one_domain(1);
-    lab.command("u1@a.example", DeviceCommand::Register);
-    lab.settle();
-    let cert = lab.device("u1@a.example").certificate().cloned().unwrap();
+    const DEVICE: &str = "u1@a.example";
+    const OTHER: &str = "u2@a.example";
+    const SERVER: &str = "sc@a.example";
+    let mut lab = one_domain(2);
+    lab.register_all();
+    let cert = lab.device(DEVICE).certificate().cloned().unwrap();
     let mark = lab.trace.len();
     lab.advance(10_000);
-    lab.command("u1@a.example", DeviceCommand::RegisterWithCertificate);
+    lab.command(DEVICE, DeviceCommand::RegisterWithCertificate);
     lab.settle();
-    let first = position(
-        &lab,
-        mark,
-        |s| matches!(s, Step::Sent { message: Message::Register(r), .. } if r.cert.is_some() && r.csr.is_none()),
-    );
-    let challenge = position(
-        &lab,
-        first,
-        |s| matches!(s, Step::Sent { message: Message::Challenge(c), .. } if c.kx_challenge.is_none()),
-    );
-    let stored = position(
-        &lab,
-        challenge,
-        |s| matches!(s, Step::Stored { write: StoreWrite::PutRegistration(r), .. } if r.cert == cert),
-    );
-    let ok = position(
-        &lab,
-        stored,
-        |s| matches!(s, Step::Sent { message: Message::RegisterOk(ok), .. } if ok.cert.as_ref() == Some(&cert)),
-    );
-    position(&lab, ok, |s| {
-        matches!(
-            s,
-            Step::Device {
-                event: DeviceEvent::Registered { issued: false, .. },
-                ..
-            }
-        )
+    lab.command(OTHER, DeviceCommand::QueryCertificate(principal(DEVICE)));
+    lab.settle();
+
+    // The certificate the device stored when it was issued (F1).
+    let held = device(DEVICE, |e| {
+        matches!(e, DeviceEvent::Registered { issued: true, .. })
     });
+    let with_cert = |auth: bool| {
+        let cert = cert.clone();
+        sent_msg(
+            DEVICE,
+            move |m| matches!(m, Message::Register(r) if r.cert.as_ref() == Some(&cert) && r.csr.is_none() && r.auth.is_some() == auth),
+        )
+    };
+    let request = with_cert(false);
+    let challenged = sent_msg(
+        SERVER,
+        |m| matches!(m, Message::Challenge(c) if c.kx_challenge.is_none()),
+    );
+    let proved = with_cert(true);
+    let confirmed = stored(
+        SERVER,
+        |w| matches!(w, StoreWrite::PutRegistration(r) if r.cert == cert),
+    );
+    let completed = sent_msg(
+        SERVER,
+        |m| matches!(m, Message::RegisterOk(ok) if ok.cert.as_ref() == Some(&cert)),
+    );
+    let kept = device(DEVICE, |e| {
+        matches!(e, DeviceEvent::Registered { issued: false, .. })
+    });
+    let inquiry = sent_msg(
+        OTHER,
+        |m| matches!(m, Message::CertQuery(q) if q.target.as_str() == DEVICE),
+    );
+    let notified = sent_msg(
+        SERVER,
+        |m| matches!(m, Message::CertNotify(n) if n.target.as_str() == DEVICE && n.cert == cert),
+    );
+
+    // Claim 3. Generating the key pair has no trace step (the device made
+    // it for its first registration). The certificate registration and the
+    // location registration are one message, so one step.
+    let at = lab.assert_in_order(
+        0,
+        "claim 3",
+        &[
+            ("certificate stored (when it was issued)", &held),
+            ("certificate + location registration request", &request),
+            ("registration completed, with the term", &completed),
+            ("completion received", &kept),
+        ],
+    );
+    // Claim 4: the completion's term is stored as the validity.
+    lab.assert_in_order(
+        mark,
+        "claim 4",
+        &[
+            ("registration completed, with the term", &completed),
+            ("term stored", &kept),
+        ],
+    );
+    // Claim 9: the system of claim 7 with a registered certificate, and
+    // inquiries answered. Confirming the certificate's validity has no
+    // trace step of its own: it is checked before the store write.
+    lab.assert_in_order(
+        mark,
+        "claim 9",
+        &[
+            ("device: certificate registration request", &request),
+            ("server: proof of the account asked for", &challenged),
+            ("server: request with the proof received", &proved),
+            ("server: certificate and location stored", &confirmed),
+            ("server: completion sent", &completed),
+            ("device: term stored", &kept),
+            ("server: certificate inquiry received", &inquiry),
+            ("server: certificate notification sent", &notified),
+        ],
+    );
     assert!(
         lab.find(mark, |s| matches!(
             s,
@@ -201,12 +388,14 @@ fn claims_3_4_9_registration_with_the_certificate_held() {
     let Step::Sent {
         message: Message::RegisterOk(ok),
         ..
-    } = &lab.trace[ok]
+    } = &lab.trace[at[2]]
     else {
         unreachable!()
     };
     // KW-REG-009: the term ends no later than the certificate.
     assert!(ok.not_after.0 <= cert.tbs.not_after.0);
+    // KW-REG-012: kept as the registration's term.
+    assert_eq!(lab.device(DEVICE).registered_until(), Some(ok.not_after.0));
 }
 
 /// Claims 6, 8, 11, 13, 15 (F3, F8): a certificate query for the own
@@ -218,34 +407,161 @@ fn claims_3_4_9_registration_with_the_certificate_held() {
 /// KW-ROUTE-004, KW-CERT-002, KW-CERT-005.
 #[test]
 fn claims_6_8_11_13_15_certificate_query_own_domain_and_forwarded() {
+    const DEVICE: &str = "u1@a.example";
+    const A: &str = "sc@a.example";
+    const HUB: &str = "sc@hub.example";
+    const B: &str = "sc@b.example";
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
+    let query_for = |from: &'static str, target: &'static str| {
+        sent_msg(
+            from,
+            move |m| matches!(m, Message::CertQuery(q) if q.target.as_str() == target),
+        )
+    };
+    let served = |by: &'static str, target: &'static str, attested: bool| {
+        server(
+            by,
+            move |e| matches!(e, ServerEvent::CertificateServed { account, attested: a } if account.as_str() == target && *a == attested),
+        )
+    };
+    let notify = |by: &'static str, target: &'static str, attested: bool| {
+        sent_msg(
+            by,
+            move |m| matches!(m, Message::CertNotify(n) if n.target.as_str() == target && n.attestation.is_some() == attested),
+        )
+    };
+    let accepted = |target: &'static str| {
+        device(
+            DEVICE,
+            move |e| matches!(e, DeviceEvent::CertificateAccepted { account, .. } if account.as_str() == target),
+        )
+    };
 
-    // Own domain: determined, looked up, confirmed, notified.
+    // Own domain.
     let mark = lab.trace.len();
     lab.command(
-        "u1@a.example",
+        DEVICE,
         DeviceCommand::QueryCertificate(principal("u2@a.example")),
     );
     lab.settle();
-    let notify = position(
+    let inquiry = query_for(DEVICE, "u2@a.example");
+    // One event once the certificate was found, searched and confirmed
+    // valid: the server reports only what it serves.
+    let confirmed = served(A, "u2@a.example", false);
+    let notified = notify(A, "u2@a.example", false);
+    let received = accepted("u2@a.example");
+    // Claim 6.
+    lab.assert_in_order(
+        mark,
+        "claim 6",
+        &[
+            ("certificate inquiry received", &inquiry),
+            ("certificate's validity confirmed", &confirmed),
+            ("certificate notified", &notified),
+        ],
+    );
+    // Claim 8: the device keeps the term of its completion (from its
+    // registration, before `mark`); the server answers the inquiry.
+    lab.assert_in_order(
+        0,
+        "claim 8",
+        &[
+            (
+                "registration completed, with the term",
+                &sent(A, MsgType::RegisterOk),
+            ),
+            (
+                "term stored",
+                &device(DEVICE, |e| matches!(e, DeviceEvent::Registered { .. })),
+            ),
+            ("certificate inquiry received", &inquiry),
+            ("certificate notification sent", &notified),
+        ],
+    );
+    // Claims 11, 13 (its program), 15 (the program's medium), own domain.
+    // "Performing session control", "addressed to its own domain?" and
+    // "the type of the signal" have no trace step of their own; that the
+    // server decided "own domain" shows in it forwarding nothing.
+    assert_each_in_order(
         &lab,
         mark,
-        |s| matches!(s, Step::Sent { from, message: Message::CertNotify(n), .. } if from == "sc@a.example" && n.attestation.is_none()),
+        &["claim 11", "claim 13", "claim 15"],
+        &[
+            ("certificate query request received", &inquiry),
+            ("certificate present, searched and confirmed", &confirmed),
+            ("certificate notification sent to the device", &notified),
+            ("notification received", &received),
+        ],
     );
-    position(
-        &lab,
-        notify,
-        |s| matches!(s, Step::Device { event: DeviceEvent::CertificateAccepted { account, .. }, .. } if account.as_str() == "u2@a.example"),
+    assert!(
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Sent { from, message: Message::CertQuery(_), .. } if from == A)
+        )
+        .is_none(),
+        "a query for the own domain is not forwarded"
     );
 
     // Another domain: forwarded through the hub with via and hops.
     let mark = lab.trace.len();
     lab.command(
-        "u1@a.example",
+        DEVICE,
         DeviceCommand::QueryCertificate(principal("u1@b.example")),
     );
     lab.settle();
+    let inquiry = query_for(DEVICE, "u1@b.example");
+    let transferred = query_for(A, "u1@b.example");
+    let relayed = query_for(HUB, "u1@b.example");
+    let confirmed_b = served(B, "u1@b.example", false);
+    let from_b = notify(B, "u1@b.example", false);
+    let from_hub = notify(HUB, "u1@b.example", false);
+    let attested = served(A, "u1@b.example", true);
+    let from_a = notify(A, "u1@b.example", true);
+    let received = accepted("u1@b.example");
+    // Claims 11, 13, 15, not the own domain: transferred to the
+    // destination's server, which answers as for its own domain; the
+    // answer comes back the same way and is attested (KW-CERT-005).
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 11", "claim 13", "claim 15"],
+        &[
+            ("certificate query request received", &inquiry),
+            (
+                "not the own domain: transferred towards the destination",
+                &transferred,
+            ),
+            ("relayed by the hub to the destination server", &relayed),
+            (
+                "destination server: found, searched and confirmed",
+                &confirmed_b,
+            ),
+            ("destination server: notification sent", &from_b),
+            ("relayed back by the hub", &from_hub),
+            ("requester's server: confirmed and attested", &attested),
+            ("notification sent to the device", &from_a),
+            ("notification received", &received),
+        ],
+    );
+    // Claim 6 at the destination's server, and claim 8's inquiry answered.
+    lab.assert_in_order(
+        mark,
+        "claim 6",
+        &[
+            ("certificate inquiry received", &relayed),
+            ("validity confirmed", &confirmed_b),
+            ("certificate notified", &from_b),
+        ],
+    );
+    lab.assert_in_order(
+        mark,
+        "claim 8",
+        &[
+            ("certificate inquiry received", &inquiry),
+            ("certificate notification sent", &from_a),
+        ],
+    );
     let queries: Vec<_> = lab
         .sent()
         .iter()
@@ -270,40 +586,16 @@ fn claims_6_8_11_13_15_certificate_query_own_domain_and_forwarded() {
             Some("sc@hub.example".into())
         ]
     );
-    // Answered by b, relayed back by the hub, attested by a.
-    let from_b = position(
-        &lab,
-        mark,
-        |s| matches!(s, Step::Sent { from, message: Message::CertNotify(_), .. } if from == "sc@b.example"),
-    );
-    let from_hub = position(
-        &lab,
-        from_b,
-        |s| matches!(s, Step::Sent { from, message: Message::CertNotify(_), .. } if from == "sc@hub.example"),
-    );
-    let from_a = position(
-        &lab,
-        from_hub,
-        |s| matches!(s, Step::Sent { from, message: Message::CertNotify(n), .. } if from == "sc@a.example" && n.attestation.is_some()),
-    );
-    position(
-        &lab,
-        from_a,
-        |s| matches!(s, Step::Device { event: DeviceEvent::CertificateAccepted { account, .. }, .. } if account.as_str() == "u1@b.example"),
-    );
 
-    // Failures (KW-QUERY-005).
+    // Failures (KW-QUERY-005): claim 11's "is there a certificate?" no.
     for (target, code) in [
         ("u9@b.example", ErrorCode::UNKNOWN_ACCOUNT),
         ("u1@nowhere.example", ErrorCode::UNKNOWN_DOMAIN),
     ] {
-        lab.command(
-            "u1@a.example",
-            DeviceCommand::QueryCertificate(principal(target)),
-        );
+        lab.command(DEVICE, DeviceCommand::QueryCertificate(principal(target)));
         lab.settle();
         assert!(
-            lab.device_events("u1@a.example")
+            lab.device_events(DEVICE)
                 .contains(&DeviceEvent::QueryFailed(principal(target), code)),
             "{target}"
         );
@@ -314,14 +606,159 @@ fn claims_6_8_11_13_15_certificate_query_own_domain_and_forwarded() {
 /// description with a fresh key, wrapped for the callee and for the
 /// servers it trusts, each with its permission; a trusted server finds its
 /// entry, unwraps and decrypts, then forwards; the untrusted hub forwards
-/// the body byte for byte and never holds the key; the callee verifies.
+/// the body byte for byte and never holds the key; the callee verifies,
+/// and answers and writes under the same session.
 /// KW-SEAL-001, KW-SEAL-002, KW-SEAL-003, KW-SEAL-008, KW-SEAL-009,
 /// KW-SEAL-010, KW-POLICY-001, KW-SM-010.
 #[test]
 fn claims_16_17_24_28_31_34_sealed_offer_through_trusted_and_untrusted_servers() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u1@b.example";
+    const A: &str = "sc@a.example";
+    const HUB: &str = "sc@hub.example";
+    const B: &str = "sc@b.example";
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    lab.command(CALLEE, DeviceCommand::Info(session, "from callee".into()));
+    lab.settle();
+
+    // The second keys: the certificates of the callee and of the servers
+    // the caller wraps the first key for, confirmed before the offer.
+    let key_of = |account: &'static str| {
+        device(
+            CALLER,
+            move |e| matches!(e, DeviceEvent::CertificateAccepted { account: a, .. } if a.as_str() == account),
+        )
+    };
+    let offered = sent(CALLER, MsgType::Offer);
+    let opened = |by: &'static str| {
+        server(
+            by,
+            move |e| matches!(e, ServerEvent::BodyOpened { session: s, re: MsgType::Offer, .. } if *s == session),
+        )
+    };
+    let (opened_a, opened_b) = (opened(A), opened(B));
+    let to_hub = sent(A, MsgType::Offer);
+    let from_hub = sent(HUB, MsgType::Offer);
+    let to_callee = sent(B, MsgType::Offer);
+    let incoming = device(
+        CALLEE,
+        |e| matches!(e, DeviceEvent::IncomingCall(s, _) if *s == session),
+    );
+    let answered = sent(CALLEE, MsgType::Answer);
+    let established = device(
+        CALLER,
+        |e| matches!(e, DeviceEvent::CallEstablished(s, _) if *s == session),
+    );
+    let callee_writes = sent(CALLEE, MsgType::Info);
+    let caller_reads = device(
+        CALLER,
+        |e| matches!(e, DeviceEvent::InfoReceived(s, text) if *s == session && text == "from callee"),
+    );
+
+    // Claim 16, device. Generating the first key, encrypting the
+    // description and wrapping the key have no trace steps: all happen
+    // inside `seal` before the offer is sent. What shows is that every
+    // second key was known first, and what the offer carries (below).
+    for account in [CALLEE, A, B] {
+        lab.assert_in_order(
+            mark,
+            "claim 16",
+            &[
+                (
+                    "second key of the destination or a server",
+                    &key_of(account),
+                ),
+                (
+                    "offer sent: wrapped first key, encrypted information, decryption requests",
+                    &offered,
+                ),
+            ],
+        );
+    }
+    // Claim 17, at each trusted server. Deciding on the decryption
+    // request (its explicit entry), unwrapping the first key and
+    // decrypting the information are one step, BodyOpened.
+    lab.assert_in_order(
+        mark,
+        "claim 17",
+        &[
+            ("signal received from the caller", &offered),
+            (
+                "decision, first key unwrapped, information decrypted",
+                &opened_a,
+            ),
+        ],
+    );
+    lab.assert_in_order(
+        mark,
+        "claim 17",
+        &[
+            ("signal received from the hub", &from_hub),
+            (
+                "decision, first key unwrapped, information decrypted",
+                &opened_b,
+            ),
+        ],
+    );
+    // Claim 24: the first device, the server, the second device. Storing
+    // the first key by session has no trace step; its reuse shows in the
+    // callee's info that the caller reads.
+    lab.assert_in_order(
+        mark,
+        "claim 24",
+        &[
+            ("first device: sealed offer sent", &offered),
+            ("server: decision, unwrap, decrypt", &opened_a),
+            ("second device: unwrapped and decrypted", &incoming),
+            ("second device: answer sent", &answered),
+            ("first device: answer received", &established),
+            (
+                "second device: information encrypted under the first key sent",
+                &callee_writes,
+            ),
+            ("first device: it is received and decrypted", &caller_reads),
+        ],
+    );
+    // Claim 28: the untrusted hub "executes the same operations" (finds no
+    // entry of its own) and forwards; it has no event, which is checked
+    // below together with the byte-for-byte body.
+    lab.assert_in_order(
+        mark,
+        "claim 28",
+        &[
+            ("trusted server: signal received", &offered),
+            (
+                "trusted server: decision, first key and information decrypted",
+                &opened_a,
+            ),
+            ("trusted server: sent to the untrusted server", &to_hub),
+            ("untrusted server: sent on", &from_hub),
+            ("destination's trusted server: decrypted", &opened_b),
+            ("sent to the receiving device", &to_callee),
+            (
+                "receiving device: first key unwrapped, information decrypted",
+                &incoming,
+            ),
+        ],
+    );
+    // Claims 31 (the trusted server's program) and 34 (its medium).
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 31", "claim 34"],
+        &[
+            ("signal received from the device", &offered),
+            (
+                "decision, first key unwrapped, information decrypted",
+                &opened_a,
+            ),
+            ("signal sent to the untrusted server", &to_hub),
+        ],
+    );
+
     let offers: Vec<(String, keyway::wire::Offer)> = lab
         .sent()
         .into_iter()
@@ -331,15 +768,7 @@ fn claims_16_17_24_28_31_34_sealed_offer_through_trusted_and_untrusted_servers()
         })
         .collect();
     let senders: Vec<&str> = offers.iter().map(|(f, _)| f.as_str()).collect();
-    assert_eq!(
-        senders,
-        [
-            "u1@a.example",
-            "sc@a.example",
-            "sc@hub.example",
-            "sc@b.example"
-        ]
-    );
+    assert_eq!(senders, [CALLER, A, HUB, B]);
     let recipients: Vec<(String, RecipientKind, Permission)> = offers[0]
         .1
         .body
@@ -350,39 +779,20 @@ fn claims_16_17_24_28_31_34_sealed_offer_through_trusted_and_untrusted_servers()
     assert_eq!(
         recipients,
         [
-            (
-                "u1@b.example".into(),
-                RecipientKind::Destination,
-                Permission::Read
-            ),
-            (
-                "sc@a.example".into(),
-                RecipientKind::Server,
-                Permission::ReadModify
-            ),
-            (
-                "sc@b.example".into(),
-                RecipientKind::Server,
-                Permission::Read
-            ),
+            (CALLEE.into(), RecipientKind::Destination, Permission::Read),
+            (A.into(), RecipientKind::Server, Permission::ReadModify),
+            (B.into(), RecipientKind::Server, Permission::Read),
         ]
     );
     // The hub has no entry: what it forwards is what it received.
     assert_eq!(offers[2].1.body, offers[1].1.body);
-    assert!(
-        lab.server_events("sc@hub.example")
-            .iter()
-            .all(|e| !matches!(
-                e,
-                ServerEvent::BodyOpened { .. } | ServerEvent::KeyLearned(_)
-            ))
-    );
+    assert!(lab.server_events(HUB).iter().all(|e| !matches!(
+        e,
+        ServerEvent::BodyOpened { .. } | ServerEvent::KeyLearned(_)
+    )));
     assert!(!lab.servers[2].server.holds_key(&session));
-    // Trusted servers opened it with their own entries, then forwarded.
-    for (server, perm) in [
-        ("sc@a.example", Permission::ReadModify),
-        ("sc@b.example", Permission::Read),
-    ] {
+    // Trusted servers opened it with their own entries.
+    for (server, perm) in [(A, Permission::ReadModify), (B, Permission::Read)] {
         assert!(
             lab.server_events(server)
                 .contains(&ServerEvent::BodyOpened {
@@ -392,26 +802,12 @@ fn claims_16_17_24_28_31_34_sealed_offer_through_trusted_and_untrusted_servers()
                 })
         );
     }
-    assert!(
-        lab.device_events("u1@b.example")
-            .contains(&DeviceEvent::IncomingCall(
-                session,
-                principal("u1@a.example")
-            ))
-    );
-    assert!(
-        lab.device_events("u1@a.example")
-            .contains(&DeviceEvent::CallEstablished(
-                session,
-                principal("u1@b.example")
-            ))
-    );
     assert_eq!(
-        lab.device("u1@a.example").call_state(&session),
+        lab.device(CALLER).call_state(&session),
         Some(CallState::Established)
     );
     assert_eq!(
-        lab.device("u1@b.example").call_state(&session),
+        lab.device(CALLEE).call_state(&session),
         Some(CallState::Established)
     );
 }
@@ -422,28 +818,139 @@ fn claims_16_17_24_28_31_34_sealed_offer_through_trusted_and_untrusted_servers()
 /// reads them. KW-KEY-001, KW-KEY-002, KW-KEY-006.
 #[test]
 fn claims_18_19_20_25_40_41_42_48_session_key_kept_and_reused_both_ways() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u1@b.example";
+    const A: &str = "sc@a.example";
+    const B: &str = "sc@b.example";
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
+    let start = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
     let mark = lab.trace.len();
-    lab.command(
-        "u1@b.example",
-        DeviceCommand::Info(session, "from callee".into()),
-    );
-    lab.command(
-        "u1@a.example",
-        DeviceCommand::Info(session, "from caller".into()),
-    );
+    // One direction after the other, so that each step below is the
+    // message of one direction.
+    lab.command(CALLER, DeviceCommand::Info(session, "from caller".into()));
     lab.settle();
-    assert!(
-        lab.device_events("u1@a.example")
-            .contains(&DeviceEvent::InfoReceived(session, "from callee".into()))
+    lab.command(CALLEE, DeviceCommand::Info(session, "from callee".into()));
+    lab.settle();
+
+    let offered = sent(CALLER, MsgType::Offer);
+    let delivered = sent(B, MsgType::Offer);
+    let incoming = device(
+        CALLEE,
+        |e| matches!(e, DeviceEvent::IncomingCall(s, _) if *s == session),
     );
-    assert!(
-        lab.device_events("u1@b.example")
-            .contains(&DeviceEvent::InfoReceived(session, "from caller".into()))
+    let learned = |by: &'static str| server(by, move |e| *e == ServerEvent::KeyLearned(session));
+    let opened_a = server(A, |e| {
+        matches!(
+            e,
+            ServerEvent::BodyOpened {
+                re: MsgType::Offer,
+                ..
+            }
+        )
+    });
+    let read = |by: &'static str| {
+        server(by, move |e| {
+            *e == ServerEvent::Observed(session, MsgType::Info)
+        })
+    };
+    let passed = |by: &'static str, writer: &'static str| {
+        sent_msg(
+            by,
+            move |m| matches!(m, Message::Info(i) if i.from.as_str() == writer),
+        )
+    };
+    let writes = |who: &'static str| sent(who, MsgType::Info);
+    let reads = |who: &'static str, text: &'static str| {
+        device(
+            who,
+            move |e| matches!(e, DeviceEvent::InfoReceived(s, t) if *s == session && t == text),
+        )
+    };
+
+    // Claims 18 and 40, at each trusted server: the first key stored by
+    // session (KeyLearned), then reused to read both directions. "By
+    // opposing device" (claim 40) has no trace step: a session has one
+    // key for its two parties here.
+    for by in [A, B] {
+        for claim in ["claim 18", "claim 40"] {
+            lab.assert_in_order(
+                start,
+                claim,
+                &[
+                    ("first key stored by session", &learned(by)),
+                    ("reused: the caller's information decrypted", &read(by)),
+                    ("and passed on", &passed(by, CALLER)),
+                    ("reused: the callee's information decrypted", &read(by)),
+                    ("and passed on", &passed(by, CALLEE)),
+                ],
+            );
+        }
+    }
+    // Claims 19 and 41, the receiving device. Storing the key by session
+    // (and opposing device) has no trace step; its reuse shows in the
+    // callee reading and writing under it.
+    assert_each_in_order(
+        &lab,
+        start,
+        &["claim 19", "claim 41"],
+        &[
+            ("signal with the wrapped first key received", &delivered),
+            ("first key unwrapped, information decrypted", &incoming),
+            (
+                "information decrypted with the stored key",
+                &reads(CALLEE, "from caller"),
+            ),
+            ("information encrypted with it sent", &writes(CALLEE)),
+            ("the caller decrypts it", &reads(CALLER, "from callee")),
+        ],
     );
-    for server in ["sc@a.example", "sc@b.example"] {
+    // Claims 20 and 42, the originating device: the first key is its own
+    // from the offer on (storing it has no trace step).
+    assert_each_in_order(
+        &lab,
+        start,
+        &["claim 20", "claim 42"],
+        &[
+            ("first key generated and sent (offer)", &offered),
+            ("information encrypted with it sent", &writes(CALLER)),
+            ("information encrypted with it received", &writes(CALLEE)),
+            ("and decrypted", &reads(CALLER, "from callee")),
+        ],
+    );
+    // Claims 25 and 48, the system: originating device, server, receiving
+    // device, each keeping and reusing the key.
+    assert_each_in_order(
+        &lab,
+        start,
+        &["claim 25", "claim 48"],
+        &[
+            ("originating device: sealed offer", &offered),
+            ("server: decision, unwrap, decrypt", &opened_a),
+            ("server: first key stored by session", &learned(A)),
+            ("receiving device: unwrapped, decrypted", &incoming),
+            (
+                "originating device: information under the key sent",
+                &writes(CALLER),
+            ),
+            ("server: reused to decrypt it", &read(A)),
+            (
+                "receiving device: decrypted it",
+                &reads(CALLEE, "from caller"),
+            ),
+            (
+                "receiving device: information under the key sent",
+                &writes(CALLEE),
+            ),
+            ("server: reused to decrypt it", &read(A)),
+            (
+                "originating device: decrypted it",
+                &reads(CALLER, "from callee"),
+            ),
+        ],
+    );
+    for server in [A, B] {
         let observed = lab
             .server_events(server)
             .iter()
@@ -452,12 +959,12 @@ fn claims_18_19_20_25_40_41_42_48_session_key_kept_and_reused_both_ways() {
         assert_eq!(observed, 2, "{server} reads both directions");
     }
     assert!(lab.servers[0].server.holds_key(&session) && lab.servers[1].server.holds_key(&session));
-    // No sealed body after the offer and answer: the stored key is reused.
+    // No new key after the offer and answer: the stored key is reused.
     assert!(
         lab.find(mark, |s| matches!(
             s,
             Step::Sent {
-                message: Message::Offer(_) | Message::Answer(_),
+                message: Message::Offer(_) | Message::Answer(_) | Message::Rekey(_),
                 ..
             }
         ))
@@ -473,6 +980,10 @@ fn claims_18_19_20_25_40_41_42_48_session_key_kept_and_reused_both_ways() {
 /// KW-KEY-006, KW-SM-004, KW-SM-006.
 #[test]
 fn claims_21_22_23_26_27_43_to_46_49_periodic_rekey_followed_by_servers() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u1@b.example";
+    const A: &str = "sc@a.example";
+    const B: &str = "sc@b.example";
     let keys = KeyPolicy {
         rekey_after_secs: 600,
         rekey_after_messages: 3,
@@ -483,42 +994,158 @@ fn claims_21_22_23_26_27_43_to_46_49_periodic_rekey_followed_by_servers() {
         ..LabOptions::default()
     });
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
+    let session = lab.call(CALLER, CALLEE);
+    let mark = lab.trace.len();
     // By message count: the third message makes the caller rekey.
     for i in 0..3 {
-        lab.command(
-            "u1@a.example",
-            DeviceCommand::Info(session, format!("m{i}")),
-        );
+        lab.command(CALLER, DeviceCommand::Info(session, format!("m{i}")));
         lab.settle();
     }
-    let rekeyed = |lab: &Lab, who: &str, sending: bool, epoch: u64| {
-        lab.device_events(who).contains(&DeviceEvent::Rekeyed {
-            session,
-            sending,
-            epoch,
-        })
-    };
-    assert!(rekeyed(&lab, "u1@a.example", true, 1));
-    assert!(rekeyed(&lab, "u1@b.example", false, 1));
-    // Sealed for the recipients instead (the body form).
-    lab.command("u1@b.example", DeviceCommand::Rekey(session, true));
+    // Sealed for the recipients instead (the body form), by each party.
+    lab.command(CALLEE, DeviceCommand::Rekey(session, true));
     lab.settle();
-    assert!(rekeyed(&lab, "u1@a.example", false, 1) && rekeyed(&lab, "u1@b.example", true, 1));
+    lab.command(CALLER, DeviceCommand::Rekey(session, true));
+    lab.settle();
     // By time: the device's timer rekeys when the epoch is 600 s old.
     lab.advance(601_000);
-    assert!(rekeyed(&lab, "u1@a.example", true, 2));
-    assert!(rekeyed(&lab, "u1@b.example", true, 2));
+
+    let rekey = |who: &'static str, epoch: u64, body: bool| {
+        sent_msg(
+            who,
+            move |m| matches!(m, Message::Rekey(r) if r.epoch == epoch && r.body.is_some() == body && r.wrapped.is_some() != body),
+        )
+    };
+    let switched = |who: &'static str, sending: bool, epoch: u64| {
+        device(who, move |e| {
+            *e == DeviceEvent::Rekeyed {
+                session,
+                sending,
+                epoch,
+            }
+        })
+    };
+    // A message encrypted under the new key.
+    let under = |who: &'static str, writer: &'static str, epoch: u64| {
+        sent_msg(
+            who,
+            move |m| matches!(m, Message::Info(i) if i.from.as_str() == writer && i.epoch == epoch),
+        )
+    };
+    let followed = |by: &'static str, writer: &'static str, epoch: u64| {
+        server(
+            by,
+            move |e| matches!(e, ServerEvent::Rekeyed { session: s, from, epoch: n } if *s == session && from.as_str() == writer && *n == epoch),
+        )
+    };
+    let passed_rekey = |by: &'static str, writer: &'static str, epoch: u64| {
+        sent_msg(
+            by,
+            move |m| matches!(m, Message::Rekey(r) if r.from.as_str() == writer && r.epoch == epoch),
+        )
+    };
+    let read = |by: &'static str| {
+        server(by, move |e| {
+            *e == ServerEvent::Observed(session, MsgType::Info)
+        })
+    };
+    let third = sent_msg(
+        CALLER,
+        |m| matches!(m, Message::Info(i) if i.epoch == 0 && i.seq == 2),
+    );
+
+    // Each rekey below: (who, new epoch, body form, its servers in path
+    // order, the peer). The body form seals the new key for the
+    // recipients' public keys (the claims' "arbitrary second key"), the
+    // wrapped form wraps it under the stored key (claims 43 and 44's
+    // "first key already stored"). Generating the new key has no trace
+    // step; the time trigger neither (it is the lab's clock).
+    let rekeys: [(&str, u64, bool, [&str; 2], &str); 5] = [
+        (CALLER, 1, false, [A, B], CALLEE),
+        (CALLEE, 1, true, [B, A], CALLER),
+        (CALLER, 2, true, [A, B], CALLEE),
+        (CALLER, 3, false, [A, B], CALLEE),
+        (CALLEE, 2, false, [B, A], CALLER),
+    ];
+    for (who, epoch, body, servers, peer) in rekeys {
+        // Claims 21 and 44 (the receiving device), 22 and 43 (the
+        // originating one): the new key is sent, encrypted, before any
+        // message encrypted under it, and the peer switches to it.
+        let claims: &[&str] = if who == CALLEE {
+            &["claim 21", "claim 44"]
+        } else {
+            &["claim 22", "claim 43"]
+        };
+        assert_each_in_order(
+            &lab,
+            mark,
+            claims,
+            &[
+                ("new key sent, encrypted", &rekey(who, epoch, body)),
+                ("switched to it", &switched(who, true, epoch)),
+                (
+                    "information encrypted with it sent",
+                    &under(who, who, epoch),
+                ),
+                ("the peer switched to it", &switched(peer, false, epoch)),
+            ],
+        );
+        // Claims 23, 45, 46, at each trusted server: the signal with the
+        // new key received, followed, passed on, then messages under the
+        // new key read. Claims 45 and 46 also have the server generate a
+        // new key and re-encrypt for the opposing device: no trace step
+        // yet, the server passes the device's rekey on.
+        for by in servers {
+            for claim in ["claim 23", "claim 45", "claim 46"] {
+                let at = lab.assert_in_order(
+                    mark,
+                    claim,
+                    &[
+                        ("signal with the new key sent", &rekey(who, epoch, body)),
+                        ("received and followed", &followed(by, who, epoch)),
+                        ("passed on", &passed_rekey(by, who, epoch)),
+                        ("information under the new key read", &read(by)),
+                        ("and passed on", &under(by, who, epoch)),
+                    ],
+                );
+                // `Observed` does not say which message was read: the one
+                // passed on is, if the server reported reading it just
+                // before it sent it on.
+                assert!(read(by)(&lab.trace[at[4] - 1]), "{claim}: {by} read it");
+            }
+        }
+        // Claims 26, 27, 49, the system: the updating device, its
+        // servers in path order, the other device.
+        assert_each_in_order(
+            &lab,
+            mark,
+            &["claim 26", "claim 27", "claim 49"],
+            &[
+                ("device: new key sent", &rekey(who, epoch, body)),
+                ("first server followed", &followed(servers[0], who, epoch)),
+                ("second server followed", &followed(servers[1], who, epoch)),
+                ("other device switched", &switched(peer, false, epoch)),
+            ],
+        );
+    }
+    // The count trigger: the third message, then the rekey (claim 22).
+    lab.assert_in_order(
+        mark,
+        "claim 22",
+        &[
+            ("third message under the first key", &third),
+            ("new key sent", &rekey(CALLER, 1, false)),
+        ],
+    );
     // Servers followed every rekey and still read the session.
-    for server in ["sc@a.example", "sc@b.example"] {
+    for server in [A, B] {
         let events = lab.server_events(server);
         let rekeys = events
             .iter()
             .filter(|e| matches!(e, ServerEvent::Rekeyed { .. }))
             .count();
-        assert_eq!(rekeys, 4, "{server}");
+        assert_eq!(rekeys, 5, "{server}");
         let mark = lab.trace.len();
-        lab.command("u1@a.example", DeviceCommand::Info(session, "after".into()));
+        lab.command(CALLER, DeviceCommand::Info(session, "after".into()));
         lab.settle();
         assert!(lab.find(mark, |s| matches!(s, Step::Server { server: name, event: ServerEvent::Observed(_, MsgType::Info) } if name == server)).is_some());
     }
@@ -532,76 +1159,27 @@ fn claims_21_22_23_26_27_43_to_46_49_periodic_rekey_followed_by_servers() {
 /// (the same public address for the same party in every session).
 #[test]
 fn claims_29_32_35_51_54_57_pinholes_follow_offer_answer_and_bye() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u1@b.example";
+    const A: &str = "sc@a.example";
+    const B: &str = "sc@b.example";
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
-    let caller_media = lab.devices[lab.dev("u1@a.example")].media;
-    let callee_media = lab.devices[lab.dev("u1@b.example")].media;
-    let session = lab.call("u1@a.example", "u1@b.example");
-    let a = lab.firewall_commands("sc@a.example");
-    let b = lab.firewall_commands("sc@b.example");
-    let FirewallCommand::Open {
-        pinhole,
-        dst,
-        src: None,
-        public: Some(caller_public),
-        ..
-    } = a[0].clone()
-    else {
-        panic!("offer: open from any source, got {:?}", a[0]);
-    };
-    assert_eq!(dst, caller_media);
-    // The offer was forwarded after the pinhole was opened.
-    let opened = position(&lab, 0, |s| {
-        matches!(
-            s,
-            Step::Firewall {
-                command: FirewallCommand::Open { .. },
-                ..
-            }
-        )
-    });
-    position(
-        &lab,
-        opened,
-        |s| matches!(s, Step::Sent { from, message: Message::Offer(_), .. } if from == "sc@a.example"),
-    );
-    let FirewallCommand::Open {
-        dst: b_dst,
-        src: Some(b_src),
-        public: Some(callee_public),
-        ..
-    } = b[0].clone()
-    else {
-        panic!("answer: open to the callee, got {:?}", b[0]);
-    };
-    assert_eq!((b_dst, b_src), (callee_media, caller_public));
-    assert_eq!(
-        a[1],
-        FirewallCommand::Narrow {
-            pinhole,
-            src: callee_public
-        }
-    );
-    // Media passes both ways; a stranger is dropped at the narrowed pinhole.
-    lab.command(
-        "u1@a.example",
-        DeviceCommand::Media(session, b"to callee".to_vec()),
-    );
-    lab.command(
-        "u1@b.example",
-        DeviceCommand::Media(session, b"to caller".to_vec()),
-    );
+    let caller_media = lab.devices[lab.dev(CALLER)].media;
+    let callee_media = lab.devices[lab.dev(CALLEE)].media;
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    lab.command(CALLER, DeviceCommand::Media(session, b"to callee".to_vec()));
+    lab.command(CALLEE, DeviceCommand::Media(session, b"to caller".to_vec()));
     lab.settle();
-    assert!(
-        lab.device_events("u1@b.example").iter().any(
-            |e| matches!(e, DeviceEvent::MediaReceived { frame, .. } if frame == b"to callee")
-        )
-    );
-    assert!(
-        lab.device_events("u1@a.example").iter().any(
-            |e| matches!(e, DeviceEvent::MediaReceived { frame, .. } if frame == b"to caller")
-        )
-    );
+    // A stranger is dropped at the narrowed pinhole (KW-FW-002).
+    let caller_public = lab
+        .firewall(0)
+        .pinholes()
+        .into_iter()
+        .find_map(|p| (p.dst == caller_media).then_some(p.public))
+        .flatten()
+        .unwrap();
     let now = lab.now;
     let stranger = "203.0.113.9:4000".parse().unwrap();
     let fw = lab.servers[0].firewall.as_mut().unwrap();
@@ -610,21 +1188,172 @@ fn claims_29_32_35_51_54_57_pinholes_follow_offer_answer_and_bye() {
             .deliver,
         None
     );
-    // Bye: closed at both.
-    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.command(CALLER, DeviceCommand::HangUp(session));
     lab.settle();
-    for server in ["sc@a.example", "sc@b.example"] {
+
+    let opened = |by: &'static str, re: MsgType| {
+        server(
+            by,
+            move |e| matches!(e, ServerEvent::BodyOpened { re: r, .. } if *r == re),
+        )
+    };
+    let from_any = firewall(
+        A,
+        |c| matches!(c, FirewallCommand::Open { dst, src: None, public: Some(_), .. } if *dst == caller_media),
+    );
+    let narrowed = firewall(A, |c| matches!(c, FirewallCommand::Narrow { .. }));
+    let to_callee = firewall(
+        B,
+        |c| matches!(c, FirewallCommand::Open { dst, src: Some(_), .. } if *dst == callee_media),
+    );
+    let media_at = |who: &'static str, frame: &'static [u8]| {
+        device(
+            who,
+            move |e| matches!(e, DeviceEvent::MediaReceived { frame: f, .. } if f == frame),
+        )
+    };
+    let cutoff = sent(CALLER, MsgType::Bye);
+    let closed = |by: &'static str| firewall(by, |c| matches!(c, FirewallCommand::Close { .. }));
+
+    // Claims 29, 32 (its program), 35 (the program's medium), at the
+    // caller's server: from the offer, a pinhole from any source; from the
+    // decrypted answer, narrowed to the callee; on the cutoff, closed.
+    // "Passes packets from a specified address" is the callee's media
+    // reaching the caller through the narrowed pinhole; "prevents their
+    // passage" after the close is the firewall's state, checked below.
+    let at = lab.assert_in_order(
+        mark,
+        "claims 29, 32, 35",
+        &[
+            (
+                "filter change from the caller's media address: from any source",
+                &from_any,
+            ),
+            (
+                "information from the other device decrypted",
+                &opened(A, MsgType::Answer),
+            ),
+            ("filter change: from the callee only", &narrowed),
+            (
+                "packets from the specified address passed",
+                &media_at(CALLER, b"to caller"),
+            ),
+            ("cutoff signal received", &cutoff),
+            ("filter change: closed", &closed(A)),
+        ],
+    );
+    // The offer was forwarded after the pinhole was opened.
+    lab.assert_in_order(
+        mark,
+        "claim 29",
+        &[
+            ("pinhole opened", &from_any),
+            ("offer forwarded", &sent(A, MsgType::Offer)),
+        ],
+    );
+    // Claims 51, 54 (its program), 57 (the program's medium): the
+    // decrypted offer, a filter change; then the decrypted answer, a
+    // filter change; packets pass both ways (claim 51).
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 51", "claim 54", "claim 57"],
+        &[
+            ("first key and offer decrypted", &opened(A, MsgType::Offer)),
+            ("filter change requested", &from_any),
+            (
+                "answer from the receiving device decrypted",
+                &opened(A, MsgType::Answer),
+            ),
+            ("filter change requested", &narrowed),
+        ],
+    );
+    // At the callee's server, the answer's filter change follows both
+    // decrypted descriptions.
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 51", "claim 54", "claim 57"],
+        &[
+            ("offer decrypted", &opened(B, MsgType::Offer)),
+            ("answer decrypted", &opened(B, MsgType::Answer)),
+            ("filter change requested", &to_callee),
+            ("answer forwarded", &sent(B, MsgType::Answer)),
+        ],
+    );
+    for frame in [
+        media_at(CALLEE, b"to callee"),
+        media_at(CALLER, b"to caller"),
+    ] {
+        lab.assert_in_order(
+            mark,
+            "claim 51",
+            &[
+                ("filter changes requested", &narrowed),
+                ("main information passed", &frame),
+            ],
+        );
+    }
+    lab.assert_in_order(
+        mark,
+        "claim 29",
+        &[("cutoff signal received", &cutoff), ("closed", &closed(B))],
+    );
+
+    let Step::Firewall {
+        command:
+            FirewallCommand::Open {
+                pinhole,
+                public: Some(public),
+                ..
+            },
+        ..
+    } = lab.trace[at[0]].clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(public, caller_public);
+    let b_open = position(&lab, mark, &to_callee);
+    let Step::Firewall {
+        command:
+            FirewallCommand::Open {
+                src: Some(b_src),
+                public: Some(callee_public),
+                ..
+            },
+        ..
+    } = lab.trace[b_open].clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(b_src, caller_public);
+    let Step::Firewall { command, .. } = &lab.trace[at[2]] else {
+        unreachable!()
+    };
+    assert_eq!(
+        *command,
+        FirewallCommand::Narrow {
+            pinhole,
+            src: callee_public
+        }
+    );
+    // Bye: closed at both; now nothing passes, not even the callee
+    // (claim 32, "preventing the passage").
+    for server in [A, B] {
         assert!(
             lab.server_events(server)
                 .contains(&ServerEvent::SessionEnded(session, SessionEnd::Bye))
         );
-        assert!(matches!(
-            lab.firewall_commands(server).last(),
-            Some(FirewallCommand::Close { .. })
-        ));
     }
+    let now = lab.now;
+    let fw = lab.servers[0].firewall.as_mut().unwrap();
+    assert_eq!(
+        fw.filter(now, Transport::Udp, callee_public, caller_public)
+            .deliver,
+        None
+    );
     assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
-    let again = lab.call("u1@a.example", "u1@b.example");
+    let again = lab.call(CALLER, CALLEE);
     let opened_again = lab.firewall(0).pinholes();
     assert!(
         opened_again
@@ -674,6 +1403,9 @@ fn pinholes_end_with_the_session_term() {
 /// KW-REC-003, KW-REC-004, KW-REC-005, KW-CERT-004, KW-SM-014.
 #[test]
 fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u2@a.example";
+    const A: &str = "sc@a.example";
     let mut lab = Lab::new(LabOptions {
         domains: vec!["a.example"],
         hub: false,
@@ -681,72 +1413,142 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
         ..LabOptions::default()
     });
     lab.register_all();
-    let session = lab.call("u1@a.example", "u2@a.example");
-    let recorder = lab.recorders[0].1;
-    let copies = lab
-        .firewall_commands("sc@a.example")
-        .into_iter()
-        .filter(|c| matches!(c, FirewallCommand::Copy { sink: Some(s), .. } if *s == recorder))
-        .count();
-    assert_eq!(copies, 2, "both parties' pinholes are copied");
-    let start = position(&lab, 0, |s| {
-        matches!(
-            s,
-            Step::Sent {
-                message: Message::RecordStart(_),
-                ..
-            }
-        )
-    });
-    position(
-        &lab,
-        start,
-        |s| matches!(s, Step::Recorder { event: keyway::core::RecorderEvent::Started(_, id), .. } if *id == session),
-    );
-    let mut sent = Vec::new();
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    let recorder_addr = lab.recorders[0].1;
+    let mut frames_sent = Vec::new();
     for i in 0..3 {
-        for who in ["u1@a.example", "u2@a.example"] {
+        for who in [CALLER, CALLEE] {
             let frame = format!("{who} frame {i}").into_bytes();
-            sent.push(frame.clone());
+            frames_sent.push(frame.clone());
             lab.command(who, DeviceCommand::Media(session, frame));
         }
     }
     lab.settle();
     // A rekey brings new media keys; the recorder gets them (record-key).
-    lab.command("u1@a.example", DeviceCommand::Rekey(session, false));
+    let rekeyed = lab.trace.len();
+    lab.command(CALLER, DeviceCommand::Rekey(session, false));
     lab.settle();
-    assert!(
-        lab.find(start, |s| matches!(
-            s,
-            Step::Sent {
-                message: Message::RecordKey(_),
-                ..
-            }
-        ))
-        .is_some()
-    );
     let frame = b"after the rekey".to_vec();
-    sent.push(frame.clone());
-    lab.command("u1@a.example", DeviceCommand::Media(session, frame));
+    frames_sent.push(frame.clone());
+    lab.command(CALLER, DeviceCommand::Media(session, frame));
     lab.settle();
-    let recorded: Vec<(u64, Vec<u8>)> = lab
+
+    let opened = |re: MsgType| {
+        server(
+            A,
+            move |e| matches!(e, ServerEvent::BodyOpened { re: r, .. } if *r == re),
+        )
+    };
+    let filter_change = firewall(A, |c| matches!(c, FirewallCommand::Open { .. }));
+    let narrowed = firewall(A, |c| matches!(c, FirewallCommand::Narrow { .. }));
+    let copy = firewall(
+        A,
+        |c| matches!(c, FirewallCommand::Copy { sink: Some(s), .. } if *s == recorder_addr),
+    );
+    let keys_given = sent_msg(
+        A,
+        |m| matches!(m, Message::RecordStart(r) if r.session == session),
+    );
+    let started = recorder(|e| matches!(e, RecorderEvent::Started(_, id) if *id == session));
+    let media = |epoch: u64| move |s: &Step| matches!(s, Step::Sent { message: Message::Media(m), .. } if m.session == session && m.epoch == epoch);
+    let recorded = |epoch: u64| {
+        recorder(
+            move |e| matches!(e, RecorderEvent::Recorded { session: s, epoch: n, .. } if *s == session && *n == epoch),
+        )
+    };
+
+    // Claims 30, 33 (its program), 36 (the program's medium): a filter
+    // change and the command to transfer the media; the media keys, from
+    // the decrypted descriptions, handed over; copied media decrypted and
+    // recorded. The server hands the keys to its recorder (KW-REC-002), so
+    // decrypting and recording are one trace step, the recorder's.
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 30", "claim 33", "claim 36"],
+        &[
+            ("filter change requested", &filter_change),
+            ("main information transfer commanded", &copy),
+            ("key information given to the recorder", &keys_given),
+            ("recorder holds it", &started),
+            ("main information sent through the firewall", &media(0)),
+            ("decrypted with the key obtained, recorded", &recorded(0)),
+        ],
+    );
+    // Claims 52, 55 (its program), 58 (the program's medium). The claim
+    // names the first key's decryption "when transmitting and receiving a
+    // signal": at the offer and answer, before the transfer is commanded.
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 52", "claim 55", "claim 58"],
+        &[
+            (
+                "first key and the caller's description decrypted",
+                &opened(MsgType::Offer),
+            ),
+            (
+                "the callee's description decrypted",
+                &opened(MsgType::Answer),
+            ),
+            (
+                "filter change requested (narrowed to the callee)",
+                &narrowed,
+            ),
+            ("main information transfer commanded", &copy),
+            ("main information received from the firewall", &media(0)),
+            ("decrypted with the media key, recorded", &recorded(0)),
+        ],
+    );
+    // Across the rekey: the new description's keys reach the recorder
+    // before the media under them is recorded.
+    assert_each_in_order(
+        &lab,
+        rekeyed,
+        &["claim 30", "claim 52"],
+        &[
+            ("new key sent", &sent(CALLER, MsgType::Rekey)),
+            (
+                "server followed",
+                &server(A, |e| matches!(e, ServerEvent::Rekeyed { .. })),
+            ),
+            (
+                "new media keys given to the recorder",
+                &sent_msg(A, |m| matches!(m, Message::RecordKey(k) if k.epoch == 1)),
+            ),
+            (
+                "recorder holds them",
+                &recorder(|e| matches!(e, RecorderEvent::KeysAdded(..))),
+            ),
+            ("media under the new keys sent", &media(1)),
+            ("decrypted and recorded", &recorded(1)),
+        ],
+    );
+    let copies = lab
+        .firewall_commands(A)
+        .into_iter()
+        .filter(|c| matches!(c, FirewallCommand::Copy { sink: Some(s), .. } if *s == recorder_addr))
+        .count();
+    assert_eq!(copies, 2, "both parties' pinholes are copied");
+    let recorded_frames: Vec<(u64, Vec<u8>)> = lab
         .trace
         .iter()
         .filter_map(|s| match s {
             Step::Recorder {
-                event: keyway::core::RecorderEvent::Recorded { epoch, frame, .. },
+                event: RecorderEvent::Recorded { epoch, frame, .. },
                 ..
             } => Some((*epoch, frame.clone())),
             _ => None,
         })
         .collect();
-    let frames: Vec<Vec<u8>> = recorded.iter().map(|(_, f)| f.clone()).collect();
-    assert_eq!(frames.len(), sent.len());
-    for f in &sent {
+    let frames: Vec<Vec<u8>> = recorded_frames.iter().map(|(_, f)| f.clone()).collect();
+    assert_eq!(frames.len(), frames_sent.len());
+    for f in &frames_sent {
         assert!(frames.contains(f), "{}", String::from_utf8_lossy(f));
     }
     assert_eq!(
-        recorded.last().map(|(e, _)| *e),
+        recorded_frames.last().map(|(e, _)| *e),
         Some(1),
         "the last frame used the new description"
     );
@@ -764,7 +1566,7 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
                 matches!(
                     s,
                     Step::Recorder {
-                        event: keyway::core::RecorderEvent::Recorded { .. },
+                        event: RecorderEvent::Recorded { .. },
                         ..
                     }
                 )
@@ -773,12 +1575,13 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     };
     let before = count(&lab);
     lab.inject(
-        recorder,
+        recorder_addr,
         "198.51.100.1:20000".parse().unwrap(),
         &media.encode(),
     );
     assert_eq!(count(&lab), before);
     // A command whose signature does not verify is refused.
+    let start = position(&lab, mark, &keys_given);
     let Step::Sent {
         message: Message::RecordStart(mut forged),
         ..
@@ -788,13 +1591,13 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     };
     forged.txn = keyway::wire::TxnId([0x55; 8]);
     forged.sig.sig.0[0] ^= 1;
-    let mark = lab.trace.len();
+    let forged_at = lab.trace.len();
     lab.inject(
-        recorder,
+        recorder_addr,
         lab.servers[0].addr,
         &Message::RecordStart(forged).encode(),
     );
-    assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::SIGNATURE_INVALID)).is_some());
+    assert!(lab.find(forged_at, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::SIGNATURE_INVALID)).is_some());
     // Listing by an account the recorder does not know: refused.
     let stranger = keyway::crypto::Identity::generate(
         principal("auditor@a.example"),
@@ -808,38 +1611,29 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
         ext: Default::default(),
     });
     keyway::crypto::sign_message(&mut list, &stranger.signing).unwrap();
-    let mark = lab.trace.len();
-    lab.inject(recorder, lab.devices[0].contact, &list.encode());
-    assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::RECORDING_FORBIDDEN)).is_some());
-    lab.command("u2@a.example", DeviceCommand::HangUp(session));
+    let listed_at = lab.trace.len();
+    lab.inject(recorder_addr, lab.devices[0].contact, &list.encode());
+    assert!(lab.find(listed_at, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::RECORDING_FORBIDDEN)).is_some());
+    // Bye: the copy stops, then the recording (KW-REC-003).
+    let ended = lab.trace.len();
+    lab.command(CALLEE, DeviceCommand::HangUp(session));
     lab.settle();
-    let stop = position(&lab, 0, |s| {
-        matches!(
-            s,
-            Step::Firewall {
-                command: FirewallCommand::Copy { sink: None, .. },
-                ..
-            }
-        )
-    });
-    let record_stop = position(&lab, stop, |s| {
-        matches!(
-            s,
-            Step::Sent {
-                message: Message::RecordStop(_),
-                ..
-            }
-        )
-    });
-    position(&lab, record_stop, |s| {
-        matches!(
-            s,
-            Step::Recorder {
-                event: keyway::core::RecorderEvent::Stopped(_),
-                ..
-            }
-        )
-    });
+    lab.assert_in_order(
+        ended,
+        "claim 30",
+        &[
+            ("cutoff signal", &sent(CALLEE, MsgType::Bye)),
+            (
+                "transfer stopped",
+                &firewall(A, |c| matches!(c, FirewallCommand::Copy { sink: None, .. })),
+            ),
+            ("recording stopped", &sent(A, MsgType::RecordStop)),
+            (
+                "recorder stopped",
+                &recorder(|e| matches!(e, RecorderEvent::Stopped(_))),
+            ),
+        ],
+    );
 }
 
 /// Claims 37, 38, 39, 47, 50, 53, 56: each server entry carries its
@@ -850,19 +1644,173 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
 /// server edits keeping the key).
 #[test]
 fn claims_37_38_39_47_50_53_56_permissions_edits_and_detected_tampering() {
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u1@b.example";
+    const A: &str = "sc@a.example";
+    const HUB: &str = "sc@hub.example";
+    const B: &str = "sc@b.example";
     // Allowed: sc@a (read-modify) rewrites the caller's media address.
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
-    assert!(
-        lab.server_events("sc@a.example")
-            .contains(&ServerEvent::Edited(session, MsgType::Offer))
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    lab.command(CALLER, DeviceCommand::Info(session, "from caller".into()));
+    lab.settle();
+    lab.command(CALLEE, DeviceCommand::Info(session, "from callee".into()));
+    lab.settle();
+
+    let key_of_a = device(
+        CALLER,
+        |e| matches!(e, DeviceEvent::CertificateAccepted { account, .. } if account.as_str() == A),
     );
+    // The decryption request (a server entry) and the change permission
+    // notification (read-modify) for sc@a, with the content id.
+    let offered = sent_msg(CALLER, |m| {
+        matches!(m, Message::Offer(o) if o.body.recipients.iter().any(|r| {
+            r.id.as_ref().is_some_and(|id| id.as_str() == A)
+                && r.kind == RecipientKind::Server
+                && r.perm == Permission::ReadModify
+        }))
+    });
+    let opened = |by: &'static str, perm: Permission| {
+        server(by, move |e| {
+            *e == ServerEvent::BodyOpened {
+                session,
+                re: MsgType::Offer,
+                perm,
+            }
+        })
+    };
+    let (opened_a, opened_b) = (
+        opened(A, Permission::ReadModify),
+        opened(B, Permission::Read),
+    );
+    let edited = server(A, |e| *e == ServerEvent::Edited(session, MsgType::Offer));
+    let edited_sent = |by: &'static str| {
+        sent_msg(
+            by,
+            |m| matches!(m, Message::Offer(o) if o.body.edits.as_ref().is_some_and(|e| e.iter().any(|e| e.editor.as_str() == A))),
+        )
+    };
+    let incoming = device(
+        CALLEE,
+        |e| matches!(e, DeviceEvent::IncomingCall(s, _) if *s == session),
+    );
+    let writes = |who: &'static str| sent(who, MsgType::Info);
+    let reads = |who: &'static str| {
+        device(
+            who,
+            move |e| matches!(e, DeviceEvent::InfoReceived(s, _) if *s == session),
+        )
+    };
+
+    // Claim 37, device. Generating the first key, encrypting and wrapping
+    // it for the one permitted server have no trace steps (inside `seal`).
+    lab.assert_in_order(
+        mark,
+        "claim 37",
+        &[
+            ("the permitted server's second key", &key_of_a),
+            (
+                "sent: wrapped key, information, decryption request, change permission",
+                &offered,
+            ),
+        ],
+    );
+    // Claim 38, server. Unwrapping with its own key and decrypting are one
+    // step (BodyOpened). Encrypting the first key for the next server or
+    // the destination has no trace step: sc@a keeps the key (claim 39's
+    // new key is not implemented yet) and the caller's entries for sc@b
+    // and the callee travel on, re-signed in the edit.
+    lab.assert_in_order(
+        mark,
+        "claim 38",
+        &[
+            ("signal received", &offered),
+            ("first key unwrapped, information decrypted", &opened_a),
+            ("changed information encrypted under the first key", &edited),
+            (
+                "sent with the next server's decryption request",
+                &edited_sent(A),
+            ),
+            ("next server: decrypted as permitted (read only)", &opened_b),
+            ("sent to the destination", &edited_sent(B)),
+            (
+                "destination: unwrapped and verified after the edit",
+                &incoming,
+            ),
+        ],
+    );
+    // Claim 47, the system: the re-encrypting server, the devices storing
+    // the key by session and opposing device (no trace step) and using it
+    // both ways.
+    lab.assert_in_order(
+        mark,
+        "claim 47",
+        &[
+            ("device: permitted server's key", &key_of_a),
+            ("device: sealed offer with permissions", &offered),
+            ("server: decision, unwrap, decrypt", &opened_a),
+            ("server: changed and re-encrypted", &edited),
+            (
+                "server: sent on with the decryption request",
+                &edited_sent(A),
+            ),
+            ("receiving device: unwrapped, decrypted", &incoming),
+            (
+                "originating device: information under the key sent",
+                &writes(CALLER),
+            ),
+            ("receiving device: decrypted", &reads(CALLEE)),
+            (
+                "receiving device: information under the key sent",
+                &writes(CALLEE),
+            ),
+            ("originating device: decrypted", &reads(CALLER)),
+        ],
+    );
+    // Claim 50, the method: the request value and content id go with the
+    // key wrapped for the server's published key; the server decides by
+    // its entry, decrypts, changes, re-encrypts (same key) and sends on.
+    lab.assert_in_order(
+        mark,
+        "claim 50",
+        &[
+            ("server's published second key", &key_of_a),
+            ("decryption request and content id sent", &offered),
+            ("decided, decrypted, change made possible", &opened_a),
+            ("changed and encrypted with the same first key", &edited),
+            ("sent to the next server", &edited_sent(A)),
+            ("which sends it on", &edited_sent(HUB)),
+        ],
+    );
+    // Claims 53 (the server's program) and 56 (its medium).
+    assert_each_in_order(
+        &lab,
+        mark,
+        &["claim 53", "claim 56"],
+        &[
+            ("decided, decrypted", &opened_a),
+            ("changed, encrypted with the same first key", &edited),
+            ("sent to the next server", &edited_sent(A)),
+        ],
+    );
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == CALLER => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    // Claim 50's content ID: the body's cid names the content to
+    // decrypt (crypto.md §4).
+    assert_eq!(offer.body.cid, 0);
     let delivered = lab
         .sent()
         .into_iter()
         .find_map(|(from, _, m)| match m {
-            Message::Offer(o) if from == "sc@b.example" => Some(o),
+            Message::Offer(o) if from == B => Some(o),
             _ => None,
         })
         .unwrap();
@@ -872,11 +1820,11 @@ fn claims_37_38_39_47_50_53_56_permissions_edits_and_detected_tampering() {
             .iter()
             .map(|e| e.editor.to_string())
             .collect::<Vec<_>>(),
-        ["sc@a.example"]
+        [A]
     );
     assert!(edits.iter().all(|e| e.epk.is_none()), "same content key");
     assert_eq!(
-        lab.device("u1@b.example").call_state(&session),
+        lab.device(CALLEE).call_state(&session),
         Some(CallState::Established)
     );
 
@@ -894,26 +1842,48 @@ fn claims_37_38_39_47_50_53_56_permissions_edits_and_detected_tampering() {
         ..LabOptions::default()
     });
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
-    assert!(
-        lab.server_events("sc@b.example")
-            .contains(&ServerEvent::Tampered(session, MsgType::Offer))
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    // KW-SEAL-006: the destination detects the change of a reader.
+    lab.assert_in_order(
+        mark,
+        "claim 38 (read only)",
+        &[
+            (
+                "read-only server decrypted",
+                &server(B, |e| {
+                    matches!(
+                        e,
+                        ServerEvent::BodyOpened {
+                            re: MsgType::Offer,
+                            perm: Permission::Read,
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                "changed it anyway",
+                &server(B, |e| *e == ServerEvent::Tampered(session, MsgType::Offer)),
+            ),
+            ("sent to the destination", &sent(B, MsgType::Offer)),
+            (
+                "destination detected it",
+                &device(CALLEE, |e| {
+                    *e == DeviceEvent::TamperDetected(session, ErrorCode::PERMISSION_DENIED)
+                }),
+            ),
+            (
+                "the call failed",
+                &device(CALLER, |e| {
+                    *e == DeviceEvent::CallFailed(session, ErrorCode::PERMISSION_DENIED)
+                }),
+            ),
+        ],
     );
-    let detected = lab.device_events("u1@b.example");
-    assert!(detected.contains(&DeviceEvent::TamperDetected(
-        session,
-        ErrorCode::PERMISSION_DENIED
-    )));
-    assert!(!detected.contains(&DeviceEvent::IncomingCall(
-        session,
-        principal("u1@a.example")
-    )));
     assert!(
-        lab.device_events("u1@a.example")
-            .contains(&DeviceEvent::CallFailed(
-                session,
-                ErrorCode::PERMISSION_DENIED
-            ))
+        !lab.device_events(CALLEE)
+            .contains(&DeviceEvent::IncomingCall(session, principal(CALLER)))
     );
     // The failed offer ends the session at every server that followed it.
     assert!(lab.firewall(0).is_empty());

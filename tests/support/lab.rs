@@ -65,6 +65,59 @@ pub enum Step {
     },
 }
 
+/// One step a claim lists: what the claim calls it, and the trace step
+/// that shows it happened.
+pub type ClaimStep<'a> = (&'a str, &'a dyn Fn(&Step) -> bool);
+
+impl Step {
+    /// One line, enough to follow a scenario in a failure report.
+    pub fn brief(&self) -> String {
+        fn short(text: String) -> String {
+            text.chars().take(140).collect()
+        }
+        match self {
+            Step::Sent { from, to, message } => {
+                let detail = match message {
+                    Message::Register(r) => format!(
+                        " csr={} cert={} auth={}",
+                        r.csr.is_some(),
+                        r.cert.is_some(),
+                        r.auth.is_some()
+                    ),
+                    Message::Offer(o) => {
+                        format!(" edits={}", o.body.edits.as_ref().map_or(0, |e| e.len()))
+                    }
+                    Message::Rekey(r) => format!(
+                        " epoch={} body={} wrapped={}",
+                        r.epoch,
+                        r.body.is_some(),
+                        r.wrapped.is_some()
+                    ),
+                    Message::Info(i) => format!(" from={} epoch={} seq={}", i.from, i.epoch, i.seq),
+                    Message::Media(m) => {
+                        format!(" from={} epoch={} seq={}", m.from, m.epoch, m.seq)
+                    }
+                    Message::RecordKey(k) => format!(" epoch={}", k.epoch),
+                    Message::Ok(o) => format!(" re={:?}", o.re),
+                    Message::Error(e) => format!(" code={:?}", e.code),
+                    _ => String::new(),
+                };
+                format!("sent {from} -> {to}: {:?}{detail}", message.msg_type())
+            }
+            Step::Stored { server, write } => short(format!("stored {server}: {write:?}")),
+            Step::Firewall {
+                server,
+                command,
+                ok,
+            } => short(format!("firewall {server} (ok {ok}): {command:?}")),
+            Step::Device { device, event } => short(format!("device {device}: {event:?}")),
+            Step::Server { server, event } => short(format!("server {server}: {event:?}")),
+            Step::Recorder { recorder, event } => short(format!("recorder {recorder}: {event:?}")),
+            Step::Refused { node, error } => short(format!("refused {node}: {error:?}")),
+        }
+    }
+}
+
 pub struct LabServer {
     pub server: Server,
     /// What it was built with, to restart it.
@@ -736,6 +789,47 @@ impl Lab {
             .skip(from)
             .find(|(_, s)| f(s))
             .map(|(i, _)| i)
+    }
+
+    /// Where each of a claim's `steps` happened, looking from trace position
+    /// `from`, each after the one before it; or which step is missing or out
+    /// of order, with the trace from `from` to follow it by.
+    pub fn check_in_order(
+        &self,
+        from: usize,
+        claim: &str,
+        steps: &[ClaimStep<'_>],
+    ) -> Result<Vec<usize>, String> {
+        let mut at = Vec::with_capacity(steps.len());
+        let mut after = from;
+        for (k, (name, pred)) in steps.iter().enumerate() {
+            if let Some(i) = self.find(after, pred) {
+                at.push(i);
+                after = i + 1;
+                continue;
+            }
+            let problem = match (k.checked_sub(1), self.find(from, pred)) {
+                (Some(prev), Some(i)) => format!(
+                    "{claim}: \"{name}\" (step {i}) does not come after \"{}\" (step {})",
+                    steps[prev].0, at[prev]
+                ),
+                _ => format!("{claim}: \"{name}\" is not in the trace after step {from}"),
+            };
+            let trace: Vec<String> = self.trace[from..]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{:5} {}", from + i, s.brief()))
+                .collect();
+            return Err(format!("{problem}\n{}", trace.join("\n")));
+        }
+        Ok(at)
+    }
+
+    /// Asserts [`Lab::check_in_order`] and returns the steps' positions.
+    #[track_caller]
+    pub fn assert_in_order(&self, from: usize, claim: &str, steps: &[ClaimStep<'_>]) -> Vec<usize> {
+        self.check_in_order(from, claim, steps)
+            .unwrap_or_else(|report| panic!("{report}"))
     }
 
     pub fn device_events(&self, account: &str) -> Vec<DeviceEvent> {
