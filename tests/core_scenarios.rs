@@ -1636,14 +1636,15 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     );
 }
 
-/// Claims 37, 38, 39, 47, 50, 53, 56: each server entry carries its
+/// Claims 37, 38, 47, 50, 53, 56: each server entry carries its
 /// permission; a read-modify server changes the description with a signed
 /// edit the destination accepts; a read-only server's change is detected
 /// by the destination and the call refused. KW-SEAL-005, KW-SEAL-006,
-/// KW-SEAL-007, KW-SEAL-009, KW-POLICY-002, KW-SM-011 (the reference
-/// server edits keeping the key).
+/// KW-SEAL-007, KW-SEAL-009, KW-POLICY-002, KW-SM-011 (a server that
+/// rewrites media keeps the key; one that re-keys, claim 39, is
+/// `core_new_key`).
 #[test]
-fn claims_37_38_39_47_50_53_56_permissions_edits_and_detected_tampering() {
+fn claims_37_38_47_50_53_56_permissions_edits_and_detected_tampering() {
     const CALLER: &str = "u1@a.example";
     const CALLEE: &str = "u1@b.example";
     const A: &str = "sc@a.example";
@@ -1719,9 +1720,9 @@ fn claims_37_38_39_47_50_53_56_permissions_edits_and_detected_tampering() {
     );
     // Claim 38, server. Unwrapping with its own key and decrypting are one
     // step (BodyOpened). Encrypting the first key for the next server or
-    // the destination has no trace step: sc@a keeps the key (claim 39's
-    // new key is not implemented yet) and the caller's entries for sc@b
-    // and the callee travel on, re-signed in the edit.
+    // the destination has no trace step here: sc@a keeps the key (the
+    // re-keying server of claim 39 is `core_new_key`) and the caller's
+    // entries for sc@b and the callee travel on, re-signed in the edit.
     lab.assert_in_order(
         mark,
         "claim 38",
