@@ -213,7 +213,10 @@ pub fn check_csr(account: &Principal, csr: &CertRequest) -> Result<(), CryptoErr
     .map_err(|_| CryptoError::PopFailed)
 }
 
-fn kx_pop_key(
+/// `k = HKDF(nonce, z, cbor(["keyway-v1 kx-pop", account, kx-key, E]))`
+/// (KW-CRYPTO-023); public so that the vectors can give it as an
+/// intermediate.
+pub fn kx_pop_key(
     shared: &Secret32,
     nonce: &Nonce,
     account: &Principal,

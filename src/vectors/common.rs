@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 
 use crate::cbor;
 use crate::crypto::{CryptoError, SeededEntropy};
@@ -93,22 +94,6 @@ impl Meta {
         }
     }
 
-    /// An invalid test that fails with `error`.
-    pub fn invalid(
-        tc_id: &str,
-        comment: &str,
-        requirements: &[&str],
-        flags: &[&str],
-        error: &Failure,
-    ) -> Self {
-        Self {
-            result: Verdict::Invalid,
-            error: Some(error.code.clone()),
-            detail: Some(error.detail.clone()),
-            ..Self::valid(tc_id, comment, requirements, flags)
-        }
-    }
-
     /// This test, made invalid by `failure`.
     pub fn failing(mut self, failure: &Failure) -> Self {
         self.result = Verdict::Invalid;
@@ -117,25 +102,22 @@ impl Meta {
         self
     }
 
-    /// Checks an outcome against the test's verdict.
-    pub fn expect<T>(&self, outcome: Result<T, Failure>) -> Result<Option<T>, String> {
-        match (self.result, outcome) {
-            (Verdict::Valid, Ok(v)) => Ok(Some(v)),
-            (Verdict::Valid, Err(f)) => Err(format!(
-                "expected valid, failed with {} ({})",
-                f.code, f.detail
+    /// This test's metadata with the verdict of `outcome`: valid, or
+    /// invalid with the failure's code and detail. A failure that is not a
+    /// protocol error (the vector itself is unusable) is an error.
+    pub fn judged<T>(&self, outcome: Result<T, Failure>) -> Result<(Self, Option<T>), String> {
+        match outcome {
+            Ok(v) => Ok((
+                Self {
+                    result: Verdict::Valid,
+                    error: None,
+                    detail: None,
+                    ..self.clone()
+                },
+                Some(v),
             )),
-            (Verdict::Invalid, Ok(_)) => Err("expected invalid, accepted".into()),
-            (Verdict::Invalid, Err(f)) => {
-                if Some(&f.code) != self.error.as_ref() || Some(&f.detail) != self.detail.as_ref() {
-                    Err(format!(
-                        "expected {:?} ({:?}), failed with {} ({})",
-                        self.error, self.detail, f.code, f.detail
-                    ))
-                } else {
-                    Ok(None)
-                }
-            }
+            Err(f) if f.is_protocol() => Ok((self.clone().failing(&f), None)),
+            Err(f) => Err(format!("{}: {}", f.code, f.detail)),
         }
     }
 }
@@ -147,6 +129,23 @@ pub struct Failure {
     pub code: String,
     /// The reference implementation's reason.
     pub detail: String,
+}
+
+impl Failure {
+    /// A vector that cannot be used as it is (not a protocol rejection).
+    pub fn vector(detail: impl Into<String>) -> Self {
+        Failure {
+            code: "vector".into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Whether the code is a protocol error code name of errors.md.
+    pub fn is_protocol(&self) -> bool {
+        ErrorCode::ALL
+            .iter()
+            .any(|c| c.name() == Some(self.code.as_str()))
+    }
 }
 
 fn code_name(code: ErrorCode) -> String {
@@ -231,20 +230,119 @@ impl<P: Serialize, T: Serialize> VectorFile<P, T> {
     }
 }
 
-/// Parses a file and checks every test with `run`; returns the number of
-/// tests or every failure as "tcId: what".
+/// The spec this build implements: requirement IDs a vector cites must be
+/// defined here (KW-VEC-004).
+const SPEC: &[&str] = &[
+    include_str!("../../spec/README.md"),
+    include_str!("../../spec/overview.md"),
+    include_str!("../../spec/encoding.md"),
+    include_str!("../../spec/messages.md"),
+    include_str!("../../spec/errors.md"),
+    include_str!("../../spec/flows.md"),
+    include_str!("../../spec/crypto.md"),
+    include_str!("../../spec/state-machines.md"),
+    include_str!("../../spec/transport.md"),
+    include_str!("../../spec/traceability.md"),
+    include_str!("../../spec/vectors.md"),
+];
+
+/// Whether `id` is defined (`- **KW-AREA-NNN** (LEVEL) …`) in spec/.
+pub fn requirement_defined(id: &str) -> bool {
+    let head = format!("- **{id}** (");
+    SPEC.iter()
+        .flat_map(|text| text.lines())
+        .any(|line| line.trim_start().starts_with(&head))
+}
+
+/// The file-level rules of spec/vectors.md that concern one test's
+/// metadata: the form and uniqueness of `tcId`, cited requirements defined,
+/// flags explained in `notes`.
+fn check_meta(
+    kind: &str,
+    m: &Meta,
+    notes: &BTreeMap<String, String>,
+    ids: &mut std::collections::BTreeSet<String>,
+    failures: &mut Vec<String>,
+) {
+    let slug = m.tc_id.strip_prefix(kind).and_then(|s| s.strip_prefix('/'));
+    if slug.is_none_or(str::is_empty) {
+        failures.push(format!("{}: tcId is not {kind}/<slug>", m.tc_id));
+    }
+    if !ids.insert(m.tc_id.clone()) {
+        failures.push(format!("{}: duplicate tcId", m.tc_id));
+    }
+    if m.requirements.is_empty() {
+        failures.push(format!("{}: names no requirement", m.tc_id));
+    }
+    for r in &m.requirements {
+        if !requirement_defined(r) {
+            failures.push(format!(
+                "{}: requirement {r} is not defined in spec/",
+                m.tc_id
+            ));
+        }
+    }
+    for flag in &m.flags {
+        if !notes.contains_key(flag) {
+            failures.push(format!("{}: flag {flag} not in notes", m.tc_id));
+        }
+    }
+}
+
+/// Every difference between a file as given and as recomputed, as
+/// "path: what"; tests are named by their `tcId`.
+fn diff(path: &str, given: &Value, want: &Value, out: &mut Vec<String>) {
+    match (given, want) {
+        (Value::Object(g), Value::Object(w)) => {
+            for (k, gv) in g {
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match w.get(k) {
+                    Some(wv) => diff(&at, gv, wv, out),
+                    None => out.push(format!("{at}: unknown or unexpected field")),
+                }
+            }
+            for (k, wv) in w.iter().filter(|(k, _)| !g.contains_key(*k)) {
+                out.push(format!("{path}.{k}: missing (recomputed {wv})"));
+            }
+        }
+        (Value::Array(g), Value::Array(w)) if g.len() == w.len() => {
+            for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
+                let name = match gv.get("tcId").and_then(Value::as_str) {
+                    Some(tc) if path == "tests" => tc.to_string(),
+                    _ => format!("{path}[{i}]"),
+                };
+                diff(&name, gv, wv, out);
+            }
+        }
+        _ if given == want => {}
+        _ => out.push(format!("{path}: file has {given}, recomputed {want}")),
+    }
+}
+
+/// Checks a vector file (KW-VEC-001, KW-VEC-005): parses it, recomputes every test from
+/// its inputs with `complete` — outputs, intermediates, `result`, `error`
+/// and `detail` — and compares the whole file, field by field, with the
+/// recomputed one. A field the file has and the recomputation does not
+/// (an unknown field, or an output where none is due) is a failure, as is
+/// one it lacks; so is an input `complete` cannot use. Returns the number
+/// of tests or every failure as "tcId: what".
 pub fn verify_file<P, T>(
     text: &str,
     kind: &str,
     meta: fn(&T) -> &Meta,
-    run: impl Fn(&P, &T) -> Result<(), String>,
+    complete: impl Fn(&P, &T) -> Result<T, String>,
 ) -> Result<usize, Vec<String>>
 where
-    P: for<'de> Deserialize<'de>,
-    T: for<'de> Deserialize<'de>,
+    P: Serialize + for<'de> Deserialize<'de>,
+    T: Clone + Serialize + for<'de> Deserialize<'de>,
 {
+    let given: Value = serde_json::from_str(text).map_err(|e| vec![format!("parse: {e}")])?;
     let file: VectorFile<P, T> =
-        serde_json::from_str(text).map_err(|e| vec![format!("parse: {e}")])?;
+        serde_json::from_value(given.clone()).map_err(|e| vec![format!("parse: {e}")])?;
     let mut failures = Vec::new();
     if file.schema != SCHEMA || file.kind != kind {
         failures.push(format!(
@@ -252,26 +350,42 @@ where
             file.schema, file.kind
         ));
     }
-    if file.number_of_tests != file.tests.len() {
-        failures.push("header: numberOfTests does not match".into());
-    }
     let mut ids = std::collections::BTreeSet::new();
+    let mut tests = Vec::with_capacity(file.tests.len().min(16));
     for test in &file.tests {
         let m = meta(test);
-        if !ids.insert(m.tc_id.clone()) {
-            failures.push(format!("{}: duplicate tcId", m.tc_id));
-        }
-        for flag in &m.flags {
-            if !file.notes.contains_key(flag) {
-                failures.push(format!("{}: flag {flag} not in notes", m.tc_id));
+        check_meta(kind, m, &file.notes, &mut ids, &mut failures);
+        match complete(&file.params, test) {
+            Ok(t) => tests.push(t),
+            Err(what) => {
+                failures.push(format!("{}: {what}", m.tc_id));
+                tests.push(test.clone());
             }
         }
-        if let Err(what) = run(&file.params, test) {
-            failures.push(format!("{}: {what}", m.tc_id));
-        }
+    }
+    // KW-VEC-004: valid and invalid tests in every kind but key identifiers.
+    let invalid = file
+        .tests
+        .iter()
+        .filter(|t| meta(t).result == Verdict::Invalid)
+        .count();
+    if kind != "kid" && (invalid == 0 || invalid == file.tests.len()) {
+        failures.push(format!(
+            "header: {invalid} of {} tests invalid",
+            file.tests.len()
+        ));
+    }
+    let recomputed = VectorFile {
+        number_of_tests: tests.len(),
+        tests,
+        ..file
+    };
+    match serde_json::to_value(&recomputed) {
+        Ok(want) => diff("", &given, &want, &mut failures),
+        Err(e) => failures.push(format!("serialise: {e}")),
     }
     if failures.is_empty() {
-        Ok(file.tests.len())
+        Ok(recomputed.tests.len())
     } else {
         Err(failures)
     }

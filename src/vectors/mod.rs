@@ -1,7 +1,10 @@
 //! Golden test vectors (spec/crypto.md): generated from fixed seeds,
-//! written as JSON with hex fields in the layout of Wycheproof, and checked
-//! by one public `run_vector` per kind — the function the unit tests, the
-//! conformance runner and other implementations' authors all use.
+//! written as JSON with hex fields in the layout of Wycheproof. Each kind
+//! has one `complete` function that recomputes a test from its inputs —
+//! outputs, intermediates and verdict. Generation writes the inputs and
+//! lets `complete` fill in the rest; verification runs `complete` on each
+//! test read and compares the whole file with the result, so that every
+//! field is checked (KW-VEC-005).
 //!
 //! Every test carries a stable `tcId`, the requirement IDs it exercises,
 //! `valid` or `invalid` with the protocol error code name, and the

@@ -35,11 +35,13 @@ pub struct MsgSigTest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sig_seed: Option<Hex>,
     message: Hex,
-    signature_input: Hex,
+    /// `cbor(["keyway-v1 msg-sig", m])`, whenever the message decodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature_input: Option<Hex>,
 }
 
 const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server; decode message; m = its encoding without key 8; signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
-sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed, signing reproduces the message.";
+sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed (the certificate's key), signing reproduces the message.";
 
 pub fn generate() -> String {
     let mut rng = entropy_for("msgsig/pki");
@@ -100,8 +102,61 @@ pub fn generate() -> String {
             &changed,
         ));
     }
-    let notes = [("Forged", "The message was changed after it was signed.")];
+    // The request re-encoded with a non-shortest integer and signed over
+    // those bytes: a verifier that checks the signature over the bytes
+    // received without the determinism check would accept it
+    // (KW-CRYPTO-003); the decoder refuses it first (KW-WIRE-002).
+    if let Some(m) = examples::all()
+        .into_iter()
+        .find(|m| m.msg_type() == MsgType::PinholeOpen)
+    {
+        let wide_m = widen_first_key(&m.encode_without_signature());
+        let sig = crate::wire::Signature {
+            kid: key.kid(),
+            sig: key.sign(&crate::crypto::structure::structure(
+                crate::crypto::structure::MSG_SIG,
+                &[crate::crypto::structure::Part::Bytes(&wide_m)],
+            )),
+        };
+        let mut signed = m.clone();
+        if let Message::PinholeOpen(p) = &mut signed {
+            p.sig = sig;
+        }
+        let t = MsgSigTest {
+            meta: Meta::valid(
+                "msgsig/re-encoded",
+                "a pinhole-open with a non-shortest map key, signed over those bytes",
+                &["KW-CRYPTO-003", "KW-CRYPTO-060", "KW-WIRE-002"],
+                &["ReEncoded"],
+            ),
+            certificate: Hex(encode_plaintext(&cert)),
+            sig_seed: None,
+            message: Hex(widen_first_key(&signed.encode())),
+            signature_input: None,
+        };
+        tests.push(complete(&params, &t).unwrap_or(t));
+    }
+    let notes = [
+        ("Forged", "The message was changed after it was signed."),
+        (
+            "ReEncoded",
+            "The message is a non-deterministic encoding, signed as sent; a verifier that skips the determinism check would accept it (KW-CRYPTO-003).",
+        ),
+    ];
     VectorFile::new("msgsig", "spec/crypto.md §7", RECIPE, &notes, params, tests).to_json()
+}
+
+/// `bytes` (a map whose first key is a small integer) with that key
+/// written in two bytes: the same value, not deterministically encoded.
+fn widen_first_key(bytes: &[u8]) -> Vec<u8> {
+    match bytes {
+        [head, key @ 0..=0x17, rest @ ..] => {
+            let mut out = vec![*head, 0x18, *key];
+            out.extend_from_slice(rest);
+            out
+        }
+        _ => bytes.to_vec(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,17 +170,14 @@ fn make(
     key: Option<&SigningKeyPair>,
     m: &Message,
 ) -> MsgSigTest {
-    let mut t = MsgSigTest {
+    let t = MsgSigTest {
         meta: Meta::valid(tc, comment, reqs, flags),
         certificate: Hex(encode_plaintext(cert)),
         sig_seed: key.map(|k| Hex(k.seed().expose().to_vec())),
         message: Hex(m.encode()),
-        signature_input: Hex(message_signature_input(m).unwrap_or_default()),
+        signature_input: None,
     };
-    if let Err(f) = run(params, &t) {
-        t.meta = Meta::invalid(tc, comment, reqs, flags, &f);
-    }
-    t
+    complete(params, &t).unwrap_or(t)
 }
 
 fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
@@ -153,29 +205,33 @@ fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The test recomputed from its inputs (`certificate`, `message`, and
+/// `sig_seed` where given, which must be the certificate's key and
+/// reproduce the message): the signed input and the receiver's verdict.
+fn complete(params: &MsgSigParams, t: &MsgSigTest) -> Result<MsgSigTest, String> {
+    let (meta, _) = t.meta.judged(run(params, t))?;
+    let message = Message::decode(&t.message.0).ok();
+    let signature_input = match &message {
+        Some(m) => Some(Hex(
+            message_signature_input(m).ok_or("not a signed request")?
+        )),
+        None => None,
+    };
+    if let Some(seed) = &t.sig_seed {
+        let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
+        let cert: Certificate = decode_plaintext(&t.certificate.0).map_err(|e| e.to_string())?;
+        same("sig-key of sig_seed", &cert.tbs.sig_key.0, &key.public().0)?;
+        let mut again = message.ok_or("sig_seed for a message that does not decode")?;
+        sign_message(&mut again, &key).ok_or("not signable")?;
+        same("message", &t.message.0, &again.encode())?;
+    }
+    Ok(MsgSigTest {
+        meta,
+        signature_input,
+        ..t.clone()
+    })
+}
+
 pub fn verify_json(text: &str) -> Result<usize, Vec<String>> {
-    verify_file(
-        text,
-        "msgsig",
-        |t: &MsgSigTest| &t.meta,
-        |p: &MsgSigParams, t| {
-            t.meta.expect(run(p, t))?;
-            let message = Message::decode(&t.message.0).map_err(|e| e.to_string())?;
-            same(
-                "signature_input",
-                &t.signature_input.0,
-                &message_signature_input(&message).unwrap_or_default(),
-            )?;
-            if let Some(seed) = &t.sig_seed {
-                let mut again = message.clone();
-                sign_message(
-                    &mut again,
-                    &SigningKeyPair::from_seed(&Secret32::new(seed.array()?)),
-                )
-                .ok_or("not signable")?;
-                same("message", &t.message.0, &again.encode())?;
-            }
-            Ok(())
-        },
-    )
+    verify_file(text, "msgsig", |t: &MsgSigTest| &t.meta, complete)
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
 use crate::crypto::register::{
     Verifier, auth_message, check_auth, check_csr, check_kx_proof, client_key, csr_signature_input,
-    kx_proof, make_csr, proof,
+    kx_pop_key, kx_proof, make_csr, proof,
 };
 use crate::crypto::{Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair, primitives};
 use crate::wire::{
@@ -49,71 +49,50 @@ pub struct VerifierTest {
 }
 
 pub fn generate_verifier() -> String {
-    let make = |tc: &str, secret: &[u8], iterations: u64, flags: &[&str]| {
+    let make = |tc: &str, secret: &[u8], iterations: u64, flags: &[&str], comment: &str| {
         let salt: [u8; 16] = entropy_for(tc).array();
         let reqs = ["KW-CRYPTO-020", "KW-REG-006"];
-        match client_key(secret, &Nonce(salt), iterations) {
-            Ok(key) => VerifierTest {
-                meta: Meta::valid(
-                    tc,
-                    "the stored verifier of a provisioned secret",
-                    &reqs,
-                    flags,
-                ),
-                secret: Hex(secret.to_vec()),
-                salt: Hex(salt.to_vec()),
-                iterations,
-                salted: Some(Hex(primitives::pbkdf2_sha256(
-                    secret,
-                    &salt,
-                    iterations as u32,
-                )
-                .expose()
-                .to_vec())),
-                client_key: Some(Hex(key.expose().to_vec())),
-                stored_key: Some(Hex(primitives::sha256(key.expose()).to_vec())),
-            },
-            Err(e) => VerifierTest {
-                meta: Meta::invalid(
-                    tc,
-                    "an iteration count out of bounds",
-                    &reqs,
-                    flags,
-                    &Failure::from(e),
-                ),
-                secret: Hex(secret.to_vec()),
-                salt: Hex(salt.to_vec()),
-                iterations,
-                salted: None,
-                client_key: None,
-                stored_key: None,
-            },
-        }
+        let t = VerifierTest {
+            meta: Meta::valid(tc, comment, &reqs, flags),
+            secret: Hex(secret.to_vec()),
+            salt: Hex(salt.to_vec()),
+            iterations,
+            salted: None,
+            client_key: None,
+            stored_key: None,
+        };
+        complete_verifier(&(), &t).unwrap_or(t)
     };
+    let good = "the stored verifier of a provisioned secret";
+    let bounds = "an iteration count out of bounds";
     let tests = vec![
         make(
             "register-verifier/4096",
             b"correct horse battery staple",
             4096,
             &[],
+            good,
         ),
         make(
             "register-verifier/10000",
             b"\x00\xff provisioned",
             10_000,
             &[],
+            good,
         ),
         make(
             "register-verifier/too-few-iterations",
             b"secret",
             4095,
             &["Bounds"],
+            bounds,
         ),
         make(
             "register-verifier/too-many-iterations",
             b"secret",
             1_000_001,
             &["Bounds"],
+            bounds,
         ),
     ];
     let recipe = "salted = PBKDF2-HMAC-SHA256(secret, salt, iterations, 32); client_key = HMAC-SHA256(salted, \"keyway-v1 client key\"); stored_key = SHA-256(client_key). Iterations outside 4096..=1000000 are rejected.";
@@ -128,37 +107,33 @@ pub fn generate_verifier() -> String {
     .to_json()
 }
 
+/// The test recomputed from its inputs (`secret`, `salt`, `iterations`).
+fn complete_verifier(_: &(), t: &VerifierTest) -> Result<VerifierTest, String> {
+    let salt = Nonce(t.salt.array()?);
+    let (meta, key) = t
+        .meta
+        .judged(client_key(&t.secret.0, &salt, t.iterations).map_err(Failure::from))?;
+    let salted = key.as_ref().map(|_| {
+        let n = u32::try_from(t.iterations).unwrap_or(u32::MAX);
+        Hex(primitives::pbkdf2_sha256(&t.secret.0, &salt.0, n)
+            .expose()
+            .to_vec())
+    });
+    Ok(VerifierTest {
+        meta,
+        salted,
+        client_key: key.as_ref().map(|k| Hex(k.expose().to_vec())),
+        stored_key: key.map(|k| Hex(primitives::sha256(k.expose()).to_vec())),
+        ..t.clone()
+    })
+}
+
 pub fn verify_verifier_json(text: &str) -> Result<usize, Vec<String>> {
     verify_file(
         text,
         "register-verifier",
         |t: &VerifierTest| &t.meta,
-        |_: &(), t| {
-            let salt = Nonce(t.salt.array()?);
-            let key = t
-                .meta
-                .expect(client_key(&t.secret.0, &salt, t.iterations).map_err(Failure::from))?;
-            if let Some(key) = key {
-                let field =
-                    |v: &Option<Hex>, name: &str| v.clone().ok_or(format!("{name} missing"));
-                same(
-                    "salted",
-                    &field(&t.salted, "salted")?.0,
-                    primitives::pbkdf2_sha256(&t.secret.0, &salt.0, t.iterations as u32).expose(),
-                )?;
-                same(
-                    "client_key",
-                    &field(&t.client_key, "client_key")?.0,
-                    key.expose(),
-                )?;
-                same(
-                    "stored_key",
-                    &field(&t.stored_key, "stored_key")?.0,
-                    &primitives::sha256(key.expose()),
-                )?;
-            }
-            Ok(())
-        },
+        complete_verifier,
     )
 }
 
@@ -264,18 +239,15 @@ pub fn generate_proof() -> String {
                 nonce: &Nonce,
                 register: &Register,
                 with_key: bool| {
-        let mut t = ProofTest {
+        let t = ProofTest {
             meta: Meta::valid(tc, comment, &reqs, flags),
             stored_key: Hex(x.stored_key.to_vec()),
             nonce: Hex(nonce.0.to_vec()),
             register: Hex(Message::Register(register.clone()).encode()),
-            auth_message: Hex(auth_message(nonce, register)),
+            auth_message: Hex::default(),
             client_key: with_key.then(|| Hex(x.client_key.expose().to_vec())),
         };
-        if let Err(f) = run_proof(&t) {
-            t.meta = t.meta.clone().failing(&f);
-        }
-        t
+        complete_proof(&(), &t).unwrap_or(t)
     };
     let other_nonce = Nonce(entropy_for("register-proof/other-nonce").array());
     let moved = Register {
@@ -362,25 +334,39 @@ fn run_proof(t: &ProofTest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The test recomputed from its inputs (`stored_key`, `nonce`, `register`,
+/// and `client_key` where given): `auth_message` and the server's verdict.
+/// With `client_key`, it must be the stored key's and reproduce the proof.
+fn complete_proof(_: &(), t: &ProofTest) -> Result<ProofTest, String> {
+    let (meta, _) = t.meta.judged(run_proof(t))?;
+    let Message::Register(r) = Message::decode(&t.register.0).map_err(|e| e.to_string())? else {
+        return Err("not a register".into());
+    };
+    let nonce = Nonce(t.nonce.array()?);
+    let msg = auth_message(&nonce, &r);
+    if let Some(key) = &t.client_key {
+        same(
+            "stored_key of client_key",
+            &t.stored_key.0,
+            &primitives::sha256(&key.0),
+        )?;
+        let auth = r.auth.as_ref().ok_or("no auth")?;
+        let p: Mac32 = proof(&Secret32::new(key.array()?), &msg);
+        same("proof", &auth.proof.0, &p.0)?;
+    }
+    Ok(ProofTest {
+        meta,
+        auth_message: Hex(msg),
+        ..t.clone()
+    })
+}
+
 pub fn verify_proof_json(text: &str) -> Result<usize, Vec<String>> {
     verify_file(
         text,
         "register-proof",
         |t: &ProofTest| &t.meta,
-        |_: &(), t| {
-            t.meta.expect(run_proof(t))?;
-            let Message::Register(r) = Message::decode(&t.register.0).map_err(|e| e.to_string())?
-            else {
-                return Err("not a register".into());
-            };
-            let nonce = Nonce(t.nonce.array()?);
-            same("auth_message", &t.auth_message.0, &auth_message(&nonce, &r))?;
-            if let (Some(key), Some(auth)) = (&t.client_key, &r.auth) {
-                let p: Mac32 = proof(&Secret32::new(key.array()?), &t.auth_message.0);
-                same("proof", &auth.proof.0, &p.0)?;
-            }
-            Ok(())
-        },
+        complete_proof,
     )
 }
 
@@ -404,21 +390,14 @@ pub fn generate_csr() -> String {
     let reqs = ["KW-CRYPTO-022", "KW-REG-007"];
     let make =
         |tc: &str, comment: &str, flags: &[&str], account: &str, csr: &CertRequest, seed: bool| {
-            let mut t = CsrTest {
+            let t = CsrTest {
                 meta: Meta::valid(tc, comment, &reqs, flags),
                 account: account.into(),
                 sig_seed: seed.then(|| Hex(alice.signing.seed().expose().to_vec())),
                 csr: Hex(encode_plaintext(csr)),
-                signature_input: Hex(csr_signature_input(
-                    &Principal(account.into()),
-                    &csr.sig_key,
-                    &csr.kx_key,
-                )),
+                signature_input: Hex::default(),
             };
-            if let Err(f) = run_csr(&t) {
-                t.meta = Meta::invalid(tc, comment, &reqs, flags, &f);
-            }
-            t
+            complete_csr(&(), &t).unwrap_or(t)
         };
     let mut swapped = csr.clone();
     swapped.kx_key = KxKeyPair::generate(&mut rng).public();
@@ -463,27 +442,27 @@ fn run_csr(t: &CsrTest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The test recomputed from its inputs (`account`, `csr`, and `sig_seed`
+/// where given, which must be the csr's key and reproduce `pop`).
+fn complete_csr(_: &(), t: &CsrTest) -> Result<CsrTest, String> {
+    let (meta, _) = t.meta.judged(run_csr(t))?;
+    let csr: CertRequest = decode_plaintext(&t.csr.0).map_err(|e| e.to_string())?;
+    let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
+    let input = csr_signature_input(&account, &csr.sig_key, &csr.kx_key);
+    if let Some(seed) = &t.sig_seed {
+        let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
+        same("sig-key of sig_seed", &csr.sig_key.0, &key.public().0)?;
+        same("pop", &csr.pop.0, &key.sign(&input).0)?;
+    }
+    Ok(CsrTest {
+        meta,
+        signature_input: Hex(input),
+        ..t.clone()
+    })
+}
+
 pub fn verify_csr_json(text: &str) -> Result<usize, Vec<String>> {
-    verify_file(
-        text,
-        "csr",
-        |t: &CsrTest| &t.meta,
-        |_: &(), t| {
-            t.meta.expect(run_csr(t))?;
-            let csr: CertRequest = decode_plaintext(&t.csr.0).map_err(|e| e.to_string())?;
-            let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
-            same(
-                "signature_input",
-                &t.signature_input.0,
-                &csr_signature_input(&account, &csr.sig_key, &csr.kx_key),
-            )?;
-            if let Some(seed) = &t.sig_seed {
-                let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
-                same("pop", &csr.pop.0, &key.sign(&t.signature_input.0).0)?;
-            }
-            Ok(())
-        },
-    )
+    verify_file(text, "csr", |t: &CsrTest| &t.meta, complete_csr)
 }
 
 /// The X25519 proof of possession.
@@ -501,10 +480,22 @@ pub struct KxPopTest {
     challenge: Hex,
     nonce: Hex,
     auth_message: Hex,
+    /// The server's `z = X25519(challenge_private, kx_key)`, unless it is
+    /// all zeros (KW-CRYPTO-005).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shared_secret: Option<Hex>,
+    /// `k = HKDF(nonce, z, cbor(["keyway-v1 kx-pop", account, kx_key, challenge]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pop_key: Option<Hex>,
     kx_proof: Hex,
 }
+
+/// A point of order 8 on Curve25519 (RFC 7748 §6.1's small-subgroup
+/// points; with `wrap`'s, the two of order 8).
+const ORDER_8: [u8; 32] = [
+    0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b,
+    0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+];
 
 pub fn generate_kx_pop() -> String {
     let x = exchange();
@@ -540,24 +531,20 @@ pub fn generate_kx_pop() -> String {
                 private: Option<&KxKeyPair>,
                 nonce: &Nonce| {
         let (msg, proof) = case(kx_key, nonce);
-        let mut t = KxPopTest {
+        let t = KxPopTest {
             meta: Meta::valid(tc, comment, &reqs, flags),
             account: x.alice.account.as_str().into(),
             kx_key: Hex(kx_key.0.to_vec()),
             kx_private: private.map(|k| Hex(k.secret().expose().to_vec())),
             challenge_private: Hex(x.server.secret().expose().to_vec()),
-            challenge: Hex(x.server.public().0.to_vec()),
+            challenge: Hex::default(),
             nonce: Hex(nonce.0.to_vec()),
             auth_message: Hex(msg),
-            shared_secret: private
-                .and_then(|k| k.agree(&x.server.public()).ok())
-                .map(|s| Hex(s.expose().to_vec())),
+            shared_secret: None,
+            pop_key: None,
             kx_proof: Hex(proof.to_vec()),
         };
-        if let Err(f) = run_kx_pop(&t) {
-            t.meta = t.meta.clone().failing(&f);
-        }
-        t
+        complete_kx_pop(&(), &t).unwrap_or(t)
     };
     let stranger = KxKeyPair::generate(&mut entropy_for("kx-pop/stranger")).public();
     let other_nonce = Nonce(entropy_for("kx-pop/other-nonce").array());
@@ -594,9 +581,17 @@ pub fn generate_kx_pop() -> String {
             None,
             &other_nonce,
         ),
+        make(
+            "kx-pop/low-order-key",
+            "a csr naming an X25519 key of order 8: the server's shared secret is all zeros",
+            &["LowOrderPoint"],
+            PublicKey(ORDER_8),
+            None,
+            &x.nonce,
+        ),
     ];
-    let recipe = "auth_message is the register's (its csr's kx-key is kx_key); z = X25519(challenge_private, kx_key) (reject all-zero); k = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 kx-pop\", account, kx_key, challenge])); \
-accept iff HMAC-SHA256(k, auth_message) == kx_proof (constant time). With kx_private given, X25519(kx_private, challenge) = shared_secret and the device's proof equals kx_proof.";
+    let recipe = "auth_message is the register's (its csr's kx-key is kx_key); challenge = the public key of challenge_private; z = X25519(challenge_private, kx_key) (reject all-zero) = shared_secret; pop_key = k = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 kx-pop\", account, kx_key, challenge])); \
+accept iff HMAC-SHA256(k, auth_message) == kx_proof (constant time). With kx_private given, it is kx_key's private key, X25519(kx_private, challenge) = shared_secret and the device's proof equals kx_proof.";
     VectorFile::new("kx-pop", "spec/crypto.md §3", recipe, NOTES, (), tests).to_json()
 }
 
@@ -618,35 +613,51 @@ fn run_kx_pop(t: &KxPopTest) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The test recomputed from its inputs (`account`, `kx_key`,
+/// `challenge_private`, `nonce`, `auth_message`, `kx_proof`, and
+/// `kx_private` where given): the challenge key, the server's shared secret
+/// and key, and its verdict; with `kx_private`, the device's side too.
+fn complete_kx_pop(_: &(), t: &KxPopTest) -> Result<KxPopTest, String> {
+    let (meta, _) = t.meta.judged(run_kx_pop(t))?;
+    let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array()?));
+    let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
+    let kx_key = PublicKey(t.kx_key.array()?);
+    let nonce = Nonce(t.nonce.array()?);
+    let shared = server.agree(&kx_key).ok();
+    let key = shared
+        .as_ref()
+        .map(|z| kx_pop_key(z, &nonce, &account, &kx_key, &server.public()));
+    if let Some(private) = &t.kx_private {
+        let device = KxKeyPair::from_secret(&Secret32::new(private.array()?));
+        same("kx_key of kx_private", &t.kx_key.0, &device.public().0)?;
+        let z = device.agree(&server.public()).map_err(|e| e.to_string())?;
+        same(
+            "device shared secret",
+            z.expose(),
+            shared
+                .as_ref()
+                .map(|s| s.expose().as_slice())
+                .unwrap_or_default(),
+        )?;
+        let p = kx_proof(
+            &account,
+            &device,
+            &server.public(),
+            &nonce,
+            &t.auth_message.0,
+        )
+        .map_err(|e| e.to_string())?;
+        same("kx_proof", &t.kx_proof.0, &p.0)?;
+    }
+    Ok(KxPopTest {
+        meta,
+        challenge: Hex(server.public().0.to_vec()),
+        shared_secret: shared.map(|s| Hex(s.expose().to_vec())),
+        pop_key: key.map(|k| Hex(k.expose().to_vec())),
+        ..t.clone()
+    })
+}
+
 pub fn verify_kx_pop_json(text: &str) -> Result<usize, Vec<String>> {
-    verify_file(
-        text,
-        "kx-pop",
-        |t: &KxPopTest| &t.meta,
-        |_: &(), t| {
-            t.meta.expect(run_kx_pop(t))?;
-            let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array()?));
-            same("challenge", &t.challenge.0, &server.public().0)?;
-            if let Some(private) = &t.kx_private {
-                let device = KxKeyPair::from_secret(&Secret32::new(private.array()?));
-                let shared = device.agree(&server.public()).map_err(|e| e.to_string())?;
-                same(
-                    "shared_secret",
-                    &t.shared_secret.clone().unwrap_or_default().0,
-                    shared.expose(),
-                )?;
-                let account = Principal::new(&t.account).map_err(|e| e.to_string())?;
-                let p = kx_proof(
-                    &account,
-                    &device,
-                    &server.public(),
-                    &Nonce(t.nonce.array()?),
-                    &t.auth_message.0,
-                )
-                .map_err(|e| e.to_string())?;
-                same("kx_proof", &t.kx_proof.0, &p.0)?;
-            }
-            Ok(())
-        },
-    )
+    verify_file(text, "kx-pop", |t: &KxPopTest| &t.meta, complete_kx_pop)
 }

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
+use crate::crypto::primitives::siv_cipher;
 use crate::crypto::{
-    Entropy, KekBinding, KxKeyPair, Secret32, derive_kek, kek_info, unwrap_full, wrap_full,
+    Entropy, KekBinding, KxKeyPair, Secret32, derive_kek, kek_info, unwrap_with, wrap_with,
 };
 use crate::wire::{Nonce, Permission, Principal, PublicKey, RecipientKind, SessionId};
 
@@ -30,23 +31,30 @@ pub struct WrapTest {
     /// The recipient's private key, for the unwrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recipient_private: Option<Hex>,
+    /// The content key: wrapped (an input, with `ephemeral_private`), or
+    /// unwrapped (an output of a valid unwrap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cek: Option<Hex>,
+    /// `z`, of the wrap (`X25519(ephemeral_private, recipient_public)`) and
+    /// of the unwrap (`X25519(recipient_private, epk)`), which agree;
+    /// absent when it is all zeros (KW-CRYPTO-005).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shared_secret: Option<Hex>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kek_info: Option<Hex>,
+    kek_info: Hex,
+    /// The key-encryption key derived from `shared_secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kek: Option<Hex>,
+    /// An output of the wrap (with `ephemeral_private`), else the input of
+    /// the unwrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wrapped: Option<Hex>,
 }
 
-const RECIPE: &str = "If ephemeral_private is present: z = X25519(ephemeral_private, recipient_public); \
-kek = HKDF-SHA256(salt = session, ikm = z, info = kek_info) with kek_info = cbor([\"keyway-v1 kek\", 1, session, wrapper, epk, recipient_public, kind, perm]); \
-wrapped = AES-SIV(kek, [\"keyway-v1 wrap\", nonce, u64be(cid)], cek); compare every intermediate (valid) or expect the error (invalid). \
-Then, if recipient_private is present, unwrap: z = X25519(recipient_private, epk), the same kek with the recipient's own public key, and AES-SIV decryption of wrapped: \
-valid tests yield cek, invalid ones fail with the error.";
+const RECIPE: &str = "kek_info = cbor([\"keyway-v1 kek\", 1, session, wrapper, epk, recipient_public, kind, perm]). \
+If ephemeral_private is present (epk is its public key): z = X25519(ephemeral_private, recipient_public) = shared_secret (an all-zero z fails the wrap); \
+kek = HKDF-SHA256(salt = session, ikm = z, info = kek_info); wrapped = AES-SIV(kek, [\"keyway-v1 wrap\", nonce, u64be(cid)], cek). \
+Then, if recipient_private is present (recipient_public is its public key), unwrap: z = X25519(recipient_private, epk) = shared_secret (all-zero fails), the same kek, and AES-SIV decryption of wrapped: \
+valid tests yield cek; invalid ones fail with the error, carrying the intermediates computed before the failing step.";
 
 const NOTES: &[(&str, &str)] = &[
     (
@@ -101,29 +109,7 @@ fn base(tc: &str, kind: RecipientKind, perm: Permission) -> Base {
 }
 
 fn valid(tc: &str, comment: &str, b: &Base) -> WrapTest {
-    let epk = b.ephemeral.public();
-    let p = b.recipient.public();
-    let binding = KekBinding {
-        session: &b.session,
-        wrapper: &b.wrapper,
-        epk: &epk,
-        recipient: &p,
-        kind: b.kind,
-        perm: b.perm,
-    };
-    let shared = b
-        .ephemeral
-        .agree(&p)
-        .map(|s| s.expose().to_vec())
-        .unwrap_or_default();
-    let kek = derive_kek(
-        &Secret32::new(shared.as_slice().try_into().unwrap_or([0; 32])),
-        &binding,
-    );
-    let wrapped = wrap_full(&b.ephemeral, &binding, &b.nonce, b.cid, &b.cek)
-        .map(|w| w.to_vec())
-        .unwrap_or_default();
-    WrapTest {
+    let t = WrapTest {
         meta: Meta::valid(tc, comment, &["KW-CRYPTO-033", "KW-CRYPTO-034"], &[]),
         session: Hex(b.session.0.to_vec()),
         wrapper: b.wrapper.as_str().into(),
@@ -132,15 +118,16 @@ fn valid(tc: &str, comment: &str, b: &Base) -> WrapTest {
         cid: b.cid,
         nonce: Hex(b.nonce.0.to_vec()),
         ephemeral_private: Some(Hex(b.ephemeral.secret().expose().to_vec())),
-        epk: Hex(epk.0.to_vec()),
-        recipient_public: Hex(p.0.to_vec()),
+        epk: Hex(b.ephemeral.public().0.to_vec()),
+        recipient_public: Hex(b.recipient.public().0.to_vec()),
         recipient_private: Some(Hex(b.recipient.secret().expose().to_vec())),
         cek: Some(Hex(b.cek.expose().to_vec())),
-        shared_secret: Some(Hex(shared)),
-        kek_info: Some(Hex(kek_info(&binding))),
-        kek: Some(Hex(kek.expose().to_vec())),
-        wrapped: Some(Hex(wrapped)),
-    }
+        shared_secret: None,
+        kek_info: Hex::default(),
+        kek: None,
+        wrapped: None,
+    };
+    complete(&(), &t).unwrap_or(t)
 }
 
 /// An unwrap of `from`'s wrapped key under a changed context.
@@ -153,18 +140,11 @@ fn mutated(
     change: impl FnOnce(&mut WrapTest),
 ) -> WrapTest {
     let mut t = from.clone();
+    t.meta = Meta::valid(tc, comment, requirements, flags);
     t.ephemeral_private = None;
     t.cek = None;
-    t.shared_secret = None;
-    t.kek_info = None;
-    t.kek = None;
     change(&mut t);
-    let failure = run_unwrap(&t).err().unwrap_or(Failure {
-        code: "none".into(),
-        detail: "accepted".into(),
-    });
-    t.meta = Meta::invalid(tc, comment, requirements, flags, &failure);
-    t
+    complete(&(), &t).unwrap_or(t)
 }
 
 /// A point of order 8 on Curve25519 (not the identity).
@@ -308,29 +288,28 @@ pub fn generate() -> String {
             |t| t.epk = Hex(ORDER_8.to_vec()),
         ),
     ];
-    // A wrap for a small-order recipient key fails at the wrapper.
-    let mut zero = dest.clone();
-    zero.recipient_public = Hex(vec![0; 32]);
-    zero.recipient_private = None;
-    zero.cek = dest.cek.clone();
-    zero.shared_secret = None;
-    zero.kek_info = None;
-    zero.kek = None;
-    zero.wrapped = None;
-    let failure = run_wrap(&zero).err().unwrap_or(Failure {
-        code: "none".into(),
-        detail: "accepted".into(),
-    });
-    zero.meta = Meta::invalid(
+    // A wrap for a small-order recipient key fails at the wrapper: the
+    // all-zero key, and a point of order 8 (KW-CRYPTO-005).
+    let at_wrapper = |tc: &str, comment: &str, key: [u8; 32]| {
+        let mut t = dest.clone();
+        t.meta = Meta::valid(tc, comment, &["KW-CRYPTO-005"], &["LowOrderPoint"]);
+        t.recipient_public = Hex(key.to_vec());
+        t.recipient_private = None;
+        t.wrapped = None;
+        complete(&(), &t).unwrap_or(t)
+    };
+    tests.push(at_wrapper(
         "wrap/zero-recipient-key",
         "wrapping for an all-zero recipient key",
-        &["KW-CRYPTO-005"],
-        &["LowOrderPoint"],
-        &failure,
-    );
-    tests.push(zero);
+        [0; 32],
+    ));
     tests.insert(0, server);
-    tests.insert(0, dest);
+    tests.insert(0, dest.clone());
+    tests.push(at_wrapper(
+        "wrap/low-order-recipient-key",
+        "wrapping for a recipient key of order 8",
+        ORDER_8,
+    ));
     VectorFile::new("wrap", "spec/crypto.md §4", RECIPE, NOTES, (), tests).to_json()
 }
 
@@ -354,30 +333,11 @@ fn context(t: &WrapTest) -> Result<Context, String> {
     })
 }
 
-fn run_wrap(t: &WrapTest) -> Result<Vec<u8>, Failure> {
-    let c = context(t).map_err(|e| Failure {
-        code: "vector".into(),
-        detail: e,
-    })?;
-    let bad = |e: String| Failure {
-        code: "vector".into(),
-        detail: e,
-    };
-    let eph = KxKeyPair::from_secret(&Secret32::new(
-        t.ephemeral_private
-            .as_ref()
-            .ok_or_else(|| bad("no ephemeral".into()))?
-            .array()
-            .map_err(bad)?,
-    ));
-    let cek = Secret32::new(
-        t.cek
-            .as_ref()
-            .ok_or_else(|| bad("no cek".into()))?
-            .array()
-            .map_err(bad)?,
-    );
-    let p = PublicKey(t.recipient_public.array().map_err(bad)?);
+/// The wrap and the unwrap the test gives inputs for, filling in `out`'s
+/// intermediates and outputs as far as they get.
+fn run(t: &WrapTest, out: &mut WrapTest) -> Result<(), Failure> {
+    let c = context(t).map_err(Failure::vector)?;
+    let p = PublicKey(t.recipient_public.array().map_err(Failure::vector)?);
     let binding = KekBinding {
         session: &c.session,
         wrapper: &c.wrapper,
@@ -386,90 +346,74 @@ fn run_wrap(t: &WrapTest) -> Result<Vec<u8>, Failure> {
         kind: c.kind,
         perm: c.perm,
     };
-    Ok(wrap_full(&eph, &binding, &c.nonce, t.cid, &cek)?.to_vec())
-}
-
-fn run_unwrap(t: &WrapTest) -> Result<Vec<u8>, Failure> {
-    let bad = |e: String| Failure {
-        code: "vector".into(),
-        detail: e,
-    };
-    let c = context(t).map_err(bad)?;
-    let me = KxKeyPair::from_secret(&Secret32::new(
-        t.recipient_private
-            .as_ref()
-            .ok_or_else(|| bad("no recipient key".into()))?
-            .array()
-            .map_err(bad)?,
-    ));
-    let p = me.public();
-    let binding = KekBinding {
-        session: &c.session,
-        wrapper: &c.wrapper,
-        epk: &c.epk,
-        recipient: &p,
-        kind: c.kind,
-        perm: c.perm,
-    };
-    let wrapped = t
-        .wrapped
-        .as_ref()
-        .ok_or_else(|| bad("no wrapped key".into()))?;
-    Ok(unwrap_full(&me, &binding, &c.nonce, t.cid, &wrapped.0)?
-        .expose()
-        .to_vec())
-}
-
-/// Checks one wrap vector (the recipe above).
-pub fn run_vector(t: &WrapTest) -> Result<(), String> {
-    if t.ephemeral_private.is_some() {
-        let wrapped = t.meta.expect(run_wrap(t))?;
-        if let Some(wrapped) = wrapped {
-            let c = context(t)?;
-            let eph = KxKeyPair::from_secret(&Secret32::new(
-                t.ephemeral_private
-                    .as_ref()
-                    .map(|h| h.array())
-                    .transpose()?
-                    .unwrap_or([0; 32]),
-            ));
-            same("epk", &t.epk.0, &eph.public().0)?;
-            let p = PublicKey(t.recipient_public.array()?);
-            let shared = eph.agree(&p).map_err(|e| e.to_string())?;
-            let binding = KekBinding {
-                session: &c.session,
-                wrapper: &c.wrapper,
-                epk: &c.epk,
-                recipient: &p,
-                kind: c.kind,
-                perm: c.perm,
-            };
-            let check = |name: &str, v: &Option<Hex>, actual: &[u8]| match v {
-                Some(h) => same(name, &h.0, actual),
-                None => Err(format!("{name} missing")),
-            };
-            check("shared_secret", &t.shared_secret, shared.expose())?;
-            check("kek_info", &t.kek_info, &kek_info(&binding))?;
-            check("kek", &t.kek, derive_kek(&shared, &binding).expose())?;
-            check("wrapped", &t.wrapped, &wrapped)?;
-        }
+    out.kek_info = Hex(kek_info(&binding));
+    if let Some(private) = &t.ephemeral_private {
+        let eph = KxKeyPair::from_secret(&Secret32::new(private.array().map_err(Failure::vector)?));
+        same("epk of ephemeral_private", &t.epk.0, &eph.public().0).map_err(Failure::vector)?;
+        let cek = Secret32::new(
+            t.cek
+                .as_ref()
+                .ok_or_else(|| Failure::vector("no cek"))?
+                .array()
+                .map_err(Failure::vector)?,
+        );
+        let shared = eph.agree(&p)?;
+        let kek = derive_kek(&shared, &binding);
+        out.shared_secret = Some(Hex(shared.expose().to_vec()));
+        out.kek = Some(Hex(kek.expose().to_vec()));
+        let wrapped = wrap_with(&mut siv_cipher(kek.expose()), &c.nonce, t.cid, &cek);
+        out.wrapped = Some(Hex(wrapped.to_vec()));
     }
-    if t.recipient_private.is_some() {
-        if let Some(cek) = t.meta.expect(run_unwrap(t))? {
-            match &t.cek {
-                Some(expected) => same("cek", &expected.0, &cek)?,
-                None => return Err("cek missing".into()),
+    if let Some(private) = &t.recipient_private {
+        let me = KxKeyPair::from_secret(&Secret32::new(private.array().map_err(Failure::vector)?));
+        same(
+            "recipient_public of recipient_private",
+            &t.recipient_public.0,
+            &me.public().0,
+        )
+        .map_err(Failure::vector)?;
+        let shared = me.agree(&c.epk)?;
+        let kek = derive_kek(&shared, &binding);
+        if let Some(z) = &out.shared_secret {
+            same("shared secret of the unwrap", &z.0, shared.expose()).map_err(Failure::vector)?;
+        }
+        out.shared_secret = Some(Hex(shared.expose().to_vec()));
+        out.kek = Some(Hex(kek.expose().to_vec()));
+        let wrapped = out
+            .wrapped
+            .clone()
+            .ok_or_else(|| Failure::vector("no wrapped key"))?;
+        let cek = unwrap_with(&mut siv_cipher(kek.expose()), &c.nonce, t.cid, &wrapped.0)?;
+        match &t.cek {
+            Some(given) if t.ephemeral_private.is_some() => {
+                same("unwrapped cek", &given.0, cek.expose()).map_err(Failure::vector)?;
             }
+            _ => out.cek = Some(Hex(cek.expose().to_vec())),
         }
     }
     Ok(())
 }
 
+/// The test recomputed from its inputs (the context, `epk`,
+/// `recipient_public`, and `ephemeral_private` with `cek` for a wrap, or
+/// `wrapped` for an unwrap alone, and `recipient_private` for the unwrap).
+fn complete(_: &(), t: &WrapTest) -> Result<WrapTest, String> {
+    let mut out = WrapTest {
+        shared_secret: None,
+        kek: None,
+        ..t.clone()
+    };
+    if t.ephemeral_private.is_some() {
+        out.wrapped = None;
+    } else {
+        out.cek = None;
+    }
+    let outcome = run(t, &mut out);
+    let (meta, _) = t.meta.judged(outcome)?;
+    out.meta = meta;
+    Ok(out)
+}
+
 pub fn verify_json(text: &str) -> Result<usize, Vec<String>> {
-    verify_file(
-        text,
-        "wrap",
-        |t: &WrapTest| &t.meta,
-        |_: &(), t| run_vector(t),
-    )
+    verify_file(text, "wrap", |t: &WrapTest| &t.meta, complete)
 }
