@@ -644,26 +644,53 @@ fn locate(file: &serde_json::Value, path: &[Seg]) -> (String, String) {
 /// file, except for the leaves of [`UNCHECKED`].
 #[test]
 fn every_field_is_checked() {
-    let mut accepted = Vec::new();
-    let mut total = 0;
-    for name in json_files(&committed()) {
-        let text = std::fs::read_to_string(committed().join(&name)).unwrap();
-        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Each mutation re-verifies its whole file: spread the mutations over
+    // the machine's cores.
+    let files: Vec<(String, serde_json::Value)> = json_files(&committed())
+        .into_iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(committed().join(&name)).unwrap();
+            (name, serde_json::from_str(&text).unwrap())
+        })
+        .collect();
+    let mut work = Vec::new();
+    for (i, (_, file)) in files.iter().enumerate() {
         let mut paths = Vec::new();
-        leaves(&file, &mut Vec::new(), &mut paths);
-        for path in paths {
-            let mut copy = file.clone();
-            let leaf = at(&mut copy, &path);
-            let Some(m) = mutated(leaf) else { continue };
-            *leaf = m;
-            total += 1;
-            let text = serde_json::to_string(&copy).unwrap();
-            if vectors::verify_text(&name, &text).is_ok() {
-                let (tc, field) = locate(&file, &path);
-                accepted.push((name.clone(), tc, field));
-            }
-        }
+        leaves(file, &mut Vec::new(), &mut paths);
+        work.extend(paths.into_iter().map(|p| (i, p)));
     }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // (mutations tried, those verify accepted: file, test, field)
+    type Outcome = (usize, Vec<(String, String, String)>);
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (files, work) = (&files, &work);
+                scope.spawn(move || {
+                    let mut accepted = Vec::new();
+                    let mut total = 0;
+                    for (i, path) in work.iter().skip(w).step_by(workers) {
+                        let (name, file) = &files[*i];
+                        let mut copy = file.clone();
+                        let leaf = at(&mut copy, path);
+                        let Some(m) = mutated(leaf) else { continue };
+                        *leaf = m;
+                        total += 1;
+                        let text = serde_json::to_string(&copy).unwrap();
+                        if vectors::verify_text(name, &text).is_ok() {
+                            let (tc, field) = locate(file, path);
+                            accepted.push((name.clone(), tc, field));
+                        }
+                    }
+                    (total, accepted)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total: usize = results.iter().map(|(t, _)| t).sum();
+    let accepted: Vec<(String, String, String)> =
+        results.into_iter().flat_map(|(_, a)| a).collect();
     assert!(total > 2000, "only {total} mutations");
     let covers = |u: &Unchecked, test: &str, field: &str, a: &(String, String, String)| {
         let (name, tc, at) = a;
