@@ -10,6 +10,7 @@
 mod checks;
 mod net;
 mod outputs;
+mod script;
 mod world;
 
 pub use checks::Report;

@@ -20,7 +20,18 @@ pub enum Node {
 /// A scripted application action.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
+    /// Register with a new certificate (F1).
     Register(usize),
+    /// Register again with the certificate held (F2).
+    Confirm(usize),
+    /// End the registration (KW-REG-015).
+    Deregister(usize),
+    /// The device stops: it neither receives nor runs its timers, and so
+    /// neither refreshes nor de-registers (KW-REG-016 ends its
+    /// registration at the server).
+    GoOffline(usize),
+    /// The device runs again.
+    ComeBack(usize),
     Call {
         call: usize,
     },
@@ -29,9 +40,11 @@ pub enum Action {
         session: SessionId,
         frame: u64,
     },
+    /// Text number `n` (0 is the greeting).
     Info {
         device: usize,
         session: SessionId,
+        n: u64,
     },
     Rekey {
         device: usize,
@@ -97,6 +110,11 @@ impl Net {
     pub fn at(&mut self, at: Millis, what: What) {
         self.order += 1;
         self.queue.push(Reverse((at, self.order, what)));
+    }
+
+    /// When the next thing happens.
+    pub fn peek(&self) -> Option<Millis> {
+        self.queue.peek().map(|Reverse((at, ..))| *at)
     }
 
     pub fn pop(&mut self) -> Option<(Millis, What)> {

@@ -6,11 +6,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::SimConfig;
 use super::checks::{Ledger, Report};
-use super::net::{Action, Net, Node, What};
+use super::net::{Net, Node, What};
+use super::script::Lifecycle;
 use crate::core::{
     Addr, Device, DeviceCommand, DeviceConfig, DevicePolicy, FirewallPlan, MemoryFirewall,
-    MemoryStore, Millis, RecordPolicy, Recorder, RecorderConfig, RecorderLink, Route, Server,
-    ServerConfig, ServerDirectory, ServerPolicy,
+    MemoryStore, Millis, RecordPolicy, Recorder, RecorderConfig, RecorderLink, RetransmitPolicy,
+    Route, Server, ServerConfig, ServerDirectory, ServerPolicy,
 };
 use crate::crypto::register::Verifier;
 use crate::crypto::{
@@ -25,15 +26,44 @@ use crate::wire::{
 /// like real ones.
 pub(super) const T0: Millis = 1_800_000_000_000;
 /// When calls start: after every device has registered.
-const CALLS_AT: Millis = 10_000;
+pub(super) const CALLS_AT: Millis = 10_000;
 /// Time between call attempts.
-const CALL_SPACING: Millis = 250;
+pub(super) const CALL_SPACING: Millis = 250;
 /// Media frames each party sends per call, before and after the rekey.
-const FRAMES: u64 = 6;
+pub(super) const FRAMES: u64 = 6;
 /// Iterations of the provisioned-secret verifiers (the minimum allowed).
 const ITERATIONS: u64 = 4096;
+/// Serials of the servers' and recorders' certificates, issued at setup:
+/// far from those the servers issue to devices (from 1), since a
+/// revocation names a certificate by issuer and serial (KW-CERT-006).
+const SERVICE_SERIAL: u64 = 1 << 40;
 /// Most events processed, against runaway loops.
 const MAX_EVENTS: u64 = 50_000_000;
+/// Registration terms devices ask for: 30 to 50 s, so that every device
+/// refreshes (KW-REG-014) several times in a run — each refresh a new
+/// certificate, the previous one revoked (KW-SM-009) — mid-call too, and
+/// so that certificates held in caches expire (KW-QUERY-006).
+const TERM_SECS: u64 = 30;
+const TERM_SPREAD_SECS: u64 = 21;
+/// The shortest term servers grant (KW-REG-013): below the terms asked
+/// for, and below what an F2 re-registration shortly after a refresh has
+/// left of its certificate (KW-REG-009).
+const MIN_EXPIRES_SECS: u64 = 20;
+/// The servers' session term (KW-SM-013): the calls of kind `OverLong`
+/// outlast it, so some sessions end by their term rather than by `bye`.
+pub(super) const SESSION_SECS: u64 = 60;
+/// Rekey policy of every party (KW-KEY-003, KW-SM-006): low enough that
+/// long calls rekey by time and chatty ones by message count.
+pub(super) const KEYS: KeyPolicy = KeyPolicy {
+    rekey_after_secs: 15,
+    rekey_after_messages: 5,
+    grace_secs: 30,
+};
+/// When every party gives a request up (the default, KW-FRAME-011): what
+/// the script and the end-of-run phase wait for.
+pub(super) fn give_up() -> Millis {
+    RetransmitPolicy::default().give_up
+}
 
 pub(super) struct DomainNodes {
     pub(super) name: Domain,
@@ -49,6 +79,9 @@ pub(super) struct CallRecord {
     pub(super) caller_ended: bool,
     pub(super) callee_ended: bool,
     pub(super) hung_up: bool,
+    /// Whether the callee saw the call established (its `ack` arrived).
+    pub(super) callee_established: bool,
+    pub(super) kind: super::script::CallKind,
 }
 
 /// Everything simulated.
@@ -66,9 +99,34 @@ pub struct World {
     pub(super) calls: Vec<CallRecord>,
     pub(super) call_of: BTreeMap<SessionId, usize>,
     pub(super) ledger: Ledger,
+    /// When the script's last action, and what it sets off, is over: the
+    /// end-of-run phase starts here.
+    pub(super) script_end: Millis,
     pub(super) end: Millis,
     /// The frame of the media command being carried out.
     pub(super) pending_frame: Option<Vec<u8>>,
+    /// Each device's trust policy, as configured: which servers its offers
+    /// must have made recipients (the check of KW-SM-010).
+    pub(super) policies: Vec<DevicePolicy>,
+    /// Each device's registration script.
+    pub(super) lifecycles: Vec<Lifecycle>,
+    /// Devices off line now.
+    pub(super) offline: BTreeSet<usize>,
+    /// Devices registered, as their events tell: a new certificate for one
+    /// of them is a refresh.
+    pub(super) holding: BTreeSet<usize>,
+    /// Devices whose F2 re-registration has been scheduled.
+    pub(super) confirming: BTreeSet<usize>,
+    /// Whether a scripted rekey command is being carried out: a rekey sent
+    /// otherwise was due by time or count (KW-SM-006).
+    pub(super) commanded_rekey: bool,
+    /// The certificate the latest offer or answer sent to a device carried,
+    /// by device and session.
+    pub(super) carried: BTreeMap<(usize, SessionId), Certificate>,
+    /// The end of the certificate each device holds of each account, as
+    /// its acceptances tell (KW-QUERY-006): a caller verifies an answer
+    /// with the one it holds, if valid, rather than the one carried.
+    pub(super) cached: BTreeMap<(usize, Principal), u64>,
 }
 
 fn principal(text: &str) -> Principal {
@@ -101,8 +159,17 @@ impl World {
             calls: Vec::new(),
             call_of: BTreeMap::new(),
             ledger: Ledger::default(),
+            script_end: T0,
             end: T0,
             pending_frame: None,
+            policies: Vec::new(),
+            lifecycles: Vec::new(),
+            offline: BTreeSet::new(),
+            holding: BTreeSet::new(),
+            confirming: BTreeSet::new(),
+            commanded_rekey: false,
+            carried: BTreeMap::new(),
+            cached: BTreeMap::new(),
         };
         world.ledger.report.seed = cfg.seed;
         world.ledger.report.domains = cfg.domains;
@@ -149,11 +216,17 @@ impl World {
             let server_addr = Addr::new(ip(192, 0, 2, n), 5060);
             let server_id =
                 Identity::generate(principal(&format!("sc@{}", name.as_str())), &mut setup);
-            let server_cert = service_cert(ca, &server_id, Role::Server, 1);
+            let server_cert = service_cert(ca, &server_id, Role::Server, SERVICE_SERIAL);
+            world
+                .ledger
+                .issued(name.as_str(), SERVICE_SERIAL, not_after);
             let recorder = if cfg.record {
                 let rec_id =
                     Identity::generate(principal(&format!("rec@{}", name.as_str())), &mut setup);
-                let rec_cert = service_cert(ca, &rec_id, Role::Recorder, 2);
+                let rec_cert = service_cert(ca, &rec_id, Role::Recorder, SERVICE_SERIAL + 1);
+                world
+                    .ledger
+                    .issued(name.as_str(), SERVICE_SERIAL + 1, not_after);
                 let addr = Addr::new(ip(192, 0, 2, n), 6000);
                 let mut servers = BTreeMap::new();
                 servers.insert(server_id.account.clone(), server_cert.clone());
@@ -205,6 +278,8 @@ impl World {
                     RecordPolicy::Nothing
                 },
                 tamper_read_only: cfg.tamper && d == last && cfg.domains > 1,
+                min_expires: MIN_EXPIRES_SECS,
+                session_secs: SESSION_SECS,
                 ..ServerPolicy::default()
             };
             let server = Server::new(ServerConfig {
@@ -217,7 +292,7 @@ impl World {
                 accounts,
                 policy,
                 retransmit: Default::default(),
-                keys: KeyPolicy::default(),
+                keys: KEYS,
                 firewall: Some(FirewallPlan {
                     public_ip: IpAddr::V4(public_ip),
                     first_port: 20_000,
@@ -242,6 +317,9 @@ impl World {
                 let host = ip(10, n, (k / 250) as u8, (k % 250 + 1) as u8);
                 let contact = Addr::new(host, 5060);
                 let media = Addr::new(host, 40_000);
+                let index = world.devices.len();
+                let policy = super::script::policy_of(index);
+                world.policies.push(policy.clone());
                 let device = Device::new(DeviceConfig {
                     account: account.clone(),
                     secret,
@@ -252,11 +330,11 @@ impl World {
                         addr: contact,
                     },
                     media,
-                    expires: 3600,
+                    expires: TERM_SECS + u64::from_le_bytes(setup.array()) % TERM_SPREAD_SECS,
                     anchor: ca.anchor(),
-                    policy: DevicePolicy::default(),
+                    policy,
                     retransmit: Default::default(),
-                    keys: KeyPolicy::default(),
+                    keys: KEYS,
                 });
                 world
                     .devices
@@ -274,7 +352,7 @@ impl World {
         }
         if hub {
             let hub_id = Identity::generate(hub_account.clone(), &mut setup);
-            let hub_cert = service_cert(&hub_ca, &hub_id, Role::Server, 1);
+            let hub_cert = service_cert(&hub_ca, &hub_id, Role::Server, SERVICE_SERIAL);
             let mut directory = ServerDirectory::default();
             for dom in &world.domains {
                 if let Some((server, _, addr, ..)) = world.servers.get(dom.server) {
@@ -293,9 +371,13 @@ impl World {
                 addr: hub_addr,
                 directory,
                 accounts: BTreeMap::new(),
-                policy: ServerPolicy::default(),
+                policy: ServerPolicy {
+                    min_expires: MIN_EXPIRES_SECS,
+                    session_secs: SESSION_SECS,
+                    ..ServerPolicy::default()
+                },
                 retransmit: Default::default(),
-                keys: KeyPolicy::default(),
+                keys: KEYS,
                 firewall: None,
                 recorder: None,
                 decoy_secret: Secret32::new(setup.array()),
@@ -314,41 +396,39 @@ impl World {
         world
     }
 
-    /// Registrations, then calls between random pairs.
-    fn script(&mut self, rng: &mut SeededEntropy) {
-        for d in 0..self.devices.len() {
-            self.net
-                .at(T0 + 10 * d as Millis, What::Script(Action::Register(d)));
-        }
-        let n = self.devices.len() as u64;
-        for call in 0..self.cfg.calls {
-            let caller = (u64::from_le_bytes(rng.array()) % n) as usize;
-            let mut callee = (u64::from_le_bytes(rng.array()) % (n - 1).max(1)) as usize;
-            if callee >= caller {
-                callee += 1;
-            }
-            self.calls.push(CallRecord {
-                caller,
-                callee: callee.min(self.devices.len() - 1),
-                session: None,
-                established: false,
-                caller_ended: false,
-                callee_ended: false,
-                hung_up: false,
-            });
-            let at = T0 + CALLS_AT + CALL_SPACING * call as Millis;
-            self.net.at(at, What::Script(Action::Call { call }));
-        }
-        let last_call = T0 + CALLS_AT + CALL_SPACING * self.cfg.calls as Millis;
-        // Long enough for every retransmission to end (32 s) twice over.
-        self.end = last_call + 120_000;
-    }
-
+    /// Runs the script, then the end-of-run phase: virtual time moves on
+    /// past every session's term and every retransmission, after which no
+    /// firewall may hold a pinhole and no server may follow a session
+    /// (KW-SM-013, KW-FW-004).
     pub fn run(&mut self) {
         let mut events = 0u64;
         let mut next_check = T0;
-        while let Some((at, what)) = self.net.pop() {
-            if at > self.end || events >= MAX_EVENTS {
+        let mut drained = false;
+        loop {
+            if !drained && self.net.peek().is_none_or(|at| at > self.script_end) {
+                // The script is over: what is left to end ends within a
+                // session term and a retransmission give-up from now.
+                drained = true;
+                self.end = self
+                    .servers
+                    .iter()
+                    .flat_map(|s| {
+                        let server = &s.0;
+                        server
+                            .session_ids()
+                            .into_iter()
+                            .filter_map(|id| server.session_expiry(&id))
+                            .collect::<Vec<_>>()
+                    })
+                    .chain([self.script_end])
+                    .max()
+                    .unwrap_or(self.script_end)
+                    .saturating_add(2 * give_up() + 1000);
+            }
+            let Some((at, what)) = self.net.pop() else {
+                break;
+            };
+            if (drained && at > self.end) || events >= MAX_EVENTS {
                 break;
             }
             events += 1;
@@ -359,12 +439,13 @@ impl World {
                 What::Script(action) => self.act(action),
             }
             if self.now >= next_check {
-                self.check_pinholes();
+                self.check_state();
                 next_check = self.now + 1000;
             }
         }
-        self.now = self.end;
-        self.check_pinholes();
+        self.now = self.end.max(self.now);
+        self.check_state();
+        self.check_quiescent();
         self.finish();
     }
 
@@ -375,6 +456,12 @@ impl World {
     // ------------------------------------------------------------ input
 
     fn deliver(&mut self, to: Node, from: Addr, bytes: &[u8]) {
+        if let Node::Device(i) = to {
+            if self.offline.contains(&i) {
+                self.ledger.report.datagrams_unreachable += 1;
+                return;
+            }
+        }
         let now = self.now;
         let outcome = match to {
             Node::Server(i) => self
@@ -401,6 +488,12 @@ impl World {
             return; // superseded
         }
         self.timers.remove(&node);
+        if let Node::Device(i) = node {
+            if self.offline.contains(&i) {
+                // Not run while off line; `ComeBack` runs it and re-arms.
+                return;
+            }
+        }
         let now = self.now;
         match node {
             Node::Server(i) => {
@@ -422,147 +515,55 @@ impl World {
         self.drain(node);
     }
 
-    fn command(&mut self, device: usize, command: DeviceCommand) {
-        let now = self.now;
-        if let Some((d, rng, ..)) = self.devices.get_mut(device) {
-            if d.command(now, command, rng).is_err() {
-                self.ledger.report.commands_refused += 1;
-            }
-        }
+    /// Gives a device a command the script has checked its state allows:
+    /// a refusal (`ApiMisuse`) means the device's reported state and its
+    /// checks disagree, and is an invariant broken.
+    pub(super) fn command(&mut self, device: usize, command: DeviceCommand) {
+        self.issue(device, command);
         self.drain(Node::Device(device));
     }
 
-    fn act(&mut self, action: Action) {
-        match action {
-            Action::Register(d) => self.command(d, DeviceCommand::Register),
-            Action::Call { call } => self.place_call(call),
-            Action::Media {
-                device,
-                session,
-                frame,
-            } => {
-                let payload = format!(
-                    "frame {frame} of {} from {device}",
-                    crate::cbor::hex(&session.0)
-                )
-                .into_bytes();
-                self.pending_frame = Some(payload.clone());
-                self.command(device, DeviceCommand::Media(session, payload));
-                self.pending_frame = None;
-            }
-            Action::Info { device, session } => {
-                self.command(device, DeviceCommand::Info(session, "hello".into()))
-            }
-            Action::Rekey {
-                device,
-                session,
-                body,
-            } => self.command(device, DeviceCommand::Rekey(session, body)),
-            Action::HangUp { device, session } => {
-                if let Some(call) = self
-                    .call_of
-                    .get(&session)
-                    .and_then(|c| self.calls.get_mut(*c))
-                {
-                    call.hung_up = true;
-                }
-                self.command(device, DeviceCommand::HangUp(session));
-            }
-        }
-    }
-
-    fn place_call(&mut self, call: usize) {
-        let Some(record) = self.calls.get(call) else {
-            return;
-        };
-        let (caller, callee) = (record.caller, record.callee);
-        let Some(to) = self.devices.get(callee).map(|d| d.0.account().clone()) else {
-            return;
-        };
-        let before: BTreeSet<SessionId> = self
-            .devices
-            .get(caller)
-            .map(|d| d.0.sessions().into_iter().collect())
-            .unwrap_or_default();
-        self.ledger.report.calls_attempted += 1;
+    /// [`World::command`] without carrying out the outputs yet.
+    pub(super) fn issue(&mut self, device: usize, command: DeviceCommand) {
         let now = self.now;
-        if let Some((d, rng, ..)) = self.devices.get_mut(caller) {
-            if d.command(now, DeviceCommand::Call(to), rng).is_err() {
-                self.ledger.report.commands_refused += 1;
+        let mut refused = None;
+        if let Some((d, rng, ..)) = self.devices.get_mut(device) {
+            let what = command_name(&command);
+            if let Err(e) = d.command(now, command, rng) {
+                refused = Some(format!(
+                    "{} refused a command its state allows ({what}): {e}",
+                    d.account()
+                ));
             }
         }
-        let after: Vec<SessionId> = self
-            .devices
-            .get(caller)
-            .map(|d| d.0.sessions())
-            .unwrap_or_default();
-        if let Some(session) = after.into_iter().find(|s| !before.contains(s)) {
-            self.call_of.insert(session, call);
-            if let Some(record) = self.calls.get_mut(call) {
-                record.session = Some(session);
-            }
+        if let Some(v) = refused {
+            self.ledger.report.commands_refused += 1;
+            self.ledger.violation(now, v);
         }
-        self.drain(Node::Device(caller));
     }
 
-    /// The established call's script: media both ways, text, a rekey,
-    /// media under the new keys, then the caller hangs up.
-    pub(super) fn schedule_call(&mut self, call: usize) {
-        let Some(record) = self.calls.get(call) else {
-            return;
-        };
-        let Some(session) = record.session else {
-            return;
-        };
-        let (caller, callee) = (record.caller, record.callee);
-        let t = self.now;
-        for f in 0..FRAMES {
-            for device in [caller, callee] {
-                self.net.at(
-                    t + 100 + 20 * f,
-                    What::Script(Action::Media {
-                        device,
-                        session,
-                        frame: f,
-                    }),
-                );
-            }
+    /// Runs a device's timers once it is back on line (they did not run
+    /// while it was off).
+    pub(super) fn wake(&mut self, device: usize) {
+        let now = self.now;
+        if let Some((d, rng, ..)) = self.devices.get_mut(device) {
+            d.handle_timeout(now, rng);
         }
-        self.net.at(
-            t + 150,
-            What::Script(Action::Info {
-                device: callee,
-                session,
-            }),
-        );
-        let body = call % 2 == 1;
-        self.net.at(
-            t + 300,
-            What::Script(Action::Rekey {
-                device: caller,
-                session,
-                body,
-            }),
-        );
-        for f in FRAMES..2 * FRAMES {
-            for device in [caller, callee] {
-                self.net.at(
-                    t + 900 + 20 * f,
-                    What::Script(Action::Media {
-                        device,
-                        session,
-                        frame: f,
-                    }),
-                );
-            }
-        }
-        self.net.at(
-            t + 2000,
-            What::Script(Action::HangUp {
-                device: caller,
-                session,
-            }),
-        );
+        self.drain(Node::Device(device));
+    }
+}
+
+fn command_name(command: &DeviceCommand) -> &'static str {
+    match command {
+        DeviceCommand::Register => "register",
+        DeviceCommand::RegisterWithCertificate => "register with certificate",
+        DeviceCommand::Deregister => "de-register",
+        DeviceCommand::QueryCertificate(_) => "query certificate",
+        DeviceCommand::Call(_) => "call",
+        DeviceCommand::Info(..) => "info",
+        DeviceCommand::Rekey(..) => "rekey",
+        DeviceCommand::Media(..) => "media",
+        DeviceCommand::HangUp(_) => "hang up",
     }
 }
 
