@@ -380,3 +380,125 @@ fn kw_sm_021_failed_refreshes_are_retried_and_lapses_reported() {
     assert_eq!(lab.device("u2@a.example").registered_until(), None);
     assert!(lab.device("u2@a.example").certificate().is_none());
 }
+
+/// KW-SM-022: a callee of another domain that holds the caller's
+/// certificate from an earlier call checks a refreshed caller's offer with
+/// it — the refresh replaced the certificate, not the keys — and answers.
+#[test]
+fn kw_sm_022_a_refreshed_caller_is_still_recognised() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let first = lab.call("u1@a.example", "u2@b.example");
+    lab.command("u1@a.example", DeviceCommand::HangUp(first));
+    lab.settle();
+    let old = lab.device("u1@a.example").certificate().unwrap().clone();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let new = lab.device("u1@a.example").certificate().unwrap().clone();
+    assert_ne!(old.tbs.serial, new.tbs.serial);
+    assert_eq!(old.tbs.sig_key, new.tbs.sig_key);
+    let second = lab.call("u1@a.example", "u2@b.example");
+    assert_eq!(
+        lab.device("u1@a.example").call_state(&second),
+        Some(CallState::Established)
+    );
+    assert!(
+        !lab.device_events("u2@b.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::TamperDetected(..)))
+    );
+}
+
+/// KW-SM-022: an offer whose carried certificate has other keys than the
+/// account's, as the callee's server confirms it, is refused once the
+/// callee has fetched the account's certificate — not fetched forever.
+#[test]
+fn kw_sm_022_an_offer_under_keys_not_the_accounts_is_refused() {
+    use keyway::crypto::{
+        CertProfile, CertificateAuthority, Identity, SeededEntropy, SigningKeyPair,
+    };
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let first = lab.call("u1@a.example", "u2@b.example");
+    lab.command("u1@a.example", DeviceCommand::HangUp(first));
+    lab.settle();
+    // An offer as u1@a, sealed with other keys under a certificate of
+    // another authority that claims a.example.
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Offer(o) if o.via.is_none() => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let mut rng = SeededEntropy::from_label("impostor");
+    let rogue = CertificateAuthority::new(
+        keyway::wire::Domain::new("a.example").unwrap(),
+        SigningKeyPair::generate(&mut rng),
+    );
+    let impostor = Identity::generate(principal("u1@a.example"), &mut rng);
+    let cert = rogue.issue(&CertProfile {
+        serial: 99,
+        subject: principal("u1@a.example"),
+        role: keyway::wire::Role::Device,
+        sig_key: impostor.signing.public(),
+        kx_key: impostor.kx.public(),
+        not_before: lab.now / 1000 - 60,
+        not_after: lab.now / 1000 + 3600,
+    });
+    let forged = keyway::wire::Offer {
+        txn: TxnId([0x55; 8]),
+        session: SessionId([0x66; 16]),
+        cert: Some(cert),
+        ..offer
+    };
+    let mark = lab.trace.len();
+    let callee = lab.devices[lab.dev("u2@b.example")].contact;
+    lab.inject(
+        callee,
+        lab.servers[1].addr,
+        &Message::Offer(forged).encode(),
+    );
+    lab.settle();
+    let fetched = lab
+        .find(mark, |s| matches!(s, Step::Sent { from, message: Message::CertQuery(q), .. } if from == "u2@b.example" && q.target == principal("u1@a.example")))
+        .expect("the callee asks for u1@a's certificate although it holds one");
+    assert!(
+        lab.find(fetched, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.code == ErrorCode::CERT_INVALID))
+            .is_some()
+    );
+    assert!(lab.device("u2@b.example").sessions().is_empty());
+}
+
+/// KW-SM-023: a callee whose caller's `bye` never arrived learns the call
+/// is over from its next in-session request: the caller answers
+/// `unknown-session`, and the callee ends the call too.
+#[test]
+fn kw_sm_023_a_call_the_peer_no_longer_has_ends() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Bye(_))));
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.advance(40_000);
+    lab.drop_if = None;
+    assert_eq!(lab.device("u1@a.example").call_state(&session), None);
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(CallState::Established)
+    );
+    lab.command(
+        "u1@b.example",
+        DeviceCommand::Info(session, "still there?".into()),
+    );
+    lab.settle();
+    assert_eq!(lab.device("u1@b.example").call_state(&session), None);
+    assert!(
+        lab.device_events("u1@b.example")
+            .contains(&DeviceEvent::CallFailed(
+                session,
+                ErrorCode::UNKNOWN_SESSION
+            ))
+    );
+}

@@ -546,8 +546,35 @@ impl Device {
         self.request(now, txn, Message::Register(request), pending);
     }
 
+    /// Holds `item` until the certificates of `missing` are confirmed, and
+    /// asks for them — even one held, which is not the one needed
+    /// (KW-SM-022). Parked first, so that a query refused at once fails
+    /// the item with it.
+    fn park(
+        &mut self,
+        now: Millis,
+        missing: BTreeSet<Principal>,
+        item: Parked,
+        rng: &mut impl Entropy,
+    ) {
+        let targets: Vec<Principal> = missing.iter().cloned().collect();
+        self.parked.push((missing, item));
+        for target in &targets {
+            self.fetch(now, target, rng);
+        }
+    }
+
+    /// A certificate the application asks for, unless one is held.
     fn query(&mut self, now: Millis, target: &Principal, rng: &mut impl Entropy) {
-        if self.valid_cert(target, now).is_some() || self.queries.contains_key(target) {
+        if self.valid_cert(target, now).is_none() {
+            self.fetch(now, target, rng);
+        }
+    }
+
+    /// Asks the device's server for `target`'s certificate, unless a query
+    /// for it is outstanding.
+    fn fetch(&mut self, now: Millis, target: &Principal, rng: &mut impl Entropy) {
+        if self.queries.contains_key(target) {
             return;
         }
         if self.queries.len() >= PENDING {
@@ -653,10 +680,7 @@ impl Device {
             .map(|(p, _, _)| p.clone())
             .collect();
         if !missing.is_empty() {
-            for p in &missing {
-                self.query(now, p, rng);
-            }
-            self.parked.push((missing, Parked::Call(session)));
+            self.park(now, missing, Parked::Call(session), rng);
             return;
         }
         self.send_offer(now, session, &needs, rng);
@@ -1132,6 +1156,21 @@ impl Device {
             }
             Pending::Offer(session) => self.fail_call(session, code),
             Pending::InSession(session, MsgType::Bye) => self.end_call(session),
+            // KW-SM-023: the peer no longer has the call, or cannot be
+            // reached: the call is over (as RFC 5057 ends a SIP dialog on
+            // 481 and 408).
+            // A call already ending is left to its `bye`.
+            Pending::InSession(session, _)
+                if [
+                    ErrorCode::UNKNOWN_SESSION,
+                    ErrorCode::TIMEOUT,
+                    ErrorCode::NOT_REGISTERED,
+                ]
+                .contains(&code)
+                    && self.call_state(&session) != Some(CallState::Ending) =>
+            {
+                self.fail_call(session, code)
+            }
             Pending::InSession(_, _) => {}
         }
     }
@@ -1432,7 +1471,7 @@ impl Device {
                     self.continue_call(now, session, rng);
                     Ok(())
                 }
-                Parked::Offer(from, offer) => self.on_offer(now, from, *offer, rng),
+                Parked::Offer(from, offer) => self.on_offer(now, from, *offer, true, rng),
                 Parked::Answer(answer) => self.on_answer_ready(now, *answer, rng),
             };
         }
@@ -1500,22 +1539,53 @@ impl Device {
         }
     }
 
+    /// The certificate a message's sender is checked with (KW-SM-022): one
+    /// of the device's own domain as the message carries it (its anchor
+    /// confirms it); otherwise the one the device holds, confirmed by its
+    /// server, provided it has the keys of the one the message carries — a
+    /// refresh replaces a certificate, not its keys. `None`: the device
+    /// must fetch the account's certificate first.
+    fn sender_cert(
+        &self,
+        account: &Principal,
+        carried: Option<&Certificate>,
+        now: Millis,
+    ) -> Option<Certificate> {
+        let held = self.valid_cert(account, now);
+        match (carried, held) {
+            (Some(c), _) if account.domain() == self.cfg.account.domain() => Some(c.clone()),
+            (Some(c), Some(h)) if same_keys(c, h) => Some(h.clone()),
+            (None, Some(h)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
     /// Accounts whose certificates a body's check needs and the device does
-    /// not hold: the sender and every editor.
-    fn missing_for(&self, now: Millis, body: &crate::wire::Sealed) -> BTreeSet<Principal> {
-        let mut needed = vec![body.sender.clone()];
-        needed.extend(
+    /// not hold: the sender (with the certificate its message carries) and
+    /// every editor.
+    fn missing_for(
+        &self,
+        now: Millis,
+        body: &crate::wire::Sealed,
+        carried: Option<&Certificate>,
+    ) -> BTreeSet<Principal> {
+        let mut missing = BTreeSet::new();
+        if body.sender.domain() != self.cfg.account.domain()
+            && self.sender_cert(&body.sender, carried, now).is_none()
+        {
+            missing.insert(body.sender.clone());
+        }
+        missing.extend(
             body.edits
                 .iter()
                 .flat_map(|e| e.iter())
-                .map(|e| e.editor.clone()),
+                .map(|e| &e.editor)
+                .filter(|p| {
+                    p.domain() != self.cfg.account.domain() && self.valid_cert(p, now).is_none()
+                })
+                .cloned(),
         );
-        needed
-            .into_iter()
-            .filter(|p| {
-                p.domain() != self.cfg.account.domain() && self.valid_cert(p, now).is_none()
-            })
-            .collect()
+        missing
     }
 
     fn on_request(
@@ -1540,7 +1610,7 @@ impl Device {
             Seen::New => {}
         }
         match request {
-            Message::Offer(offer) => self.on_offer(now, from, offer, rng),
+            Message::Offer(offer) => self.on_offer(now, from, offer, false, rng),
             Message::Ack(ack) => self.on_ack(now, from, ack),
             Message::Info(info) => self.on_info(now, from, info),
             Message::Rekey(rekey) => self.on_rekey(now, from, rekey),
@@ -1550,11 +1620,14 @@ impl Device {
         }
     }
 
+    /// An offer; `resumed` once it waited for certificates, which are not
+    /// fetched twice.
     fn on_offer(
         &mut self,
         now: Millis,
         from: Addr,
         offer: Offer,
+        resumed: bool,
         rng: &mut impl Entropy,
     ) -> Outcome {
         // A session is offered once (KW-SM-017), by the account that sealed
@@ -1578,7 +1651,7 @@ impl Device {
         if let Some(code) = refusal {
             return self.reject_request(now, from, offer.txn, MsgType::Offer, code);
         }
-        let mut missing = self.missing_for(now, &offer.body);
+        let mut missing = self.missing_for(now, &offer.body, offer.cert.as_ref());
         // The answer is sealed for the device's own server too
         // (KW-POLICY-001): its certificate is needed before answering.
         if self.cfg.policy.own_server.is_some()
@@ -1595,26 +1668,23 @@ impl Device {
                 missing.insert(server.clone());
             }
         }
-        if !missing.is_empty() {
-            for p in &missing {
-                self.query(now, p, rng);
-            }
-            self.parked
-                .push((missing, Parked::Offer(from, Box::new(offer))));
-            return Ok(());
-        }
         let txn = offer.txn;
         let reject = |this: &mut Self, code: ErrorCode| {
             this.reject_request(now, from, txn, MsgType::Offer, code)
         };
+        if !missing.is_empty() {
+            if resumed {
+                // Fetched, and still not the certificate the offer carries:
+                // its keys are not the account's (KW-SM-022).
+                return reject(self, ErrorCode::CERT_INVALID);
+            }
+            self.park(now, missing, Parked::Offer(from, Box::new(offer)), rng);
+            return Ok(());
+        }
         let Some(identity) = self.identity.clone() else {
             return reject(self, ErrorCode::NOT_REGISTERED);
         };
-        let Some(caller_cert) = offer
-            .cert
-            .clone()
-            .or_else(|| self.certs.get(&offer.from).cloned())
-        else {
+        let Some(caller_cert) = self.sender_cert(&offer.from, offer.cert.as_ref(), now) else {
             return reject(self, ErrorCode::CERT_NOT_FOUND);
         };
         let opened = match open(&offer.body, &offer.session, &identity, &mut self.kek) {
@@ -1749,13 +1819,9 @@ impl Device {
         {
             return Err(ProtocolError::Unsolicited(MsgType::Answer));
         }
-        let missing = self.missing_for(now, &answer.body);
+        let missing = self.missing_for(now, &answer.body, answer.cert.as_ref());
         if !missing.is_empty() {
-            for p in &missing {
-                self.query(now, p, rng);
-            }
-            self.parked
-                .push((missing, Parked::Answer(Box::new(answer))));
+            self.park(now, missing, Parked::Answer(Box::new(answer)), rng);
             return Ok(());
         }
         self.on_answer_ready(now, answer, rng)
@@ -1785,7 +1851,7 @@ impl Device {
             self.abandon_call(now, session, Some(ErrorCode::PERMISSION_DENIED), rng);
             return unusable(ErrorCode::PERMISSION_DENIED);
         }
-        let Some(peer_cert) = self.valid_cert(&peer, now).cloned().or(answer.cert.clone()) else {
+        let Some(peer_cert) = self.sender_cert(&peer, answer.cert.as_ref(), now) else {
             self.fail_call(session, ErrorCode::CERT_NOT_FOUND);
             return unusable(ErrorCode::CERT_NOT_FOUND);
         };
@@ -2209,6 +2275,11 @@ impl Device {
             }
         }
     }
+}
+
+/// Whether two certificates certify the same key pairs.
+fn same_keys(a: &Certificate, b: &Certificate) -> bool {
+    a.tbs.subject == b.tbs.subject && a.tbs.sig_key == b.tbs.sig_key && a.tbs.kx_key == b.tbs.kx_key
 }
 
 fn keys_due(call: Option<&Call>, now: Millis, policy: &KeyPolicy) -> bool {

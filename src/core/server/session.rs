@@ -968,7 +968,9 @@ impl Server {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
-        if s.recording.is_some() {
+        // Pinholes that end with the session's term are gone already:
+        // there is no copy left to stop.
+        if s.recording.is_some() && now < s.expires_at {
             for pinhole in &s.pinholes {
                 self.firewall(FirewallCommand::Copy {
                     pinhole: *pinhole,
