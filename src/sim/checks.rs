@@ -67,6 +67,10 @@ pub struct Report {
     /// Body-form rekeys signed after a refresh replaced the certificate the
     /// session was set up with (KW-SM-020).
     pub body_rekeys_after_refresh: u64,
+    /// Offers a server re-keyed (claim 39, KW-SM-011), and servers that
+    /// then took the new key from the answer (KW-CRYPTO-040): one
+    /// `KeyReplaced` each.
+    pub session_keys_replaced: u64,
     /// Sealed bodies made (offers, answers, rekeys, media keys).
     pub messages_sealed: u64,
     /// Sealed bodies opened by servers with their own entry.

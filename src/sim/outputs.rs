@@ -530,6 +530,7 @@ impl World {
             {
                 self.ledger.key_held(now, me, session);
             }
+            ServerEvent::KeyReplaced(_) => self.ledger.report.session_keys_replaced += 1,
             ServerEvent::Observed(..) => self.ledger.report.messages_followed_by_servers += 1,
             ServerEvent::Tampered(session, re) => {
                 let Some(call) = self.call_of.get(&session).and_then(|c| self.calls.get(*c)) else {

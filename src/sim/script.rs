@@ -17,7 +17,7 @@ use super::world::{
 };
 use crate::core::{CallState, DeviceCommand, DevicePolicy, Millis};
 use crate::crypto::{Entropy, SeededEntropy};
-use crate::wire::SessionId;
+use crate::wire::{Permission, SessionId};
 
 /// How long a device that de-registers stays away before registering anew.
 const AWAY: Millis = 8_000;
@@ -89,9 +89,10 @@ pub(super) fn lifecycle_of(index: usize, total: usize) -> Lifecycle {
 }
 
 /// The trust policy of device `index` (KW-POLICY-001): the default;
-/// server entries sealed anonymously (found by trial); or no entry for
-/// the peer's server. Which servers an offer must have made recipients
-/// follows from it.
+/// server entries sealed anonymously (found by trial); no entry for the
+/// peer's server; or the peer's server may modify, so that it re-keys the
+/// offer (claim 39, KW-SM-011). Which servers an offer must have made
+/// recipients follows from it.
 pub(super) fn policy_of(index: usize) -> DevicePolicy {
     match index % 4 {
         1 => DevicePolicy {
@@ -100,6 +101,10 @@ pub(super) fn policy_of(index: usize) -> DevicePolicy {
         },
         2 => DevicePolicy {
             peer_server: None,
+            ..DevicePolicy::default()
+        },
+        3 => DevicePolicy {
+            peer_server: Some(Permission::ReadModify),
             ..DevicePolicy::default()
         },
         _ => DevicePolicy::default(),

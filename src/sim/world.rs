@@ -280,6 +280,7 @@ impl World {
                 tamper_read_only: cfg.tamper && d == last && cfg.domains > 1,
                 min_expires: MIN_EXPIRES_SECS,
                 session_secs: SESSION_SECS,
+                rekey_offers: true,
                 ..ServerPolicy::default()
             };
             let server = Server::new(ServerConfig {
