@@ -657,7 +657,7 @@ fn messages_are_at_most_16384_bytes() {
     assert_eq!(
         e,
         WireError {
-            offset: 0,
+            offset: wire::MAX_MESSAGE_SIZE,
             kind: WireErrorKind::MessageTooLarge {
                 size: over.len(),
                 limit: wire::MAX_MESSAGE_SIZE

@@ -56,7 +56,11 @@ impl Default for DecodeOptions {
 /// Decodes exactly one item that spans the whole input.
 pub fn decode<'a>(input: &'a [u8], options: &DecodeOptions) -> Result<Item<'a>, CborError> {
     if input.len() > options.max_input {
-        return Err(CborError::new(0, CborErrorKind::InputTooLarge(input.len())));
+        // KW-LIMIT-001: detected at the first byte beyond the limit.
+        return Err(CborError::new(
+            options.max_input,
+            CborErrorKind::InputTooLarge(input.len()),
+        ));
     }
     let (item, used) = decode_prefix(input, options, 0)?;
     if used != input.len() {

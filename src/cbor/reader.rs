@@ -44,7 +44,11 @@ impl<'a> Reader<'a> {
     /// The reader always requires deterministic encoding.
     pub fn new(input: &'a [u8], options: DecodeOptions) -> Result<Self, CborError> {
         if input.len() > options.max_input {
-            return Err(CborError::new(0, CborErrorKind::InputTooLarge(input.len())));
+            // KW-LIMIT-001: detected at the first byte beyond the limit.
+            return Err(CborError::new(
+                options.max_input,
+                CborErrorKind::InputTooLarge(input.len()),
+            ));
         }
         Ok(Self {
             input,

@@ -507,8 +507,9 @@ impl Message {
     /// protocol limits, a known version and type, every field valid.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         if bytes.len() > MAX_MESSAGE_SIZE {
+            // KW-LIMIT-001: detected at the first byte beyond the limit.
             return Err(WireError::new(
-                0,
+                MAX_MESSAGE_SIZE,
                 WireErrorKind::MessageTooLarge {
                     size: bytes.len(),
                     limit: MAX_MESSAGE_SIZE,
