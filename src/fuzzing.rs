@@ -139,6 +139,7 @@ pub fn seal_open(data: &[u8]) {
                 &sealed,
                 &FUZZ_SESSION,
                 &opened.plaintext,
+                &opened.cek,
                 &f.alice_cert,
                 &f.trust,
                 1,
@@ -279,6 +280,7 @@ pub fn core_receive(data: &[u8]) {
         policy: DevicePolicy::default(),
         retransmit: Default::default(),
         keys: KeyPolicy::default(),
+        identity: None,
     });
     let mut recorder = Recorder::new(RecorderConfig {
         identity: rec_id,

@@ -502,3 +502,125 @@ fn kw_sm_023_a_call_the_peer_no_longer_has_ends() {
             ))
     );
 }
+
+/// KW-FRAME-012 with §5: a duplicate of a refused request gets the same
+/// `error` again and is reported refused again.
+#[test]
+fn a_duplicate_of_a_refused_request_is_refused_again() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let device = lab.devices[0].contact;
+    let stranger: Addr = "198.51.100.9:5060".parse().unwrap();
+    let register = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| matches!(m, Message::Register(_)).then_some(m))
+        .unwrap();
+    let refused = ProtocolError::Refused {
+        re: MsgType::Register,
+        code: ErrorCode::UNKNOWN_MESSAGE_TYPE,
+    };
+    for _ in 0..2 {
+        let mark = lab.trace.len();
+        lab.inject(device, stranger, &register.encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@a.example"),
+            std::slice::from_ref(&refused)
+        );
+        assert!(
+            lab.find(mark, |s| matches!(
+                s,
+                Step::Sent {
+                    message: Message::Error(_),
+                    ..
+                }
+            ))
+            .is_some()
+        );
+    }
+}
+
+/// KW-ERR-004, KW-SM-019: a server whose outstanding requests are all but
+/// used up takes an in-session request's place before reading it, so what
+/// reading it sends (the recorder's new keys) cannot make its forward
+/// fail after the fact: the `info` is read and forwarded, or refused and
+/// not read.
+#[test]
+fn kw_err_004_reading_a_request_cannot_starve_its_forward() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        hub: false,
+        record: true,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u2@a.example");
+    lab.command("u1@a.example", DeviceCommand::Info(session, "x".into()));
+    lab.settle();
+    let info = lab
+        .sent()
+        .into_iter()
+        .find_map(|(f, _, m)| match m {
+            Message::Info(i) if f == "u1@a.example" => Some(i),
+            _ => None,
+        })
+        .unwrap();
+    let server = lab.servers[0].addr;
+    let u2 = lab.devices[1].contact;
+    let thief: Addr = "203.0.113.7:5060".parse().unwrap();
+    // Fill sc@a's outstanding requests with forwards that go nowhere.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Info(i) if i.txn.0[0] == 0xee),
+    ));
+    let mut fillers = Vec::new();
+    for k in 0u32.. {
+        let mut txn = [0xee; 8];
+        txn[4..].copy_from_slice(&k.to_be_bytes());
+        let filler = Message::Info(keyway::wire::Info {
+            txn: TxnId(txn),
+            seq: 1_000_000 + u64::from(k),
+            ..info.clone()
+        });
+        let mark = lab.trace.len();
+        lab.inject(server, thief, &filler.encode());
+        if !lab.refusals(mark, "sc@a.example").is_empty() {
+            break;
+        }
+        fillers.push(TxnId(txn));
+    }
+    lab.queue.clear();
+    // Two places free again.
+    for txn in &fillers[..2] {
+        let ok = Message::Ok(OkResponse {
+            txn: *txn,
+            session: Some(session),
+            epoch: None,
+            re: MsgType::Info,
+            pinhole: None,
+            recording: None,
+            ext: Default::default(),
+        });
+        lab.inject(server, u2, &ok.encode());
+    }
+    lab.queue.clear();
+    // A rekey (one place) and the info with its new description (the
+    // other), whose keys the server owes the recorder.
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::Rekey(session, false));
+    lab.settle();
+    let refused_info = lab.refusals(mark, "sc@a.example").iter().any(|e| {
+        matches!(
+            e,
+            ProtocolError::Refused {
+                re: MsgType::Info,
+                ..
+            }
+        )
+    });
+    let read = lab
+        .find(mark, |s| matches!(s, Step::Server { server, event: ServerEvent::Observed(_, MsgType::Info) } if server == "sc@a.example"))
+        .is_some();
+    assert!(!refused_info, "the info had its place");
+    assert!(read);
+    assert!(lab.find(mark, |s| matches!(s, Step::Sent { from, message: Message::Info(_), .. } if from == "sc@a.example")).is_some());
+}

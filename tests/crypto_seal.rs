@@ -13,8 +13,8 @@
 mod support;
 
 use keyway::crypto::{
-    CryptoError, KeyCache, RecipientSpec, Rekeying, SealContext, SeededEntropy, edit, open, seal,
-    verify_sealed,
+    CryptoError, KekBinding, KeyCache, KxKeyPair, RecipientSpec, Rekeying, SealContext, Secret32,
+    SeededEntropy, edit, open, reencrypt_without_edit, seal, verify_sealed, wrap_full,
 };
 use keyway::wire::{
     Bytes, ErrorCode, List, Permission, PublicKey, RecipientKind, Sealed, SessionDesc, SessionId,
@@ -71,6 +71,7 @@ fn destination_check(pki: &Pki, sealed: &Sealed) -> Result<Vec<u8>, CryptoError>
         sealed,
         &SESSION,
         &opened.plaintext,
+        &opened.cek,
         &pki.alice.cert,
         &pki.trust,
         NOW,
@@ -540,4 +541,47 @@ fn a_body_under_a_known_key_opens_without_an_entry() {
     let wrong = keyway::crypto::Secret32::new([1; 32]);
     assert!(keyway::crypto::open_with_key(&sealed, &SESSION, &wrong).is_err());
     assert!(keyway::crypto::open_with_key(&sealed, &SessionId([0; 16]), &opened.cek).is_err());
+}
+
+/// KW-CRYPTO-031: a digest binds the content key. sc@b, which may only
+/// read, seals the offer's very plaintext again under a key of its own —
+/// a new ephemeral key, every entry re-wrapped, the sender's hash and
+/// signature kept (neither covers the ephemeral key or the entries'
+/// wrapped keys). Bob's entry opens, the plaintext is the one alice
+/// signed, and yet the body is refused: its key is not the one she
+/// committed to, so a reader cannot give the parties different keys.
+#[test]
+fn kw_crypto_031_a_reader_cannot_seal_again_under_another_key() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let mut rng = SeededEntropy::from_label("re-sealing reader");
+    let other = Secret32::new([0x0b; 32]);
+    let mut forged = reencrypt_without_edit(&sealed, &SESSION, &other, &plaintext()).unwrap();
+    let ephemeral = KxKeyPair::generate(&mut rng);
+    forged.epk = ephemeral.public();
+    let keys = [&pki.sc_a, &pki.sc_b, &pki.bob];
+    let mut entries = forged.recipients.clone().into_vec();
+    for (entry, party) in entries.iter_mut().zip(keys) {
+        let binding = KekBinding {
+            session: &SESSION,
+            wrapper: &pki.alice.id.account,
+            epk: &forged.epk,
+            recipient: &party.id.kx.public(),
+            kind: entry.kind,
+            perm: entry.perm,
+        };
+        let wrapped = wrap_full(&ephemeral, &binding, &forged.nonce, forged.cid, &other).unwrap();
+        entry.wrapped = Bytes::new(wrapped.to_vec()).unwrap();
+    }
+    forged.recipients = List::new(entries).unwrap();
+    let opened = open(&forged, &SESSION, &pki.bob.id, &mut KeyCache::new(8)).unwrap();
+    assert_eq!(opened.plaintext, plaintext());
+    assert_eq!(opened.cek, other);
+    assert_eq!(
+        destination_check(&pki, &forged),
+        Err(CryptoError::PermissionDenied(
+            "content matches no signed version"
+        ))
+    );
+    assert_eq!(destination_check(&pki, &sealed), Ok(plaintext()));
 }

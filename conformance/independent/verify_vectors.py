@@ -541,8 +541,10 @@ def body_ad(session, cid, sender):
     return enc(["keyway-v1 body", SUITE, session, cid, sender])
 
 
-def content_digest(session, cid, plaintext):
-    return H(enc(["keyway-v1 content", session, cid, plaintext]))
+def content_digest(session, cid, cek, plaintext):
+    """KW-CRYPTO-031: a version under the content key it is encrypted with."""
+    commit = H(enc(["keyway-v1 key commit", cek]))
+    return H(enc(["keyway-v1 content", session, cid, commit, plaintext]))
 
 
 def perm_map(recipients):
@@ -653,7 +655,7 @@ def open_sealed(body, session, reader, p, notes):
             raise Reject("permission-denied", "edit %d: prev does not continue the chain" % i)
         version = e[3]
     # 4. the plaintext is the last signed version
-    if content_digest(session, cid, pt) != version:
+    if content_digest(session, cid, cek, pt) != version:
         raise Reject("permission-denied", "plaintext digest is not the last signed version")
     return pt, cek, m
 
@@ -737,7 +739,7 @@ def seal_body(t, p, sender, e, cek, nonce, pt, session, cid):
     same("sender sig-key (seed vs certificate)", ed25519_public(seed), stbs[6])
     E = x25519_public(e)
     ct = siv_encrypt(cek, [body_ad(session, cid, sender), nonce], pt)
-    digest = content_digest(session, cid, pt)
+    digest = content_digest(session, cid, cek, pt)
     recips = []
     for r in t["recipients"]:
         rp = party(p, r["id"])
@@ -834,7 +836,6 @@ def k_seal(t, p, notes):
         edits = m.get(10, [])
         prev = edits[-1][3] if edits else m[8]
         pt = hx(t["plaintext"])
-        nxt = content_digest(session, cid, pt)
         nonce = m[6]
         Enew = None
         if t.get("new_key"):
@@ -872,6 +873,8 @@ def k_seal(t, p, notes):
         else:
             absent(t, "randomness")
         m[7] = siv_encrypt(cek, [body_ad(session, cid, m[2]), nonce], pt)
+        # KW-CRYPTO-035: next is the version under the key it now has.
+        nxt = content_digest(session, cid, cek, pt)
         pmap = perm_map(m[5])
         ei = enc(["keyway-v1 edit", SUITE, session, cid, actor, prev, nxt, Enew, pmap])
         edit = {0: actor, 1: kid(atbs[6], 0), 2: prev, 3: nxt, 4: ed25519_sign(seed, ei),

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::bound::bound_or;
-use super::error::{ApiMisuse, ProtocolError};
+use super::error::{ApiMisuse, ProtocolError, repeated};
 use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
@@ -60,7 +60,7 @@ impl Default for DevicePolicy {
 }
 
 /// What a device is configured with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceConfig {
     /// Its account.
     pub account: Principal,
@@ -84,6 +84,26 @@ pub struct DeviceConfig {
     pub retransmit: RetransmitPolicy,
     /// Rekey timing.
     pub keys: KeyPolicy,
+    /// Key pairs provisioned ahead (say, in a secure element); `None`: the
+    /// device makes them at its first registration (KW-REG-001).
+    pub identity: Option<Identity>,
+}
+
+/// The provisioned secret never reaches debug output (KW-CRYPTO-002).
+impl core::fmt::Debug for DeviceConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DeviceConfig")
+            .field("account", &self.account)
+            .field("secret", &format_args!("<redacted>"))
+            .field("server", &self.server)
+            .field("server_account", &self.server_account)
+            .field("contact", &self.contact)
+            .field("media", &self.media)
+            .field("expires", &self.expires)
+            .field("policy", &self.policy)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the application asks a device to do.
@@ -303,8 +323,8 @@ impl Device {
         let trust = TrustStore::new(vec![cfg.anchor.clone()]);
         Self {
             client: ClientTxns::new(cfg.retransmit),
+            identity: cfg.identity.clone().filter(|i| i.account == cfg.account),
             cfg,
-            identity: None,
             cert: None,
             reg: RegState::Idle,
             refresh_at: None,
@@ -1603,8 +1623,9 @@ impl Device {
         };
         match self.server.seen(now, txn, from) {
             Seen::Answered(response) => {
+                let outcome = repeated(re, &response);
                 self.send(from, response);
-                return Ok(());
+                return outcome;
             }
             Seen::InProgress => return Ok(()),
             Seen::New => {}
@@ -1699,6 +1720,7 @@ impl Device {
                 &offer.body,
                 &offer.session,
                 &opened.plaintext,
+                &opened.cek,
                 &caller_cert,
                 &validate,
             )
@@ -1852,11 +1874,17 @@ impl Device {
             return unusable(ErrorCode::PERMISSION_DENIED);
         }
         let Some(peer_cert) = self.sender_cert(&peer, answer.cert.as_ref(), now) else {
-            self.fail_call(session, ErrorCode::CERT_NOT_FOUND);
-            return unusable(ErrorCode::CERT_NOT_FOUND);
+            // KW-SM-022: fetched, and still other keys than the answer's;
+            // the callee learns from the bye.
+            let code = match self.valid_cert(&peer, now) {
+                Some(_) => ErrorCode::CERT_INVALID,
+                None => ErrorCode::CERT_NOT_FOUND,
+            };
+            self.abandon_call(now, session, Some(code), rng);
+            return unusable(code);
         };
         if peer_cert.tbs.subject != peer {
-            self.fail_call(session, ErrorCode::CERT_SUBJECT_MISMATCH);
+            self.abandon_call(now, session, Some(ErrorCode::CERT_SUBJECT_MISMATCH), rng);
             return unusable(ErrorCode::CERT_SUBJECT_MISMATCH);
         }
         let opened = match open(&answer.body, &session, &identity, &mut self.kek) {
@@ -1881,6 +1909,7 @@ impl Device {
                 &answer.body,
                 &session,
                 &opened.plaintext,
+                &opened.cek,
                 &peer_cert,
                 &validate,
             )
@@ -2005,7 +2034,7 @@ impl Device {
             .get_mut(&info.session)
             .and_then(|c| c.keys.as_mut())
             .map(|k| {
-                k.recv.open(
+                k.recv.open_unrecorded(
                     MsgType::Info,
                     info.epoch,
                     info.seq,
@@ -2013,7 +2042,7 @@ impl Device {
                     secs(now),
                 )
             });
-        let plaintext = match opened {
+        let (plaintext, seen) = match opened {
             Some(Ok(p)) => p,
             Some(Err(CryptoError::StaleEpoch(epoch))) if self.ahead(&info.session, epoch) => {
                 self.defer(info.session, from, Message::Info(info));
@@ -2040,6 +2069,14 @@ impl Device {
         };
         match decode_plaintext::<SessionUpdate>(&plaintext) {
             Ok(update) => {
+                // Accepted: its sequence number is spent (KW-KEY-005).
+                if let Some(keys) = self
+                    .calls
+                    .get_mut(&info.session)
+                    .and_then(|c| c.keys.as_mut())
+                {
+                    keys.recv.record(seen, secs(now));
+                }
                 if let Some(desc) = update.desc {
                     if let Some(call) = self.calls.get_mut(&info.session) {
                         let next = call

@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-use crate::wire::{ErrorCode, MsgType, SessionId, WireError};
+use crate::wire::{ErrorCode, Message, MsgType, SessionId, WireError};
 
 /// Why an input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -64,6 +64,16 @@ impl ProtocolError {
             | Self::Dropped { code, .. } => *code,
             Self::Unsolicited(_) => ErrorCode::BAD_STATE,
         }
+    }
+}
+
+/// The outcome of a duplicate request answered again from the
+/// transaction cache (KW-FRAME-012): refused again if its answer was an
+/// `error`.
+pub(crate) fn repeated(re: MsgType, answer: &Message) -> Result<(), ProtocolError> {
+    match answer {
+        Message::Error(e) => Err(ProtocolError::Refused { re, code: e.code }),
+        _ => Ok(()),
     }
 }
 

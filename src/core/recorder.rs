@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::device::{error_response, request_txn};
-use super::error::ProtocolError;
+use super::error::{ProtocolError, repeated};
 use super::transact::{Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
@@ -261,11 +261,12 @@ impl Recorder {
         };
         match self.txns.seen(now, txn, from) {
             Seen::Answered(response) => {
+                let outcome = repeated(re, &response);
                 self.outputs.push_back(Output::Transmit {
                     to: from,
                     message: response,
                 });
-                return Ok(());
+                return outcome;
             }
             Seen::InProgress => return Ok(()),
             Seen::New => {}
@@ -407,6 +408,7 @@ impl Recorder {
             sealed,
             session,
             &opened.plaintext,
+            &opened.cek,
             server_cert,
             &self.cfg.trust,
             secs(now),

@@ -10,7 +10,7 @@ use super::kek::{KekBinding, KeyCache, PendingKek, derive_kek, unwrap_with};
 use super::keys::{Identity, KeyUse, key_id, verify};
 use super::primitives::{sha256, siv_cipher, siv_open, siv_seal};
 use super::secret::Secret32;
-use super::structure::{BODY, CONTENT, EDIT, Part, SEAL, opt_bytes, structure};
+use super::structure::{BODY, CONTENT, EDIT, KEY_COMMIT, Part, SEAL, opt_bytes, structure};
 use crate::cbor;
 use crate::wire::{
     Bytes, Certificate, Edit, Extensions, Hash32, List, Nonce, Permission, Principal, PublicKey,
@@ -55,13 +55,23 @@ fn body_ad(ctx: SealContext<'_>, sender: &Principal) -> Vec<u8> {
     )
 }
 
-/// `H(cbor(["keyway-v1 content", session, cid, plaintext]))` (KW-CRYPTO-031).
-pub fn content_digest(ctx: SealContext<'_>, plaintext: &[u8]) -> Hash32 {
+/// `H(cbor(["keyway-v1 key commit", cek]))`: what a digest binds of the
+/// content key (KW-CRYPTO-031).
+pub fn key_commitment(cek: &Secret32) -> Hash32 {
+    Hash32(sha256(&structure(KEY_COMMIT, &[Part::Bytes(cek.expose())])))
+}
+
+/// `H(cbor(["keyway-v1 content", session, cid, key_commitment(cek),
+/// plaintext]))` (KW-CRYPTO-031): a version of the control information
+/// under the content key it is encrypted with, so that a reader cannot
+/// seal the same version again under another key unnoticed.
+pub fn content_digest(ctx: SealContext<'_>, cek: &Secret32, plaintext: &[u8]) -> Hash32 {
     Hash32(sha256(&structure(
         CONTENT,
         &[
             Part::Bytes(&ctx.session.0),
             Part::Uint(ctx.cid),
+            Part::Bytes(&key_commitment(cek).0),
             Part::Bytes(plaintext),
         ],
     )))
@@ -196,7 +206,7 @@ pub fn seal(
     };
     let nonce = Nonce(entropy.array());
     let ct = encrypt_content(ctx, &sender.account, &cek, &nonce, plaintext)?;
-    let hash = content_digest(ctx, plaintext);
+    let hash = content_digest(ctx, &cek, plaintext);
     let mut entries = Vec::with_capacity(recipients.len());
     for spec in recipients {
         let binding = KekBinding {
@@ -451,7 +461,14 @@ pub fn open_rekey_body(
         ));
     }
     let opened = open(body, session, me, &mut KeyCache::new(1))?;
-    verify_sealed_with(body, session, &opened.plaintext, sender_cert, validate)?;
+    verify_sealed_with(
+        body,
+        session,
+        &opened.plaintext,
+        &opened.cek,
+        sender_cert,
+        validate,
+    )?;
     let named: u64 =
         crate::wire::decode_plaintext(&opened.plaintext).map_err(|_| CryptoError::DecryptFailed)?;
     if named != epoch {
@@ -470,12 +487,14 @@ fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a R
 
 /// The destination's check (KW-SEAL-009, KW-CRYPTO-036): sender
 /// certificate and signature over the current permission map; each edit's
-/// permission, certificate, signature and link; and the plaintext's digest
-/// against the last signed version.
+/// permission, certificate, signature and link; and the digest of the
+/// plaintext, under the content key `cek` that decrypted it, against the
+/// last signed version.
 pub fn verify_sealed(
     sealed: &Sealed,
     session: &SessionId,
     plaintext: &[u8],
+    cek: &Secret32,
     sender_cert: &Certificate,
     trust: &TrustStore,
     now: u64,
@@ -484,6 +503,7 @@ pub fn verify_sealed(
         sealed,
         session,
         plaintext,
+        cek,
         sender_cert,
         &|cert, subject, role| trust.check(cert, Expect { subject, role, now }),
     )
@@ -497,6 +517,7 @@ pub fn verify_sealed_with(
     sealed: &Sealed,
     session: &SessionId,
     plaintext: &[u8],
+    cek: &Secret32,
     sender_cert: &Certificate,
     validate: &dyn Fn(
         &Certificate,
@@ -541,7 +562,7 @@ pub fn verify_sealed_with(
         }
         current = edit.next;
     }
-    if content_digest(ctx, plaintext) != current {
+    if content_digest(ctx, cek, plaintext) != current {
         return Err(CryptoError::PermissionDenied(
             "content matches no signed version",
         ));
@@ -591,7 +612,6 @@ pub fn edit(
         .flat_map(|e| e.iter())
         .last()
         .map_or(sealed.hash, |e| e.next);
-    let next = content_digest(ctx, new_plaintext);
     let mut out = sealed.clone();
     let (cek, epk) = match rekeying {
         Rekeying::KeepKey => (cek.clone(), None),
@@ -624,6 +644,8 @@ pub fn edit(
         }
     };
     out.ct = encrypt_content(ctx, &sealed.sender, &cek, &out.nonce, new_plaintext)?;
+    // The version the edit signs is under the key it ends up under.
+    let next = content_digest(ctx, &cek, new_plaintext);
     let map = permission_map(&out.recipients);
     let sig = editor.signing.sign(&edit_signature_input(
         ctx,

@@ -220,6 +220,15 @@ pub struct SealedPayload {
     pub payload: Vec<u8>,
 }
 
+/// A payload that opened and is still to be recorded in its epoch's
+/// replay window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "record it once the message is accepted"]
+pub struct Seen {
+    epoch: u64,
+    seq: u64,
+}
+
 /// A rekey under the current key, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RekeyWrapped {
@@ -318,12 +327,35 @@ impl DirectionKeys {
         payload: &[u8],
         now: u64,
     ) -> Result<Vec<u8>, CryptoError> {
+        let (plaintext, seen) = self.open_unrecorded(msg_type, epoch, seq, payload, now)?;
+        self.record(seen, now);
+        Ok(plaintext)
+    }
+
+    /// Receiver: [`DirectionKeys::open`] without recording the sequence
+    /// number, for a caller that may still refuse the message for what it
+    /// says; it hands the [`Seen`] to [`DirectionKeys::record`] once it
+    /// accepts it (KW-ERR-004).
+    pub fn open_unrecorded(
+        &mut self,
+        msg_type: MsgType,
+        epoch: u64,
+        seq: u64,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<(Vec<u8>, Seen), CryptoError> {
         let ad = message_ad(&self.session, &self.from, &self.to, msg_type, epoch, seq);
         let state = self.epoch_mut(epoch, now)?;
         state.window.check(seq)?;
         let plaintext = siv_open(&mut state.cipher, &[&ad], payload)?;
-        state.window.record(seq);
-        Ok(plaintext)
+        Ok((plaintext, Seen { epoch, seq }))
+    }
+
+    /// Records a payload [`DirectionKeys::open_unrecorded`] accepted.
+    pub fn record(&mut self, seen: Seen, now: u64) {
+        if let Ok(state) = self.epoch_mut(seen.epoch, now) {
+            state.window.record(seen.seq);
+        }
     }
 
     /// Sender: draws the next epoch's key, wraps it under the current one

@@ -12,6 +12,7 @@ pub const CSR: &str = "keyway-v1 csr";
 pub const KX_POP: &str = "keyway-v1 kx-pop";
 pub const BODY: &str = "keyway-v1 body";
 pub const CONTENT: &str = "keyway-v1 content";
+pub const KEY_COMMIT: &str = "keyway-v1 key commit";
 pub const SEAL: &str = "keyway-v1 seal";
 pub const EDIT: &str = "keyway-v1 edit";
 pub const KEK: &str = "keyway-v1 kek";

@@ -336,6 +336,7 @@ impl World {
                     policy,
                     retransmit: Default::default(),
                     keys: KEYS,
+                    identity: None,
                 });
                 world
                     .devices

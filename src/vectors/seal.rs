@@ -435,6 +435,7 @@ fn destination(
         body,
         session,
         &opened.plaintext,
+        &opened.cek,
         &sender_cert,
         &trust(params).map_err(bad)?,
         params.now,

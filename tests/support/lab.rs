@@ -134,6 +134,8 @@ pub struct LabDevice {
     pub rng: SeededEntropy,
     pub contact: Addr,
     pub media: Addr,
+    /// Its key pairs, as provisioned.
+    pub identity: Identity,
 }
 
 /// How to build a lab.
@@ -360,6 +362,12 @@ impl Lab {
                     host
                 };
                 let media = Addr::new(media_host, 40_000);
+                // Provisioned, so that a test can act as the device (forge
+                // what only it could sign).
+                let identity = Identity::generate(
+                    account.clone(),
+                    &mut SeededEntropy::from_label(&format!("identity of {account}")),
+                );
                 let device = Device::new(DeviceConfig {
                     account: account.clone(),
                     secret,
@@ -375,12 +383,14 @@ impl Lab {
                     policy: opts.device_policy.clone(),
                     retransmit: Default::default(),
                     keys: opts.keys,
+                    identity: Some(identity.clone()),
                 });
                 lab.devices.push(LabDevice {
                     device,
                     rng: SeededEntropy::new(setup.array()),
                     contact,
                     media,
+                    identity,
                 });
                 let index = lab.devices.len() - 1;
                 lab.by_addr.insert(contact, Node::Device(index));

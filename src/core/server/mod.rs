@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use super::device::{error_response, request_txn};
-use super::error::ProtocolError;
+use super::error::{ProtocolError, repeated};
 use super::firewall::{FirewallCommand, PinholeView};
 use super::routing::ServerDirectory;
 use super::store::{StoreSnapshot, StoreWrite};
@@ -481,10 +481,9 @@ impl Server {
         Ok(())
     }
 
-    /// Sends a request of this server's own, retransmitted until answered.
-    /// Sends a request of this server's own (or forwards one), kept to
-    /// retransmit until answered. Returns false, sending nothing, when the
-    /// `txn` is already outstanding or too many are.
+    /// Sends a request of this server's own, kept to retransmit until
+    /// answered. Returns false, sending nothing, when the `txn` is already
+    /// outstanding or too many are.
     fn request(
         &mut self,
         now: Millis,
@@ -493,13 +492,25 @@ impl Server {
         message: Message,
         pending: Pending,
     ) -> bool {
-        if self.client.len() >= OUTSTANDING
-            || !self.client.start(now, txn, to, message.clone(), pending)
-        {
-            return false;
+        let started = self.start_request(now, to, txn, &message, pending);
+        if started {
+            self.send(to, message);
         }
-        self.send(to, message);
-        true
+        started
+    }
+
+    /// Keeps a request to retransmit until answered, without sending it;
+    /// false when the `txn` is already outstanding or too many are
+    /// (KW-SM-019).
+    fn start_request(
+        &mut self,
+        now: Millis,
+        to: Addr,
+        txn: TxnId,
+        message: &Message,
+        pending: Pending,
+    ) -> bool {
+        self.client.len() < OUTSTANDING && self.client.start(now, txn, to, message.clone(), pending)
     }
 
     /// Closes the pinholes of sessions this server no longer has — after a
@@ -569,8 +580,9 @@ impl Server {
         };
         match self.server.seen(now, txn, from) {
             Seen::Answered(response) => {
+                let outcome = repeated(re, &response);
                 self.send(from, response);
-                return Ok(());
+                return outcome;
             }
             Seen::InProgress => return Ok(()),
             Seen::New => {}

@@ -86,6 +86,23 @@ impl Server {
         requester: Principal,
         session: Option<SessionId>,
     ) -> Outcome {
+        let forwarded = self.start_forward(now, prev, to, message, requester, session)?;
+        self.send(to, forwarded);
+        Ok(())
+    }
+
+    /// [`Server::forward`] without the transmit: the transaction is kept
+    /// (its place among those outstanding taken) and the message to send
+    /// to `to` returned, for a caller that has more to do first.
+    pub(super) fn start_forward(
+        &mut self,
+        now: Millis,
+        prev: Addr,
+        to: Addr,
+        message: Message,
+        requester: Principal,
+        session: Option<SessionId>,
+    ) -> Result<Message, ProtocolError> {
         let re = message.msg_type();
         let Some(txn) = crate::core::device::request_txn(&message) else {
             return Err(ProtocolError::Unsolicited(re));
@@ -101,10 +118,10 @@ impl Server {
             session,
             target,
         };
-        if !self.request(now, to, txn, message, pending) {
-            return self.reject(now, prev, txn, re, ErrorCode::BUSY);
+        if !self.start_request(now, to, txn, &message, pending) {
+            self.reject(now, prev, txn, re, ErrorCode::BUSY)?;
         }
-        Ok(())
+        Ok(message)
     }
 
     /// KW-QUERY-002..005.

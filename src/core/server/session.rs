@@ -80,6 +80,7 @@ impl Server {
         body: &Sealed,
         session: &SessionId,
         plaintext: &[u8],
+        cek: &Secret32,
         sender_cert: &Certificate,
     ) -> Result<(), CryptoError> {
         let trust = &self.trust;
@@ -87,6 +88,7 @@ impl Server {
             body,
             session,
             plaintext,
+            cek,
             sender_cert,
             &|cert, subject, role| {
                 trust.check(
@@ -348,7 +350,14 @@ impl Server {
         if o.body.sender != o.from {
             return reject(self, ErrorCode::PERMISSION_DENIED);
         }
-        if let Err(e) = self.check_body(now, &o.body, &o.session, &opened.plaintext, &caller_cert) {
+        if let Err(e) = self.check_body(
+            now,
+            &o.body,
+            &o.session,
+            &opened.plaintext,
+            &opened.cek,
+            &caller_cert,
+        ) {
             return reject(self, ErrorCode::from(&e));
         }
         let desc = match decode_plaintext::<SessionDesc>(&opened.plaintext) {
@@ -455,6 +464,7 @@ impl Server {
                 },
                 Err(e) => return self.unreadable(a, e),
             };
+        let body_key = answer_key.clone().unwrap_or_else(|| cek.clone());
         let Some(callee_cert) = self.sender_cert(now, a.cert.as_ref(), &a.from) else {
             return self.unreadable(
                 a,
@@ -472,7 +482,14 @@ impl Server {
                 CryptoError::PermissionDenied("answer from another account"),
             );
         }
-        if let Err(e) = self.check_body(now, &a.body, &a.session, &plaintext, &callee_cert) {
+        if let Err(e) = self.check_body(
+            now,
+            &a.body,
+            &a.session,
+            &plaintext,
+            &body_key,
+            &callee_cert,
+        ) {
             return self.unreadable(a, e);
         }
         let Ok(desc) = decode_plaintext::<SessionDesc>(&plaintext) else {
@@ -690,8 +707,9 @@ impl Server {
         let Some(route) = InSession::of(&m) else {
             return Err(ProtocolError::Unsolicited(re));
         };
-        // Whether it can go on is settled before it is read: a refused
-        // request changes no key, replay window or session (KW-ERR-004).
+        // Its forward's place is taken before it is read: a refused request
+        // changes no key, replay window or session (KW-ERR-004), and what
+        // reading it sends (a recorder's keys) cannot take that place.
         let hop = match self
             .next_hop(now, &route.to, route.via.as_ref(), route.hops)
             .and_then(|hop| self.can_forward(&route.txn).map(|()| hop))
@@ -699,6 +717,14 @@ impl Server {
             Ok(hop) => hop,
             Err(code) => return self.reject(now, from, route.txn, re, code),
         };
+        let forwarded = self.start_forward(
+            now,
+            from,
+            hop.addr,
+            with_route(m.clone(), hop.via, hop.hops),
+            route.from,
+            Some(route.session),
+        )?;
         let mut bye_authentic = false;
         match &m {
             Message::Info(i) => {
@@ -728,20 +754,12 @@ impl Server {
             }
             _ => {}
         }
-        let forwarded = with_route(m, hop.via, hop.hops);
-        let outcome = self.forward(
-            now,
-            from,
-            hop.addr,
-            forwarded,
-            route.from,
-            Some(route.session),
-        );
+        self.send(hop.addr, forwarded);
         if bye_authentic {
             // KW-FW-003, KW-REC-003: the cutoff signal, authenticated.
             self.end_session(now, route.session, SessionEnd::Bye, rng);
         }
-        outcome
+        Ok(())
     }
 
     /// Decrypts an in-session message with the session key; learns new

@@ -1,0 +1,321 @@
+//! Session keys and lifetimes at the state machines, with the lab acting
+//! as a party where a test needs what only that party could sign: the
+//! answer's key (KW-CRYPTO-040), the certificate bound to a session past
+//! its term (KW-SM-020), calls whose peer is gone (KW-SM-023), and state
+//! a refused message must not change (KW-ERR-004).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use keyway::core::{
+    CallState, DeviceCommand, DeviceEvent, DevicePolicy, Millis, ProtocolError, ServerEvent,
+    ServerPolicy,
+};
+use keyway::crypto::{
+    DirectionKeys, KeyCache, RecipientSpec, SealContext, Secret32, SeededEntropy, open, seal,
+};
+use keyway::wire::{
+    Answer, Bytes, ErrorCode, Info, Message, MsgType, Offer, Permission, RecipientKind, SessionId,
+    SessionUpdate, Text, encode_plaintext, examples,
+};
+use support::lab::{Lab, LabOptions, Step, principal};
+
+const CALLER: &str = "u1@a.example";
+const CALLEE: &str = "u1@b.example";
+
+/// The offer as the callee received it, and the key its entry gives.
+fn delivered_offer(lab: &Lab, session: SessionId) -> (Offer, Secret32) {
+    let offer = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == "sc@b.example" && o.session == session => Some(o),
+            _ => None,
+        })
+        .expect("the offer reached the callee");
+    let callee = &lab.devices[lab.dev(CALLEE)].identity;
+    let opened = open(&offer.body, &session, callee, &mut KeyCache::new(4)).unwrap();
+    (offer, opened.cek)
+}
+
+/// An answer as the callee would send it, sealed under `key` for the
+/// caller, with the offer's `txn` as the caller sent it.
+fn answer_as_callee(lab: &Lab, session: SessionId, key: &Secret32) -> Message {
+    let txn = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == CALLER && o.session == session => Some(o.txn),
+            _ => None,
+        })
+        .unwrap();
+    let callee = &lab.devices[lab.dev(CALLEE)].identity;
+    let caller_cert = lab.device(CALLER).certificate().unwrap().clone();
+    let spec = RecipientSpec {
+        id: principal(CALLER),
+        kx_key: caller_cert.tbs.kx_key,
+        kind: RecipientKind::Destination,
+        perm: Permission::Read,
+        anonymous: false,
+    };
+    let (body, _) = seal(
+        SealContext {
+            session: &session,
+            cid: 0,
+        },
+        callee,
+        &[spec],
+        &encode_plaintext(&examples::session_desc()),
+        Some(key),
+        &mut KeyCache::new(4),
+        &mut SeededEntropy::from_label("forged answer"),
+    )
+    .unwrap();
+    Message::Answer(Answer {
+        txn,
+        from: principal(CALLEE),
+        to: principal(CALLER),
+        session,
+        cert: lab.device(CALLEE).certificate().cloned(),
+        body,
+        ext: Default::default(),
+    })
+}
+
+/// Places a call whose answers are lost, and returns its session.
+fn call_unanswered(lab: &mut Lab) -> SessionId {
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Answer(_))));
+    let before = lab.device(CALLER).sessions();
+    lab.command(CALLER, DeviceCommand::Call(principal(CALLEE)));
+    lab.settle();
+    lab.drop_if = None;
+    lab.device(CALLER)
+        .sessions()
+        .into_iter()
+        .find(|s| !before.contains(s))
+        .unwrap()
+}
+
+/// KW-CRYPTO-040, claim 19: when the caller let no server modify its
+/// offer, an answer under another key than the offer's is refused, even
+/// signed by the callee; under the offer's key the same answer is taken.
+#[test]
+fn kw_crypto_040_an_answer_under_another_key_needs_an_editor() {
+    let mut lab = Lab::new(LabOptions {
+        device_policy: DevicePolicy {
+            own_server: Some(Permission::Read),
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let server = lab.servers[0].addr;
+    let caller = lab.devices[lab.dev(CALLER)].contact;
+
+    let first = call_unanswered(&mut lab);
+    let other = Secret32::new([0x77; 32]);
+    let mark = lab.trace.len();
+    lab.inject(
+        caller,
+        server,
+        &answer_as_callee(&lab, first, &other).encode(),
+    );
+    assert_eq!(
+        lab.refusals(mark, CALLER),
+        [ProtocolError::BadResponse {
+            re: MsgType::Answer,
+            code: ErrorCode::DECRYPT_FAILED
+        }]
+    );
+    assert_eq!(lab.device(CALLER).call_state(&first), None);
+
+    let second = call_unanswered(&mut lab);
+    let (_, key) = delivered_offer(&lab, second);
+    let mark = lab.trace.len();
+    lab.inject(
+        caller,
+        server,
+        &answer_as_callee(&lab, second, &key).encode(),
+    );
+    assert!(lab.refusals(mark, CALLER).is_empty());
+    assert_eq!(
+        lab.device(CALLER).call_state(&second),
+        Some(CallState::Established)
+    );
+}
+
+/// KW-SM-020 at both ends: a call outlives the caller's certificate (its
+/// term passes; a refresh replaced it long before); the callee and both
+/// servers still take the caller's body-form rekey, checked with the
+/// certificate confirmed when the call was set up.
+#[test]
+fn kw_sm_020_a_call_outlives_the_certificate_it_was_set_up_with() {
+    let mut lab = Lab::new(LabOptions {
+        server_policy: ServerPolicy {
+            session_secs: 7200,
+            ..ServerPolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let bound = lab.device(CALLER).certificate().unwrap().clone();
+    // Past the bound certificate's last second.
+    let past: Millis = (bound.tbs.not_after.0 + 60) * 1000 - lab.now;
+    lab.advance(past);
+    assert!(lab.now / 1000 > bound.tbs.not_after.0);
+    assert_ne!(
+        lab.device(CALLER).certificate().unwrap().tbs.serial,
+        bound.tbs.serial
+    );
+    assert_eq!(
+        lab.device(CALLEE).call_state(&session),
+        Some(CallState::Established)
+    );
+    let mark = lab.trace.len();
+    lab.command(CALLER, DeviceCommand::Rekey(session, true));
+    lab.settle();
+    assert!(lab.refusals(mark, CALLEE).is_empty());
+    assert!(lab.find(mark, |s| matches!(s, Step::Device { device, event: DeviceEvent::Rekeyed { sending: false, .. } } if device == CALLEE)).is_some());
+    for server in ["sc@a.example", "sc@b.example"] {
+        assert!(
+            lab.find(mark, |s| matches!(s, Step::Server { server: n, event: ServerEvent::Rekeyed { from, .. } } if n == server && *from == principal(CALLER))).is_some(),
+            "{server} follows"
+        );
+    }
+}
+
+/// KW-SM-023: a callee that cannot be reached any more — its request
+/// times out — and one that has de-registered — its server answers
+/// `not-registered` — end the call at the caller's next request.
+#[test]
+fn kw_sm_023_unreachable_and_unregistered_peers_end_the_call() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let last_hop = principal("sc@b.example");
+    lab.drop_if = Some(Box::new(
+        move |m| matches!(m, Message::Info(i) if i.via.as_ref().is_some_and(|v| v.contains(&last_hop))),
+    ));
+    lab.command(CALLER, DeviceCommand::Info(session, "anyone?".into()));
+    lab.advance(40_000);
+    lab.drop_if = None;
+    assert!(
+        lab.device_events(CALLER)
+            .contains(&DeviceEvent::CallFailed(session, ErrorCode::TIMEOUT))
+    );
+
+    let session = lab.call("u2@a.example", "u2@b.example");
+    lab.command("u2@b.example", DeviceCommand::Deregister);
+    lab.settle();
+    lab.command(
+        "u2@a.example",
+        DeviceCommand::Info(session, "anyone?".into()),
+    );
+    lab.settle();
+    assert!(
+        lab.device_events("u2@a.example")
+            .contains(&DeviceEvent::CallFailed(session, ErrorCode::NOT_REGISTERED))
+    );
+    assert_eq!(lab.device("u2@a.example").call_state(&session), None);
+}
+
+/// KW-ERR-004 at a device: an offer that unwraps but fails verification
+/// (a read-only server changed it) leaves no key in the device's cache.
+#[test]
+fn kw_err_004_a_refused_offer_leaves_the_callee_no_key() {
+    let mut policies = std::collections::BTreeMap::new();
+    policies.insert(
+        1,
+        ServerPolicy {
+            tamper_read_only: true,
+            ..ServerPolicy::default()
+        },
+    );
+    let mut lab = Lab::new(LabOptions {
+        server_policies: policies,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    assert_eq!(lab.device(CALLEE).cached_keys(), 0);
+    lab.command(CALLER, DeviceCommand::Call(principal(CALLEE)));
+    lab.settle();
+    assert!(
+        lab.device_events(CALLEE)
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::TamperDetected(..)))
+    );
+    assert_eq!(lab.device(CALLEE).cached_keys(), 0);
+}
+
+/// KW-ERR-004, KW-KEY-005: an `info` that decrypts but is not a session
+/// update is refused with `schema` and does not spend its sequence
+/// number: a genuine `info` with that number is taken afterwards.
+#[test]
+fn kw_err_004_a_refused_info_spends_no_sequence_number() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let (_, key) = delivered_offer(&lab, session);
+    let callee = lab.devices[lab.dev(CALLEE)].contact;
+    let server = lab.servers[1].addr;
+    let info = |keys: &mut DirectionKeys, plaintext: &[u8], txn: u8| {
+        let sealed = keys.seal(MsgType::Info, plaintext).unwrap();
+        Message::Info(Info {
+            txn: keyway::wire::TxnId([txn; 8]),
+            from: principal(CALLER),
+            to: principal(CALLEE),
+            session,
+            hops: keyway::wire::Hops::new(4).unwrap(),
+            via: None,
+            epoch: sealed.epoch,
+            seq: sealed.seq,
+            payload: Bytes::new(sealed.payload).unwrap(),
+            ext: Default::default(),
+        })
+    };
+    let keys = || {
+        DirectionKeys::new(
+            session,
+            principal(CALLER),
+            principal(CALLEE),
+            key.clone(),
+            0,
+        )
+    };
+    let mark = lab.trace.len();
+    lab.inject(callee, server, &info(&mut keys(), b"\xff", 1).encode());
+    assert_eq!(
+        lab.refusals(mark, CALLEE),
+        [ProtocolError::Refused {
+            re: MsgType::Info,
+            code: ErrorCode::SCHEMA
+        }]
+    );
+    let update = SessionUpdate {
+        text: Text::new("same seq, genuine".to_string()),
+        desc: None,
+        ext: Default::default(),
+    };
+    let genuine = info(&mut keys(), &encode_plaintext(&update), 2);
+    let Message::Info(i) = &genuine else {
+        unreachable!()
+    };
+    assert_eq!(i.seq, 0);
+    let mark = lab.trace.len();
+    lab.inject(callee, server, &genuine.encode());
+    assert!(lab.refusals(mark, CALLEE).is_empty());
+    assert!(
+        lab.device_events(CALLEE)
+            .contains(&DeviceEvent::InfoReceived(
+                session,
+                "same seq, genuine".into()
+            ))
+    );
+}
