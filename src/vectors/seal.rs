@@ -137,6 +137,41 @@ pub struct SealTest {
     reader_entry: Option<EntryJson>,
 }
 
+impl SealTest {
+    /// A test of `operation` with the fields every operation has, and
+    /// nothing else yet.
+    fn bare(
+        meta: Meta,
+        operation: String,
+        session: Hex,
+        cid: u64,
+        actor: Option<String>,
+        reader: String,
+    ) -> Self {
+        Self {
+            meta,
+            operation,
+            session,
+            cid,
+            actor,
+            recipients: vec![],
+            plaintext: None,
+            randomness: None,
+            new_key: false,
+            via: vec![],
+            input: None,
+            output: None,
+            intermediate: None,
+            actor_entry: None,
+            from: None,
+            epoch: None,
+            rekey_key: None,
+            reader,
+            reader_entry: None,
+        }
+    }
+}
+
 const RECIPE: &str = "seal: with `randomness` as the random source (ephemeral private key 32 bytes, cek 32, nonce 16), seal plaintext from actor for recipients (spec/crypto.md §4); \
 the encoding equals output and the intermediates match. edit: actor opens input (actor_entry), checks it as a destination would (KW-CRYPTO-036), then with `randomness` (new_key: ephemeral 32, cek 32, nonce 16; else none) rewrites it to plaintext; \
 equals output, with the intermediates. rekey: actor seals rekey_key as the content key of a body whose plaintext is cbor(epoch) (KW-CRYPTO-042; randomness: ephemeral 32, nonce 16). \
@@ -516,27 +551,14 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
     check_params(params)?;
     let sid = session(t)?;
     let (reader, _) = party(params, &t.reader)?;
-    let mut out = SealTest {
-        meta: t.meta.clone(),
-        operation: t.operation.clone(),
-        session: t.session.clone(),
-        cid: t.cid,
-        actor: None,
-        recipients: vec![],
-        plaintext: None,
-        randomness: None,
-        new_key: false,
-        via: vec![],
-        input: None,
-        output: None,
-        intermediate: None,
-        actor_entry: None,
-        from: None,
-        epoch: None,
-        rekey_key: None,
-        reader: t.reader.clone(),
-        reader_entry: None,
-    };
+    let mut out = SealTest::bare(
+        t.meta.clone(),
+        t.operation.clone(),
+        t.session.clone(),
+        t.cid,
+        None,
+        t.reader.clone(),
+    );
     let actor = || t.actor.clone().ok_or("no actor");
     let outcome: Result<(), Failure> = match t.operation.as_str() {
         "seal" | "rekey" => {
@@ -725,27 +747,14 @@ fn blank(
     flags: &[&str],
     op: &str,
 ) -> SealTest {
-    SealTest {
-        meta: Meta::valid(tc, comment, reqs, flags),
-        operation: op.into(),
-        session: Hex(SESSION.0.to_vec()),
-        cid: 0,
-        actor: Some(f.alice.account.as_str().into()),
-        recipients: vec![],
-        plaintext: None,
-        randomness: None,
-        new_key: false,
-        via: vec![],
-        input: None,
-        output: None,
-        intermediate: None,
-        actor_entry: None,
-        from: None,
-        epoch: None,
-        rekey_key: None,
-        reader: "bob@b.example".into(),
-        reader_entry: None,
-    }
+    SealTest::bare(
+        Meta::valid(tc, comment, reqs, flags),
+        op.into(),
+        Hex(SESSION.0.to_vec()),
+        0,
+        Some(f.alice.account.as_str().into()),
+        "bob@b.example".into(),
+    )
 }
 
 /// Fills in a test's outputs; a generator's own fixture cannot fail, and if
