@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::bound::bound_or;
 use super::error::{ApiMisuse, ProtocolError, repeated};
+use super::request::{error_response, request_txn};
 use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
@@ -2322,41 +2323,4 @@ fn same_keys(a: &Certificate, b: &Certificate) -> bool {
 fn keys_due(call: Option<&Call>, now: Millis, policy: &KeyPolicy) -> bool {
     call.and_then(|c| c.keys.as_ref())
         .is_some_and(|k| k.send.needs_rekey(secs(now), policy))
-}
-
-/// The transaction of a request.
-pub(crate) fn request_txn(m: &Message) -> Option<TxnId> {
-    match m {
-        Message::Register(r) => Some(r.txn),
-        Message::CertQuery(r) => Some(r.txn),
-        Message::Offer(r) => Some(r.txn),
-        Message::Ack(r) => Some(r.txn),
-        Message::Info(r) => Some(r.txn),
-        Message::Rekey(r) => Some(r.txn),
-        Message::Bye(r) => Some(r.txn),
-        Message::PinholeOpen(r) => Some(r.txn),
-        Message::PinholeNarrow(r) => Some(r.txn),
-        Message::PinholeClose(r) => Some(r.txn),
-        Message::MediaCopy(r) => Some(r.txn),
-        Message::RecordStart(r) => Some(r.txn),
-        Message::RecordKey(r) => Some(r.txn),
-        Message::RecordStop(r) => Some(r.txn),
-        Message::RecordList(r) => Some(r.txn),
-        Message::RecordFetch(r) => Some(r.txn),
-        _ => None,
-    }
-}
-
-/// An `error` answering a request.
-pub(crate) fn error_response(txn: TxnId, re: MsgType, code: ErrorCode) -> Message {
-    Message::Error(ErrorResponse {
-        txn: Some(txn),
-        re: Some(re),
-        code,
-        reason: None,
-        offset: None,
-        min_expires: None,
-        retry_after: None,
-        ext: Extensions::new(),
-    })
 }

@@ -15,6 +15,7 @@ mod error;
 mod firewall;
 mod recorder;
 mod reject;
+mod request;
 mod routing;
 mod server;
 mod store;

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::device::{error_response, request_txn};
 use super::error::{ProtocolError, repeated};
+use super::request::{error_response, request_txn};
 use super::transact::{Seen, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{

@@ -15,9 +15,9 @@ mod session;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
-use super::device::{error_response, request_txn};
 use super::error::{ProtocolError, repeated};
 use super::firewall::{FirewallCommand, PinholeView};
+use super::request::{error_response, request_txn};
 use super::routing::ServerDirectory;
 use super::store::{StoreSnapshot, StoreWrite};
 use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};

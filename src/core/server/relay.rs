@@ -3,6 +3,7 @@
 
 use super::{Outcome, Pending, Server, ServerEvent};
 use crate::core::error::ProtocolError;
+use crate::core::request::{error_response, request_txn};
 use crate::core::{Addr, Millis, secs};
 use crate::crypto::{CryptoError, Entropy, Expect, attest};
 use crate::wire::{
@@ -104,7 +105,7 @@ impl Server {
         session: Option<SessionId>,
     ) -> Result<Message, ProtocolError> {
         let re = message.msg_type();
-        let Some(txn) = crate::core::device::request_txn(&message) else {
+        let Some(txn) = request_txn(&message) else {
             return Err(ProtocolError::Unsolicited(re));
         };
         let target = match &message {
@@ -227,7 +228,7 @@ impl Server {
                         re: MsgType::CertNotify,
                         code,
                     });
-                    crate::core::device::error_response(txn, re, code)
+                    error_response(txn, re, code)
                 }
             },
             // Read only if it answers the session the offer was for.
