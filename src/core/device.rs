@@ -4,11 +4,12 @@
 //! descriptions (F4), key reuse and rekey (F5), media, hang-up.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::ControlFlow;
 
 use super::bound::bound_or;
-use super::error::{ApiMisuse, ProtocolError, repeated};
+use super::error::{ApiMisuse, ProtocolError};
 use super::request::{error_response, request_txn};
-use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};
+use super::transact::{ClientTxns, RetransmitPolicy, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
     CertError, CryptoError, Entropy, Expect, Identity, KeyCache, KeyPolicy, RecipientSpec,
@@ -1207,16 +1208,9 @@ impl Device {
         bytes: &[u8],
         rng: &mut impl Entropy,
     ) -> Outcome {
-        let message = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.emit(DeviceEvent::Rejected(ErrorCode::from(&e)));
-                if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
-                    self.send(from, error);
-                }
-                return Err(ProtocolError::Undecodable(e));
-            }
-        };
+        let message =
+            self.rejects
+                .decode(now, from, bytes, &mut self.outputs, DeviceEvent::Rejected)?;
         let response = matches!(
             message,
             Message::Challenge(_)
@@ -1617,20 +1611,16 @@ impl Device {
         rng: &mut impl Entropy,
     ) -> Outcome {
         let re = request.msg_type();
-        let Some(txn) = request_txn(&request) else {
-            // A response type a device never waits for (KW-ERR-001).
-            self.emit(DeviceEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE));
-            return Err(ProtocolError::Unsolicited(re));
+        // A response type a device never waits for (KW-ERR-001) is told
+        // as `Rejected`.
+        let event = DeviceEvent::Rejected;
+        let txn = match self
+            .server
+            .admit(now, from, &request, &mut self.outputs, event)
+        {
+            ControlFlow::Continue(txn) => txn,
+            ControlFlow::Break(outcome) => return outcome,
         };
-        match self.server.seen(now, txn, from) {
-            Seen::Answered(response) => {
-                let outcome = repeated(re, &response);
-                self.send(from, response);
-                return outcome;
-            }
-            Seen::InProgress => return Ok(()),
-            Seen::New => {}
-        }
         match request {
             Message::Offer(offer) => self.on_offer(now, from, offer, false, rng),
             Message::Ack(ack) => self.on_ack(now, from, ack),

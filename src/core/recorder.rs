@@ -5,10 +5,11 @@
 //! to see them (KW-REC-002..005).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::ControlFlow;
 
-use super::error::{ProtocolError, repeated};
-use super::request::{error_response, request_txn};
-use super::transact::{Seen, ServerTxns};
+use super::error::ProtocolError;
+use super::request::error_response;
+use super::transact::ServerTxns;
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::{
     CryptoError, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, media_ad, open,
@@ -237,40 +238,23 @@ impl Recorder {
         from: Addr,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
-        let message = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.emit(RecorderEvent::Rejected(ErrorCode::from(&e)));
-                if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
-                    self.outputs.push_back(Output::Transmit {
-                        to: from,
-                        message: error,
-                    });
-                }
-                return Err(ProtocolError::Undecodable(e));
-            }
-        };
+        let message =
+            self.rejects
+                .decode(now, from, bytes, &mut self.outputs, RecorderEvent::Rejected)?;
         if let Message::Media(media) = message {
             return self.on_media(media);
         }
         let re = message.msg_type();
-        let Some(txn) = request_txn(&message) else {
-            // A response: the recorder sends no requests (KW-ERR-001).
-            self.emit(RecorderEvent::Rejected(ErrorCode::UNKNOWN_MESSAGE_TYPE));
-            return Err(ProtocolError::Unsolicited(re));
+        // A response: the recorder sends no requests (KW-ERR-001); told as
+        // `Rejected`.
+        let event = RecorderEvent::Rejected;
+        let txn = match self
+            .txns
+            .admit(now, from, &message, &mut self.outputs, event)
+        {
+            ControlFlow::Continue(txn) => txn,
+            ControlFlow::Break(outcome) => return outcome,
         };
-        match self.txns.seen(now, txn, from) {
-            Seen::Answered(response) => {
-                let outcome = repeated(re, &response);
-                self.outputs.push_back(Output::Transmit {
-                    to: from,
-                    message: response,
-                });
-                return outcome;
-            }
-            Seen::InProgress => return Ok(()),
-            Seen::New => {}
-        }
         let outcome = match &message {
             Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
                 self.on_command(now, &message)

@@ -3,10 +3,11 @@
 //! datagram, and at most a few per source per second, so that Keyway
 //! cannot amplify a reflection attack.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use super::{Addr, Millis};
+use super::error::ProtocolError;
+use super::{Addr, Millis, Output};
 use crate::wire::{ErrorCode, ErrorResponse, Extensions, Message, WireError};
 
 /// Answers per source address per second.
@@ -22,9 +23,32 @@ pub(crate) struct DecodeRejects {
 }
 
 impl DecodeRejects {
+    /// Decodes a datagram of `from`. One that fails to decode is told to
+    /// the application by `event`, answered within the limit (the `error`
+    /// pushed to `outputs`) and refused with the wire error.
+    pub fn decode<E>(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        bytes: &[u8],
+        outputs: &mut VecDeque<Output<E>>,
+        event: impl FnOnce(ErrorCode) -> E,
+    ) -> Result<Message, ProtocolError> {
+        Message::decode(bytes).map_err(|e| {
+            outputs.push_back(Output::Event(event(ErrorCode::from(&e))));
+            if let Some(error) = self.answer(now, from, bytes.len(), &e) {
+                outputs.push_back(Output::Transmit {
+                    to: from,
+                    message: error,
+                });
+            }
+            ProtocolError::Undecodable(e)
+        })
+    }
+
     /// The `error` answering a datagram of `len` bytes from `from` that
     /// failed with `error`, or `None` when the limit or the size forbids.
-    pub fn answer(
+    fn answer(
         &mut self,
         now: Millis,
         from: Addr,

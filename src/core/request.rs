@@ -1,6 +1,8 @@
 //! What every party that answers requests (device, server, recorder) does
 //! the same way: finding a request's transaction, and the `error` that
-//! refuses one (KW-ERR-001).
+//! refuses one (KW-ERR-001). The check of a request against those received
+//! before is `ServerTxns::admit` (transact.rs), the decoding of a datagram
+//! `DecodeRejects::decode` (reject.rs).
 
 use crate::wire::{ErrorCode, ErrorResponse, Extensions, Message, MsgType, TxnId};
 

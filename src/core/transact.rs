@@ -2,10 +2,13 @@
 //! until answered or timed out (KW-FRAME-011); server transactions answer
 //! a duplicate request with the response already sent (KW-FRAME-012).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
 
-use super::{Addr, Millis};
-use crate::wire::{Message, TxnId};
+use super::error::{ProtocolError, repeated};
+use super::request::request_txn;
+use super::{Addr, Millis, Output};
+use crate::wire::{ErrorCode, Message, TxnId};
 
 /// Retransmission timing (KW-FRAME-011).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +200,42 @@ impl ServerTxns {
         }
         self.in_progress.insert(key, now);
         Seen::New
+    }
+
+    /// The check every party makes of a request received from `from`
+    /// before reading it: `Continue` with its transaction when it is new
+    /// (now in progress); otherwise `Break` with what handling it comes to.
+    /// A message without a transaction is a response the party never waits
+    /// for (KW-ERR-001): the application is told by `event`, and it is
+    /// refused as unsolicited. A duplicate of a request answered is
+    /// answered again with the same response (KW-FRAME-012), and refused
+    /// again if that was an `error`; a duplicate of one in progress is
+    /// ignored.
+    pub fn admit<E>(
+        &mut self,
+        now: Millis,
+        from: Addr,
+        request: &Message,
+        outputs: &mut VecDeque<Output<E>>,
+        event: impl FnOnce(ErrorCode) -> E,
+    ) -> ControlFlow<Result<(), ProtocolError>, TxnId> {
+        let re = request.msg_type();
+        let Some(txn) = request_txn(request) else {
+            outputs.push_back(Output::Event(event(ErrorCode::UNKNOWN_MESSAGE_TYPE)));
+            return ControlFlow::Break(Err(ProtocolError::Unsolicited(re)));
+        };
+        match self.seen(now, txn, from) {
+            Seen::Answered(response) => {
+                let outcome = repeated(re, &response);
+                outputs.push_back(Output::Transmit {
+                    to: from,
+                    message: response,
+                });
+                ControlFlow::Break(outcome)
+            }
+            Seen::InProgress => ControlFlow::Break(Ok(())),
+            Seen::New => ControlFlow::Continue(txn),
+        }
     }
 
     /// Records the response to a request.

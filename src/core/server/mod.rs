@@ -14,13 +14,14 @@ mod session;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 
-use super::error::{ProtocolError, repeated};
+use super::error::ProtocolError;
 use super::firewall::{FirewallCommand, PinholeView};
-use super::request::{error_response, request_txn};
+use super::request::error_response;
 use super::routing::ServerDirectory;
 use super::store::{StoreSnapshot, StoreWrite};
-use super::transact::{ClientTxns, RetransmitPolicy, Seen, ServerTxns};
+use super::transact::{ClientTxns, RetransmitPolicy, ServerTxns};
 use super::{Addr, Millis, Output, secs};
 use crate::crypto::register::Verifier;
 use crate::crypto::{
@@ -544,16 +545,9 @@ impl Server {
         bytes: &[u8],
         rng: &mut impl Entropy,
     ) -> Outcome {
-        let message = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.emit(ServerEvent::Dropped(ErrorCode::from(&e)));
-                if let Some(error) = self.rejects.answer(now, from, bytes.len(), &e) {
-                    self.send(from, error);
-                }
-                return Err(ProtocolError::Undecodable(e));
-            }
-        };
+        let message =
+            self.rejects
+                .decode(now, from, bytes, &mut self.outputs, ServerEvent::Dropped)?;
         match message {
             Message::Answer(_)
             | Message::Ok(_)
@@ -573,20 +567,16 @@ impl Server {
         rng: &mut impl Entropy,
     ) -> Outcome {
         let re = request.msg_type();
-        let Some(txn) = request_txn(&request) else {
-            // A response type this server never waits for (KW-ERR-001).
-            self.emit(ServerEvent::Dropped(ErrorCode::UNKNOWN_MESSAGE_TYPE));
-            return Err(ProtocolError::Unsolicited(re));
+        // A response type this server never waits for (KW-ERR-001) is told
+        // as `Dropped`.
+        let event = ServerEvent::Dropped;
+        let txn = match self
+            .server
+            .admit(now, from, &request, &mut self.outputs, event)
+        {
+            ControlFlow::Continue(txn) => txn,
+            ControlFlow::Break(outcome) => return outcome,
         };
-        match self.server.seen(now, txn, from) {
-            Seen::Answered(response) => {
-                let outcome = repeated(re, &response);
-                self.send(from, response);
-                return outcome;
-            }
-            Seen::InProgress => return Ok(()),
-            Seen::New => {}
-        }
         // KW-REG-003: dispatch by type.
         match request {
             Message::Register(r) => self.on_register(now, from, r, rng),
