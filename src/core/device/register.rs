@@ -1,0 +1,269 @@
+//! Registration (F1, F2): a `register` with a new key pair's certificate
+//! request or with the certificate held, the answer to the server's
+//! challenge (proof of the provisioned secret, and of the key-exchange key
+//! for a new certificate), and the checks of `register-ok`: the
+//! certificate is the device's, from its anchor, for the term granted
+//! (KW-REG-008, KW-REG-009, KW-REG-012). A refresh that fails is tried
+//! again before the term ends (KW-SM-021); a term that ends without one
+//! lapses (KW-REG-016).
+
+use super::{Device, DeviceEvent, Outcome, Pending};
+use crate::core::error::ProtocolError;
+use crate::core::{Millis, secs};
+use crate::crypto::{Entropy, Expect, Identity, register};
+use crate::wire::{
+    AuthResponse, CertRequest, Certificate, ErrorCode, Extensions, Message, MsgType, Register,
+    Role, TxnId,
+};
+
+/// Registration progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RegState {
+    Idle,
+    /// A first registration in progress.
+    Pending,
+    Registered {
+        not_after: u64,
+    },
+    /// Registered, with a refresh or de-registration in progress.
+    Renewing {
+        not_after: u64,
+    },
+}
+
+/// Bounds of the wait before a failed refresh is tried again (KW-SM-021).
+const REFRESH_RETRY_MIN: Millis = 1_000;
+const REFRESH_RETRY_MAX: Millis = 60_000;
+
+impl Device {
+    pub(super) fn register(&mut self, now: Millis, with_cert: bool, rng: &mut impl Entropy) {
+        // KW-REG-001: the key pairs are made here, once.
+        let identity = match &self.identity {
+            Some(i) => i.clone(),
+            None => {
+                let i = Identity::generate(self.cfg.account.clone(), rng);
+                self.identity = Some(i.clone());
+                i
+            }
+        };
+        let (csr, cert): (Option<CertRequest>, Option<Certificate>) = match (&self.cert, with_cert)
+        {
+            (Some(c), true) => (None, Some(c.clone())),
+            _ => (Some(register::make_csr(&identity)), None),
+        };
+        let request = Register {
+            txn: TxnId(rng.array()),
+            from: self.cfg.account.clone(),
+            contact: self.cfg.contact,
+            expires: self.cfg.expires,
+            csr,
+            cert,
+            auth: None,
+            ext: Extensions::new(),
+        };
+        self.send_register(now, request);
+    }
+
+    pub(super) fn deregister(&mut self, now: Millis, rng: &mut impl Entropy) {
+        let request = Register {
+            txn: TxnId(rng.array()),
+            from: self.cfg.account.clone(),
+            contact: self.cfg.contact,
+            expires: 0,
+            csr: None,
+            cert: None,
+            auth: None,
+            ext: Extensions::new(),
+        };
+        self.send_register(now, request);
+    }
+
+    pub(super) fn send_register(&mut self, now: Millis, request: Register) {
+        self.reg = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                RegState::Renewing { not_after }
+            }
+            RegState::Idle | RegState::Pending => RegState::Pending,
+        };
+        self.refresh_at = None;
+        let txn = request.txn;
+        let pending = Pending::Register {
+            request: Box::new(request.clone()),
+        };
+        self.request(now, txn, Message::Register(request), pending);
+    }
+
+    /// A registration attempt failed. A refresh that fails leaves the
+    /// registration as it was and is tried again before the term ends
+    /// (KW-SM-021); a failed de-registration leaves it to lapse.
+    pub(super) fn registration_failed(
+        &mut self,
+        now: Millis,
+        code: ErrorCode,
+        deregistering: bool,
+    ) {
+        self.emit(DeviceEvent::RegistrationFailed(code));
+        match self.reg {
+            RegState::Renewing { not_after } if secs(now) <= not_after => {
+                self.reg = RegState::Registered { not_after };
+                if !deregistering {
+                    let left = not_after.saturating_mul(1000).saturating_sub(now);
+                    let wait = (left / 4).clamp(REFRESH_RETRY_MIN, REFRESH_RETRY_MAX);
+                    self.refresh_at = Some(now.saturating_add(wait));
+                }
+            }
+            RegState::Renewing { .. } | RegState::Pending => {
+                self.reg = RegState::Idle;
+                self.cert = None;
+            }
+            RegState::Idle | RegState::Registered { .. } => {}
+        }
+    }
+
+    /// The registration's term ended without a refresh (KW-REG-016).
+    pub(super) fn lapse(&mut self, now: Millis) {
+        let ended = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
+                secs(now) > not_after
+            }
+            RegState::Idle | RegState::Pending => false,
+        };
+        if ended {
+            self.reg = RegState::Idle;
+            self.cert = None;
+            self.refresh_at = None;
+            self.emit(DeviceEvent::RegistrationExpired);
+        }
+    }
+
+    pub(super) fn on_challenge(
+        &mut self,
+        now: Millis,
+        challenge: crate::wire::Challenge,
+        rng: &mut impl Entropy,
+    ) -> Outcome {
+        let Some(Pending::Register { .. }) = self.client.context(&challenge.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
+        };
+        let Some((_, _, Pending::Register { request })) =
+            self.client.complete(&challenge.txn, self.cfg.server)
+        else {
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
+        };
+        let key = match &self.client_key {
+            Some((salt, n, key)) if *salt == challenge.salt && *n == challenge.iterations => {
+                key.clone()
+            }
+            _ => {
+                match register::client_key(&self.cfg.secret, &challenge.salt, challenge.iterations)
+                {
+                    Ok(key) => {
+                        self.client_key = Some((challenge.salt, challenge.iterations, key.clone()));
+                        key
+                    }
+                    Err(e) => {
+                        let code = ErrorCode::from(&e);
+                        self.registration_failed(now, code, request.expires == 0);
+                        return Err(ProtocolError::BadResponse {
+                            re: MsgType::Challenge,
+                            code,
+                        });
+                    }
+                }
+            }
+        };
+        let mut answer = Register {
+            txn: TxnId(rng.array()),
+            auth: None,
+            ..*request
+        };
+        let message = register::auth_message(&challenge.nonce, &answer);
+        let kx_proof = match (&answer.csr, &challenge.kx_challenge, &self.identity) {
+            (Some(_), Some(e), Some(identity)) => register::kx_proof(
+                &self.cfg.account,
+                &identity.kx,
+                e,
+                &challenge.nonce,
+                &message,
+            )
+            .ok(),
+            _ => None,
+        };
+        answer.auth = Some(AuthResponse {
+            nonce: challenge.nonce,
+            proof: register::proof(&key, &message),
+            kx_proof,
+            ext: Extensions::new(),
+        });
+        let txn = answer.txn;
+        let pending = Pending::Register {
+            request: Box::new(answer.clone()),
+        };
+        self.request(now, txn, Message::Register(answer), pending);
+        Ok(())
+    }
+
+    pub(super) fn on_register_ok(&mut self, now: Millis, ok: crate::wire::RegisterOk) -> Outcome {
+        let unusable = |this: &mut Self, code: ErrorCode| {
+            this.registration_failed(now, code, false);
+            Err(ProtocolError::BadResponse {
+                re: MsgType::RegisterOk,
+                code,
+            })
+        };
+        let Some(Pending::Register { .. }) = self.client.context(&ok.txn) else {
+            return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
+        };
+        let Some((_, _, Pending::Register { request })) =
+            self.client.complete(&ok.txn, self.cfg.server)
+        else {
+            return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
+        };
+        if request.expires == 0 {
+            self.reg = RegState::Idle;
+            self.cert = None;
+            self.emit(DeviceEvent::Deregistered);
+            return Ok(());
+        }
+        let Some(cert) = ok.cert.clone() else {
+            return unusable(self, ErrorCode::CERT_NOT_FOUND);
+        };
+        let identity_matches = self.identity.as_ref().is_some_and(|i| {
+            cert.tbs.kx_key == i.kx.public() && cert.tbs.sig_key == i.signing.public()
+        });
+        let checked = self.trust.check(
+            &cert,
+            Expect {
+                subject: &self.cfg.account,
+                role: Some(Role::Device),
+                now: secs(now),
+            },
+        );
+        // KW-REG-008, KW-REG-009, KW-REG-012: an issued certificate ends with
+        // the registration; a confirmed one does not end before it.
+        let issued_now = request.csr.is_some();
+        let term_ok = if issued_now {
+            cert.tbs.not_after.0 == ok.not_after.0
+        } else {
+            cert.tbs.not_after.0 >= ok.not_after.0
+        };
+        if checked.is_err() || !identity_matches || !term_ok {
+            return unusable(self, ErrorCode::CERT_INVALID);
+        }
+        let issued = request.csr.is_some();
+        self.emit(DeviceEvent::Registered {
+            not_after: ok.not_after.0,
+            serial: cert.tbs.serial,
+            issued,
+        });
+        self.cert = Some(cert);
+        self.reg = RegState::Registered {
+            not_after: ok.not_after.0,
+        };
+        // KW-REG-014: refresh before the term ends.
+        let term_ms = ok.expires.saturating_mul(1000);
+        self.refresh_at =
+            Some(now.saturating_add(term_ms.saturating_mul(self.cfg.policy.refresh_percent) / 100));
+        Ok(())
+    }
+}
