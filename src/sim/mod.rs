@@ -6,10 +6,23 @@
 //!
 //! Layer rule: a driver of `core`, like the server program; nothing in
 //! `core` knows about it.
+//!
+//! Modules, in dependency order — each imports only modules before it:
+//! `net` (the network: a time-ordered queue, loss, delay, duplication),
+//! `checks` (the report, counters and invariants) and `plan` (the clock's
+//! landmarks, the policies every party shares, what happens to each device
+//! and call) import no other module of the simulator; `world` (the
+//! deployment, how it is built, the run loop) imports those three;
+//! `script` (when each action happens) and `outputs` (carrying out what
+//! the state machines ask) import `world` and add `impl World` blocks of
+//! their own. The run loop calls the methods they add, but `world` imports
+//! from neither, so the constants and plan types both sides need live in
+//! `plan`.
 
 mod checks;
 mod net;
 mod outputs;
+mod plan;
 mod script;
 mod world;
 

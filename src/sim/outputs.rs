@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use super::checks::CertRef;
 use super::net::{Node, What};
-use super::world::{KEYS, World};
+use super::plan::{KEYS, T0};
+use super::world::World;
 use crate::core::{
     Addr, DeviceEvent, Firewall, FirewallCommand, Output, RecorderEvent, ServerEvent, SessionEnd,
     Store, StoreWrite,
@@ -722,6 +723,6 @@ impl World {
         self.ledger.report.datagrams_sent = self.net.sent;
         self.ledger.report.datagrams_lost = self.net.lost;
         self.ledger.report.datagrams_duplicated = self.net.duplicated;
-        self.ledger.report.simulated_ms = self.end.saturating_sub(super::world::T0);
+        self.ledger.report.simulated_ms = self.end.saturating_sub(T0);
     }
 }

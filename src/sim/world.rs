@@ -7,30 +7,21 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::SimConfig;
 use super::checks::{Ledger, Report};
 use super::net::{Net, Node, What};
-use super::script::Lifecycle;
+use super::plan::{CallKind, KEYS, Lifecycle, SESSION_SECS, T0, give_up, policy_of};
 use crate::core::{
     Addr, Device, DeviceCommand, DeviceConfig, DevicePolicy, FirewallPlan, MemoryFirewall,
-    MemoryStore, Millis, RecordPolicy, Recorder, RecorderConfig, RecorderLink, RetransmitPolicy,
-    Route, Server, ServerConfig, ServerDirectory, ServerPolicy,
+    MemoryStore, Millis, RecordPolicy, Recorder, RecorderConfig, RecorderLink, Route, Server,
+    ServerConfig, ServerDirectory, ServerPolicy,
 };
 use crate::crypto::register::Verifier;
 use crate::crypto::{
-    CertProfile, CertificateAuthority, Entropy, Identity, KeyPolicy, Secret32, SeededEntropy,
-    SigningKeyPair, TrustStore,
+    CertProfile, CertificateAuthority, Entropy, Identity, Secret32, SeededEntropy, SigningKeyPair,
+    TrustStore,
 };
 use crate::wire::{
     Certificate, Contact, Domain, Principal, RecordingMode, Role, SessionId, Transport,
 };
 
-/// The virtual clock starts here (2027-01-15), so certificate times look
-/// like real ones.
-pub(super) const T0: Millis = 1_800_000_000_000;
-/// When calls start: after every device has registered.
-pub(super) const CALLS_AT: Millis = 10_000;
-/// Time between call attempts.
-pub(super) const CALL_SPACING: Millis = 250;
-/// Media frames each party sends per call, before and after the rekey.
-pub(super) const FRAMES: u64 = 6;
 /// Iterations of the provisioned-secret verifiers (the minimum allowed).
 const ITERATIONS: u64 = 4096;
 /// Serials of the servers' and recorders' certificates, issued at setup:
@@ -49,21 +40,6 @@ const TERM_SPREAD_SECS: u64 = 21;
 /// for, and below what an F2 re-registration shortly after a refresh has
 /// left of its certificate (KW-REG-009).
 const MIN_EXPIRES_SECS: u64 = 20;
-/// The servers' session term (KW-SM-013): the calls of kind `OverLong`
-/// outlast it, so some sessions end by their term rather than by `bye`.
-pub(super) const SESSION_SECS: u64 = 60;
-/// Rekey policy of every party (KW-KEY-003, KW-SM-006): low enough that
-/// long calls rekey by time and chatty ones by message count.
-pub(super) const KEYS: KeyPolicy = KeyPolicy {
-    rekey_after_secs: 15,
-    rekey_after_messages: 5,
-    grace_secs: 30,
-};
-/// When every party gives a request up (the default, KW-FRAME-011): what
-/// the script and the end-of-run phase wait for.
-pub(super) fn give_up() -> Millis {
-    RetransmitPolicy::default().give_up
-}
 
 pub(super) struct DomainNodes {
     pub(super) name: Domain,
@@ -81,7 +57,7 @@ pub(super) struct CallRecord {
     pub(super) hung_up: bool,
     /// Whether the callee saw the call established (its `ack` arrived).
     pub(super) callee_established: bool,
-    pub(super) kind: super::script::CallKind,
+    pub(super) kind: CallKind,
 }
 
 /// Everything simulated.
@@ -319,7 +295,7 @@ impl World {
                 let contact = Addr::new(host, 5060);
                 let media = Addr::new(host, 40_000);
                 let index = world.devices.len();
-                let policy = super::script::policy_of(index);
+                let policy = policy_of(index);
                 world.policies.push(policy.clone());
                 let device = Device::new(DeviceConfig {
                     account: account.clone(),
