@@ -12,8 +12,7 @@
 //! - [`core`]: sans-IO state machines of device, server, recorder and
 //!   firewall: inputs, `now` and randomness in, outputs out;
 //! - [`sim`]: a whole deployment in memory on a virtual clock;
-//! - [`vectors`]: golden vectors, generated and checked;
-//! - [`cli`]: the `keyway` command line.
+//! - [`vectors`]: golden vectors, generated and checked.
 //!
 //! # The run-loop contract
 //!
@@ -80,8 +79,6 @@ pub mod wire;
 pub mod vectors;
 
 pub mod sim;
-
-pub mod cli;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -187,7 +187,7 @@ fn definitions() -> BTreeMap<String, PathBuf> {
 
 fn sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["src", "tests", "fuzz", "bench", "conformance"] {
+    for dir in ["src", "tests", "node", "fuzz", "bench", "conformance"] {
         files_under(&root().join(dir), ".rs", &mut files);
     }
     files
@@ -200,7 +200,7 @@ fn citing_files() -> Vec<PathBuf> {
     let mut files = sources();
     files_under(&root().join("spec"), ".md", &mut files);
     files_under(&root().join("spec"), ".cddl", &mut files);
-    for dir in ["conformance", "bench", "fuzz"] {
+    for dir in ["conformance", "bench", "fuzz", "node"] {
         files_under(&root().join(dir), ".md", &mut files);
     }
     files_under(&root().join("conformance"), ".py", &mut files);
@@ -320,7 +320,7 @@ fn id_tokens_tell_identifiers_slips_and_other_text_apart() {
     );
 }
 
-/// The text of test code: files under tests/, `#[cfg(test)]` modules, and
+/// The text of test code: files under tests/ and node/tests/, `#[cfg(test)]` modules, and
 /// the golden vectors (each vector is a test and names its requirements).
 fn test_code() -> String {
     let mut text = String::new();
@@ -331,7 +331,7 @@ fn test_code() -> String {
     }
     for file in sources() {
         let content = read(&file);
-        if file.starts_with(root().join("tests")) {
+        if file.starts_with(root().join("tests")) || file.starts_with(root().join("node/tests")) {
             text.push_str(&content);
         } else if let Some(at) = content.find("#[cfg(test)]") {
             text.push_str(&content[at..]);
