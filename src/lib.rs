@@ -12,7 +12,7 @@
 //! - [`core`]: sans-IO state machines of device, server, recorder and
 //!   firewall: inputs, `now` and randomness in, outputs out;
 //! - [`sim`]: a whole deployment in memory on a virtual clock;
-//! - [`vectors`]: golden vectors, generated and checked.
+//! - [`vectors`]: golden vectors, generated and checked as text.
 //!
 //! # The run-loop contract
 //!

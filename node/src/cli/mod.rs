@@ -259,13 +259,13 @@ fn decode(hex: bool, json: bool, file: &str) -> Result<(), String> {
 fn vectors(command: VectorsCommand) -> Result<(), String> {
     match command {
         VectorsCommand::Generate { out } => {
-            let n =
-                keyway::vectors::write_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let n = crate::vectors_dir::write_all(&out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             print(&format!("wrote {n} vector files to {}", out.display()));
             Ok(())
         }
         VectorsCommand::Verify { dir } => {
-            let report = keyway::vectors::verify_dir(&dir);
+            let report = crate::vectors_dir::verify_dir(&dir);
             for (file, n) in &report.checked {
                 print(&format!("ok   {file}: {n} tests"));
             }
