@@ -2,12 +2,15 @@
 //! an independent structural check (it cannot judge deterministic encoding;
 //! our decoder does that), and the byte-exact examples of spec/examples/.
 
-// Tests may panic on unexpected input: that is how they fail.
+// Tests may panic on unexpected input: that is how they fail. They may
+// also read and write files, which clippy.toml bans in the protocol crate.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
 )]
 
 use std::path::PathBuf;
