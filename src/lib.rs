@@ -2,6 +2,12 @@
 //! and its conformance suite. `spec/` is the normative specification;
 //! `ARCHITECTURE.md` maps the layers.
 //!
+//! This is the protocol crate: it reads no clock, file or socket and draws
+//! no randomness from the operating system (`clippy.toml` and
+//! `tests/tidy.rs` enforce it). Everything that does — the `keyway` command
+//! line, and later the tokio drivers, the store and the firewall backends —
+//! is the `keyway-node` crate in `node/`, which depends on this one.
+//!
 //! The layers, each importing only those before it:
 //! - [`cbor`]: a strict decoder (nom), a deterministic encoder, a pull
 //!   reader for schema-driven decoding, diagnostic notation;
@@ -12,8 +18,7 @@
 //! - [`core`]: sans-IO state machines of device, server, recorder and
 //!   firewall: inputs, `now` and randomness in, outputs out;
 //! - [`sim`]: a whole deployment in memory on a virtual clock;
-//! - [`vectors`]: golden vectors, generated and checked;
-//! - [`cli`]: the `keyway` command line.
+//! - [`vectors`]: golden vectors, generated and checked as text.
 //!
 //! # The run-loop contract
 //!
@@ -80,8 +85,6 @@ pub mod wire;
 pub mod vectors;
 
 pub mod sim;
-
-pub mod cli;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

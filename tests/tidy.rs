@@ -3,14 +3,18 @@
 //! written, and cited (in Rust, the spec, the vectors or the independent
 //! Python checker) only when defined; every requirement of an implemented
 //! area is cited by a test; every claim is traced; the CDDL and the Rust
-//! schemas agree key for key.
+//! schemas agree key for key; the protocol crate's dependencies reach no
+//! OS generator and no I/O.
 
-// Tests may panic on unexpected input: that is how they fail.
+// Tests may panic on unexpected input: that is how they fail. They may
+// also run `cargo tree`, which clippy.toml bans in the protocol crate.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic
+    clippy::panic,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,7 +191,7 @@ fn definitions() -> BTreeMap<String, PathBuf> {
 
 fn sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["src", "tests", "fuzz", "bench", "conformance"] {
+    for dir in ["src", "tests", "node", "fuzz", "bench", "conformance"] {
         files_under(&root().join(dir), ".rs", &mut files);
     }
     files
@@ -200,7 +204,7 @@ fn citing_files() -> Vec<PathBuf> {
     let mut files = sources();
     files_under(&root().join("spec"), ".md", &mut files);
     files_under(&root().join("spec"), ".cddl", &mut files);
-    for dir in ["conformance", "bench", "fuzz"] {
+    for dir in ["conformance", "bench", "fuzz", "node"] {
         files_under(&root().join(dir), ".md", &mut files);
     }
     files_under(&root().join("conformance"), ".py", &mut files);
@@ -320,7 +324,7 @@ fn id_tokens_tell_identifiers_slips_and_other_text_apart() {
     );
 }
 
-/// The text of test code: files under tests/, `#[cfg(test)]` modules, and
+/// The text of test code: files under tests/ and node/tests/, `#[cfg(test)]` modules, and
 /// the golden vectors (each vector is a test and names its requirements).
 fn test_code() -> String {
     let mut text = String::new();
@@ -331,7 +335,7 @@ fn test_code() -> String {
     }
     for file in sources() {
         let content = read(&file);
-        if file.starts_with(root().join("tests")) {
+        if file.starts_with(root().join("tests")) || file.starts_with(root().join("node/tests")) {
             text.push_str(&content);
         } else if let Some(at) = content.find("#[cfg(test)]") {
             text.push_str(&content[at..]);
@@ -645,12 +649,9 @@ fn error_code_table_matches() {
     assert_eq!(listed, rust);
 }
 
-/// The protocol layers take randomness from their caller (ARCHITECTURE.md,
-/// KW-CRYPTO-004): nothing the library depends on can reach the operating
-/// system's generator. (When the tokio layers arrive, which must seed a
-/// generator, this becomes a check of the modules below them.)
-#[test]
-fn the_library_cannot_reach_os_randomness() {
+/// The normal dependencies of the protocol crate (package `keyway`, not
+/// `keyway-node`), one `name vX.Y.Z` line each, on this machine's target.
+fn protocol_dependencies() -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .args([
@@ -672,13 +673,43 @@ fn the_library_cannot_reach_os_randomness() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8_lossy(&out.stdout);
+    let tree = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(tree.lines().any(|l| l.starts_with("keyway ")), "{tree}");
-    for line in tree.lines() {
+    tree.lines().map(str::to_string).collect()
+}
+
+/// The protocol layers take randomness from their caller (ARCHITECTURE.md,
+/// KW-CRYPTO-004): nothing the protocol crate depends on can reach the
+/// operating system's generator. The I/O crate, `keyway-node`, which must
+/// seed generators, is not checked.
+#[test]
+fn the_library_cannot_reach_os_randomness() {
+    for line in protocol_dependencies() {
         let name = line.split(' ').next().unwrap_or_default();
         assert!(
             !matches!(name, "getrandom" | "rand" | "os_rng"),
             "the library depends on {line}"
+        );
+    }
+}
+
+/// The protocol crate does no I/O (ARCHITECTURE.md): beside clippy.toml's
+/// bans on its own code, none of its dependencies is an async runtime,
+/// socket or system-call wrapper or database, and it cannot depend on
+/// `keyway-node` (cargo would refuse the cycle anyway). `libc` is not on
+/// the list: `cpufeatures`, under the hash and cipher crates, needs it on
+/// aarch64 and loongarch64 to ask the kernel which CPU features exist,
+/// which is no I/O of the protocol's.
+#[test]
+fn the_protocol_crate_cannot_reach_io() {
+    for line in protocol_dependencies() {
+        let name = line.split(' ').next().unwrap_or_default();
+        assert!(
+            !matches!(
+                name,
+                "tokio" | "mio" | "socket2" | "rusqlite" | "libsqlite3-sys" | "nix" | "keyway-node"
+            ),
+            "the protocol crate depends on {line}"
         );
     }
 }

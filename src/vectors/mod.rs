@@ -12,6 +12,10 @@
 //! one step. Each test's randomness comes from a generator seeded with its
 //! `tcId`, so adding a test never changes another.
 //!
+//! Everything here is a function of text: writing the files into a
+//! directory and reading them back is `keyway-node`'s (`vectors_dir`), as
+//! the protocol crate touches no file.
+//!
 //! Layer rule: imports `cbor`, `wire` and `crypto`.
 
 mod cert;
@@ -22,8 +26,6 @@ mod register;
 mod seal;
 mod session;
 mod wrap;
-
-use std::path::Path;
 
 pub use common::{Hex, Meta, VectorFile, Verdict};
 
@@ -62,22 +64,21 @@ const KINDS: &[Kind] = &[
     ("msgsig", msgsig::generate, msgsig::verify_json),
 ];
 
+/// The name of every vector file, in the order they are generated: a
+/// directory of vectors holds exactly these (KW-VEC-001).
+pub fn file_names() -> Vec<String> {
+    KINDS
+        .iter()
+        .map(|(stem, _, _)| format!("{stem}.json"))
+        .collect()
+}
+
 /// Every vector file: (file name, JSON text).
 pub fn generate_all() -> Vec<(String, String)> {
     KINDS
         .iter()
         .map(|(stem, generate, _)| (format!("{stem}.json"), generate()))
         .collect()
-}
-
-/// Writes every vector file into `dir`.
-pub fn write_all(dir: &Path) -> std::io::Result<usize> {
-    std::fs::create_dir_all(dir)?;
-    let files = generate_all();
-    for (name, text) in &files {
-        std::fs::write(dir.join(name), text)?;
-    }
-    Ok(files.len())
 }
 
 /// Checks the text of one vector file named `name` (e.g. `wrap.json`);
@@ -90,43 +91,4 @@ pub fn verify_text(name: &str, text: &str) -> Result<usize, Vec<String>> {
             || Err(vec![format!("{name}: unknown vector kind")]),
             |(_, _, verify)| verify(text),
         )
-}
-
-/// The outcome of checking a directory of vectors.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Tests checked, per file.
-    pub checked: Vec<(String, usize)>,
-    /// Every mismatch, as "file: tcId: what".
-    pub failures: Vec<String>,
-}
-
-/// Checks every vector file in `dir` (KW-VEC-001). Missing files and files
-/// of unknown kinds are failures too.
-pub fn verify_dir(dir: &Path) -> Report {
-    let mut report = Report::default();
-    for (stem, _, verify) in KINDS {
-        let name = format!("{stem}.json");
-        match std::fs::read_to_string(dir.join(&name)) {
-            Ok(text) => match verify(&text) {
-                Ok(n) => report.checked.push((name, n)),
-                Err(failures) => report
-                    .failures
-                    .extend(failures.into_iter().map(|f| format!("{name}: {f}"))),
-            },
-            Err(e) => report.failures.push(format!("{name}: {e}")),
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let known = KINDS
-                .iter()
-                .any(|(stem, _, _)| format!("{stem}.json") == name);
-            if name.ends_with(".json") && !known {
-                report.failures.push(format!("{name}: unknown vector kind"));
-            }
-        }
-    }
-    report
 }

@@ -14,10 +14,13 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-mod support;
+// The RFC 8949 data the protocol crate's tests read too.
+#[path = "../../tests/support/rfc8949.rs"]
+#[allow(dead_code)]
+mod rfc8949;
 
 use keyway::wire::{Sample, Source, examples};
-use support::rfc8949::{APPENDIX_A, APPENDIX_F, data_lines};
+use rfc8949::{APPENDIX_A, APPENDIX_F, data_lines};
 
 struct Run {
     code: i32,
@@ -276,7 +279,7 @@ fn usage_errors_exit_1_with_usage_on_stderr() {
 #[test]
 fn readme_commands_match_the_cli() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let mut checked = 0;
     for line in readme.lines() {
         let Some(rest) = line.strip_prefix("keyway ") else {

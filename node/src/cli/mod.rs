@@ -10,9 +10,9 @@ mod input;
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
+use keyway::cbor::{self, DecodeOptions};
+use keyway::wire::{self, ErrorCode, Message, MsgType};
 
-use crate::cbor::{self, DecodeOptions};
-use crate::wire::{self, ErrorCode, Message, MsgType};
 pub use input::{
     HEX_TEXT_FACTOR, InputError, parse_hex, parse_hex_limited, read_hex_limited, read_limited,
 };
@@ -156,7 +156,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             no_record,
             json,
         } => simulate(
-            &crate::sim::SimConfig {
+            &keyway::sim::SimConfig {
                 domains,
                 devices,
                 calls,
@@ -179,8 +179,8 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
 
 /// `keyway simulate`: the report on standard output; exit 1 when an
 /// invariant broke.
-fn simulate(cfg: &crate::sim::SimConfig, json: bool) -> Result<(), String> {
-    let report = crate::sim::run(cfg).map_err(|e| e.to_string())?;
+fn simulate(cfg: &keyway::sim::SimConfig, json: bool) -> Result<(), String> {
+    let report = keyway::sim::run(cfg).map_err(|e| e.to_string())?;
     let text = if json {
         let mut t = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         t.push('\n');
@@ -259,13 +259,13 @@ fn decode(hex: bool, json: bool, file: &str) -> Result<(), String> {
 fn vectors(command: VectorsCommand) -> Result<(), String> {
     match command {
         VectorsCommand::Generate { out } => {
-            let n =
-                crate::vectors::write_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let n = crate::vectors_dir::write_all(&out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             print(&format!("wrote {n} vector files to {}", out.display()));
             Ok(())
         }
         VectorsCommand::Verify { dir } => {
-            let report = crate::vectors::verify_dir(&dir);
+            let report = crate::vectors_dir::verify_dir(&dir);
             for (file, n) in &report.checked {
                 print(&format!("ok   {file}: {n} tests"));
             }
