@@ -190,126 +190,97 @@ pub fn session_open(data: &[u8]) {
     );
 }
 
-/// A registered device's verifier, computed once (PBKDF2 is slow).
-fn fuzz_verifier() -> Option<&'static crate::crypto::register::Verifier> {
-    static VERIFIER: std::sync::OnceLock<Option<crate::crypto::register::Verifier>> =
-        std::sync::OnceLock::new();
-    VERIFIER
-        .get_or_init(|| {
-            crate::crypto::register::Verifier::with_salt(
-                b"fuzz secret",
-                crate::wire::Nonce([3; 16]),
-                4096,
-            )
-            .ok()
-        })
-        .as_ref()
+/// The deployment the state machines are fuzzed in, provisioned once
+/// (PBKDF2 of the accounts' verifiers is slow): one domain, one device,
+/// its server, recorder and firewall agent.
+fn fuzz_deployment() -> &'static crate::testkit::Deployment {
+    static DEPLOYMENT: OnceLock<crate::testkit::Deployment> = OnceLock::new();
+    DEPLOYMENT.get_or_init(|| {
+        crate::testkit::Plan {
+            label: "keyway fuzz core".into(),
+            domains: vec!["a.example".into()],
+            devices: 1,
+            hub: false,
+            record: true,
+            provisioned_identities: false,
+            recorder_capacity: 4,
+            ..crate::testkit::Plan::default()
+        }
+        .provision()
+    })
 }
 
 /// The state machines' input path: `data` is split into datagrams (a
-/// length byte, then that many bytes) and fed to a fresh server, device
-/// and recorder, with a timeout after each. Whatever arrives, nothing
-/// panics; and datagrams from nowhere change no durable state and no
-/// firewall: without a challenge of its own no `register` can pass.
+/// length byte, then that many bytes) and fed to a fresh server, device,
+/// recorder and firewall agent, with a timeout after each. Whatever
+/// arrives, nothing panics; and datagrams from nowhere change no durable
+/// state and no firewall: without a challenge of its own no `register` can
+/// pass, and without the server's signature no pinhole opens.
 pub fn core_receive(data: &[u8]) {
     use crate::core::{
-        DeviceConfig, DevicePolicy, FirewallPlan, Output, Recorder, RecorderConfig, Server,
-        ServerConfig, ServerPolicy,
+        Device, FirewallAgent, MemoryFirewall, Now, Output, Party, Receive, Recorder, Server,
     };
-    use crate::wire::{Contact, Transport};
-    let (Some(verifier), Ok(domain), Ok(account), Ok(server_account), Ok(rec_account)) = (
-        fuzz_verifier(),
-        Domain::new("a.example"),
-        Principal::new("u1@a.example"),
-        Principal::new("sc@a.example"),
-        Principal::new("rec@a.example"),
-    ) else {
+    let deployment = fuzz_deployment();
+    let Some(kit) = deployment.domains.first() else {
+        return;
+    };
+    let (Some(device_kit), Some(recorder_cfg)) = (kit.devices.first(), kit.recorder.as_ref())
+    else {
         return;
     };
     let mut rng = SeededEntropy::from_label("keyway fuzz core");
-    let ca = CertificateAuthority::new(domain, SigningKeyPair::generate(&mut rng));
-    let id = Identity::generate(server_account.clone(), &mut rng);
-    let profile = |id: &Identity, role| CertProfile {
-        serial: 1,
-        subject: id.account.clone(),
-        role,
-        sig_key: id.signing.public(),
-        kx_key: id.kx.public(),
-        not_before: 0,
-        not_after: u64::MAX / 2000,
-    };
-    let cert = ca.issue(&profile(&id, Role::Server));
-    let rec_id = Identity::generate(rec_account, &mut rng);
-    let addr = std::net::SocketAddr::from(([192, 0, 2, 1], 5060));
-    let device_addr = std::net::SocketAddr::from(([10, 1, 0, 1], 5060));
-    let mut accounts = std::collections::BTreeMap::new();
-    accounts.insert(account.clone(), verifier.clone());
-    let mut servers = std::collections::BTreeMap::new();
-    servers.insert(server_account.clone(), cert.clone());
-    let mut server = Server::new(ServerConfig {
-        identity: id,
-        cert,
-        ca: ca.clone(),
-        anchors: vec![ca.anchor()],
-        addr,
-        directory: Default::default(),
-        accounts,
-        policy: ServerPolicy::default(),
-        retransmit: Default::default(),
-        keys: KeyPolicy::default(),
-        firewall: Some(FirewallPlan {
-            public_ip: std::net::IpAddr::from([198, 51, 100, 1]),
-            first_port: 20_000,
-            ports: 100,
-        }),
-        recorder: None,
-        decoy_secret: Secret32::new([9; 32]),
-    });
-    let mut device = crate::core::Device::new(DeviceConfig {
-        account,
-        secret: b"fuzz secret".to_vec(),
-        server: addr,
-        server_account,
-        contact: Contact {
-            transport: Transport::Udp,
-            addr: device_addr,
-        },
-        media: std::net::SocketAddr::from(([10, 1, 0, 1], 40_000)),
-        expires: 3600,
-        anchor: ca.anchor(),
-        policy: DevicePolicy::default(),
-        retransmit: Default::default(),
-        keys: KeyPolicy::default(),
-        identity: None,
-    });
-    let mut recorder = Recorder::new(RecorderConfig {
-        identity: rec_id,
-        trust: TrustStore::new(vec![ca.anchor()]),
-        servers,
-        readers: Default::default(),
-        auditors: Default::default(),
-        capacity: 4,
-    });
-    let mut now = 1_800_000_000_000;
+    let mut server = Server::new(kit.server.clone());
+    let mut device = Device::new(device_kit.config.clone());
+    let mut recorder = Recorder::new(recorder_cfg.clone());
+    let mut agent = FirewallAgent::new(kit.agent.clone(), MemoryFirewall::new(16));
+    let server_addr = kit.server.addr;
+    let device_addr = device_kit.config.contact.addr;
+    let agent_addr = kit.agent.addr;
+    let mut now = Now::at(1_800_000_000_000);
     let mut rest = data;
     while let Some((&len, tail)) = rest.split_first() {
         let take = usize::from(len).min(tail.len());
         let (datagram, next) = tail.split_at(take);
         rest = next;
-        now += 700;
+        now = now.later(700);
         // Refused or not, what follows must hold.
-        let _ = server.handle_receive(now, device_addr, datagram, &mut rng);
-        let _ = device.handle_receive(now, addr, datagram, &mut rng);
-        let _ = recorder.handle_receive(now, addr, datagram);
+        let _ = server.handle_receive(
+            now,
+            Receive::udp(device_addr, server_addr, datagram),
+            &mut rng,
+        );
+        let _ = device.handle_receive(
+            now,
+            Receive::udp(server_addr, device_addr, datagram),
+            &mut rng,
+        );
+        let _ = recorder.handle_receive(
+            now,
+            Receive::udp(server_addr, recorder_cfg.addr, datagram),
+            &mut rng,
+        );
+        let _ = agent.handle_receive(
+            now,
+            Receive::udp(server_addr, agent_addr, datagram),
+            &mut rng,
+        );
         server.handle_timeout(now, &mut rng);
         device.handle_timeout(now, &mut rng);
+        agent.handle_timeout(now, &mut rng);
         while let Some(output) = server.poll_output() {
+            let asks_firewall =
+                matches!(&output, Output::Transmit(t) if t.destination == agent_addr);
             assert!(
-                !matches!(output, Output::Store(_) | Output::Firewall(_)),
-                "a datagram from nowhere changed durable state: {output:?}"
+                !matches!(output, Output::Store(_)) && !asks_firewall,
+                "a datagram from nowhere changed durable state or the firewall: {output:?}"
             );
         }
         while device.poll_output().is_some() {}
         while recorder.poll_output().is_some() {}
+        while agent.poll_output().is_some() {}
+        assert!(
+            agent.is_empty() && agent.firewall().is_empty(),
+            "a datagram from nowhere opened a pinhole"
+        );
     }
 }

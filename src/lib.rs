@@ -16,39 +16,55 @@
 //! - [`crypto`]: suite keyway-v1 — keys, certificates, registration proofs,
 //!   sealed bodies with per-recipient key wrap, session keys;
 //! - [`core`]: sans-IO state machines of device, server, recorder and
-//!   firewall: inputs, `now` and randomness in, outputs out;
-//! - [`sim`]: a whole deployment in memory on a virtual clock;
-//! - [`vectors`]: golden vectors, generated and checked as text.
+//!   firewall agent, behind one contract ([`core::Party`]): inputs, the
+//!   time and randomness in, outputs out;
+//! - [`vectors`]: golden vectors, generated and checked as text;
+//! - `testkit` and `sim` (feature `testkit`): provisioning of test
+//!   deployments, the lab, and a whole deployment in memory on a virtual
+//!   clock — drivers of `core`, never part of a real deployment.
 //!
 //! # The run-loop contract
 //!
 //! Every party of [`core`] — [`core::Device`], [`core::Server`],
-//! [`core::Recorder`] — is a value with no clock, socket or generator of
-//! its own (after str0m and quinn-proto; spec/state-machines.md §1). Its
-//! driver feeds it one input at a time — `handle_receive` for a datagram,
-//! `handle_timeout` when its timer is due, `command` from the application —
-//! each with the current time and a source of randomness. After every
-//! input the driver drains `poll_output` until it returns `None`,
-//! carrying out each output in order — a [`core::Output::Store`] durably
-//! before the outputs after it, since those acknowledge it (KW-SM-001) —
-//! and then sleeps until `poll_timeout` or the next input. An input that
-//! is refused returns why ([`core::ProtocolError`]); an `error` answering
-//! it, if the protocol has one, is among the outputs all the same.
+//! [`core::Recorder`], [`core::FirewallAgent`] — is a value with no clock,
+//! socket, store or generator of its own (after str0m and quinn-proto;
+//! spec/state-machines.md §1), and implements [`core::Party`]. Its driver
+//! feeds it one input at a time — `handle_receive` for a message, with
+//! the transport, source and destination it came with; `handle_timeout`
+//! when its deadline has come; `command` from the application — each with
+//! the time on two clocks ([`core::Now`]: monotonic for timers, wall for
+//! certificate terms) and a source of randomness. After every input the
+//! driver takes `poll_output` until it returns `None` and carries the
+//! outputs out in order ([`core::carry`] does it): a
+//! [`core::Output::Store`] group is committed before anything after it,
+//! since that acknowledges it, and a failed commit restarts the party
+//! from its store (KW-SM-024). It then sleeps until `poll_timeout` or the
+//! next input. An input that is refused returns why
+//! ([`core::ProtocolError`]); an `error` answering it, if the protocol has
+//! one, is among the outputs all the same.
 //!
 //! ```
-//! use keyway::core::{Output, Server};
-//! # fn run(server: &mut Server, now: u64, rng: &mut keyway::crypto::SeededEntropy,
-//! #        datagram: (std::net::SocketAddr, Vec<u8>)) {
-//! if let Err(refused) = server.handle_receive(now, datagram.0, &datagram.1, rng) {
+//! use keyway::core::{Driver, Now, Party, Receive, Server, StoreError, StoreWrite, Transmit};
+//! # fn run(server: &mut Server, rng: &mut keyway::crypto::SeededEntropy,
+//! #        datagram: (std::net::SocketAddr, std::net::SocketAddr, Vec<u8>)) {
+//! struct Node;
+//! impl<E> Driver<E> for Node {
+//!     fn transmit(&mut self, t: Transmit) {
+//!         let _ = (t.proto, t.source, t.destination, t.message.encode()); // send it
+//!     }
+//!     fn commit(&mut self, group: &[StoreWrite]) -> Result<(), StoreError> {
+//!         let _ = group; // one transaction, durable before returning
+//!         Ok(())
+//!     }
+//!     fn event(&mut self, _event: E) {}
+//! }
+//! let now = Now { mono: 5_000, wall: 1_800_000_000_000 };
+//! let (source, destination, bytes) = &datagram;
+//! if let Err(refused) = server.handle_receive(now, Receive::udp(*source, *destination, bytes), rng) {
 //!     let _ = refused.code(); // the protocol's error code, for logs and counters
 //! }
-//! while let Some(output) = server.poll_output() {
-//!     match output {
-//!         Output::Transmit { to, message } => { let _ = (to, message.encode()); }
-//!         Output::Store(write) => { let _ = write; }       // make durable first
-//!         Output::Firewall(command) => { let _ = command; }
-//!         Output::Event(event) => { let _ = event; }
-//!     }
+//! if keyway::core::drain(server, &mut Node).is_err() {
+//!     // The store failed: restart the server from it (Server::restore).
 //! }
 //! let _next_wakeup = server.poll_timeout();
 //! # }
@@ -84,7 +100,10 @@ pub mod wire;
 
 pub mod vectors;
 
+#[cfg(feature = "testkit")]
 pub mod sim;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -19,11 +19,11 @@ use keyway::core::{
 use keyway::crypto::{
     DirectionKeys, KeyCache, RecipientSpec, SealContext, Secret32, SeededEntropy, open, seal,
 };
+use keyway::testkit::{Faults, Lab, LabOptions, Step, principal};
 use keyway::wire::{
     Answer, Bytes, ErrorCode, Info, Message, MsgType, Offer, Permission, RecipientKind, SessionId,
     SessionUpdate, Text, encode_plaintext, examples,
 };
-use support::lab::{Lab, LabOptions, Step, principal};
 
 const CALLER: &str = "u1@a.example";
 const CALLEE: &str = "u1@b.example";
@@ -230,18 +230,13 @@ fn kw_sm_023_unreachable_and_unregistered_peers_end_the_call() {
 /// (a read-only server changed it) leaves no key in the device's cache.
 #[test]
 fn kw_err_004_a_refused_offer_leaves_the_callee_no_key() {
-    let mut policies = std::collections::BTreeMap::new();
-    policies.insert(
+    let mut lab = Lab::new(LabOptions::default());
+    lab.inject_faults(
         1,
-        ServerPolicy {
+        Faults {
             tamper_read_only: true,
-            ..ServerPolicy::default()
         },
     );
-    let mut lab = Lab::new(LabOptions {
-        server_policies: policies,
-        ..LabOptions::default()
-    });
     lab.register_all();
     assert_eq!(lab.device(CALLEE).cached_keys(), 0);
     lab.command(CALLER, DeviceCommand::Call(principal(CALLEE)));

@@ -16,8 +16,8 @@ mod support;
 use std::collections::BTreeMap;
 
 use keyway::core::{DeviceCommand, DeviceEvent, DevicePolicy, ServerEvent, ServerPolicy};
+use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::{Message, MsgType, Permission, RecipientKind};
-use support::lab::{Lab, LabOptions, Step, principal};
 
 /// sc@b may modify what u1@a sends (its policy for b.example) and
 /// re-keys the offers it may modify.

@@ -13,9 +13,9 @@ mod support;
 
 use keyway::core::{CallState, DeviceCommand};
 use keyway::sim::{SimConfig, run};
+use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::Message;
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
-use support::lab::{Lab, LabOptions, Step, principal};
 
 /// Any seed, up to 25% loss (and half that duplication), up to three
 /// domains, with and without a misbehaving server: every invariant holds;

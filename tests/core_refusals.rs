@@ -14,11 +14,11 @@ mod support;
 use keyway::core::{
     Addr, ApiMisuse, CallState, DeviceCommand, DeviceEvent, Firewall, ProtocolError, ServerEvent,
 };
+use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::{
     Bye, Contact, ErrorCode, Media, Message, MsgType, OkResponse, RegisterOk, SessionId, Transport,
     TxnId,
 };
-use support::lab::{Lab, LabOptions, Step, principal};
 
 fn one_domain() -> Lab {
     Lab::new(LabOptions {

@@ -20,8 +20,8 @@ use keyway::core::{
     ServerPolicy, SessionEnd, StoreWrite,
 };
 use keyway::crypto::KeyPolicy;
+use keyway::testkit::{ClaimStep, Faults, Lab, LabOptions, Step, principal};
 use keyway::wire::{ErrorCode, Message, MsgType, Permission, RecipientKind, Transport};
-use support::lab::{ClaimStep, Lab, LabOptions, Step, principal};
 
 fn one_domain(devices: usize) -> Lab {
     Lab::new(LabOptions {
@@ -155,9 +155,15 @@ fn claims_1_2_5_7_10_12_14_registration_issues_a_certificate_with_the_term() {
         |m| matches!(m, Message::Challenge(c) if c.kx_challenge.is_some()),
     );
     let proved = combined(true);
-    let issued = server(SERVER, |e| {
-        matches!(e, ServerEvent::CertificateIssued { .. })
-    });
+    // The certificate is issued when the serial it takes is stored, first
+    // in the group of writes that also stores the registration; the
+    // server's event follows the group (KW-SM-024).
+    let issued = stored(SERVER, |w| matches!(w, StoreWrite::NextSerial(_)));
+    assert!(
+        lab.server_events(SERVER)
+            .iter()
+            .any(|e| matches!(e, ServerEvent::CertificateIssued { .. }))
+    );
     let managed = stored(SERVER, |w| matches!(w, StoreWrite::PutRegistration(_)));
     let completed = sent(SERVER, MsgType::RegisterOk);
     let kept = device(DEVICE, |e| {
@@ -1182,7 +1188,7 @@ fn claims_29_32_35_51_54_57_pinholes_follow_offer_answer_and_bye() {
         .unwrap();
     let now = lab.now;
     let stranger = "203.0.113.9:4000".parse().unwrap();
-    let fw = lab.servers[0].firewall.as_mut().unwrap();
+    let fw = lab.firewall_mut(0);
     assert_eq!(
         fw.filter(now, Transport::Udp, stranger, caller_public)
             .deliver,
@@ -1346,7 +1352,7 @@ fn claims_29_32_35_51_54_57_pinholes_follow_offer_answer_and_bye() {
         );
     }
     let now = lab.now;
-    let fw = lab.servers[0].firewall.as_mut().unwrap();
+    let fw = lab.firewall_mut(0);
     assert_eq!(
         fw.filter(now, Transport::Udp, callee_public, caller_public)
             .deliver,
@@ -1415,7 +1421,7 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     lab.register_all();
     let mark = lab.trace.len();
     let session = lab.call(CALLER, CALLEE);
-    let recorder_addr = lab.recorders[0].1;
+    let recorder_addr = lab.recorders[0].addr;
     let mut frames_sent = Vec::new();
     for i in 0..3 {
         for who in [CALLER, CALLEE] {
@@ -1442,10 +1448,16 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     };
     let filter_change = firewall(A, |c| matches!(c, FirewallCommand::Open { .. }));
     let narrowed = firewall(A, |c| matches!(c, FirewallCommand::Narrow { .. }));
-    let copy = firewall(
+    // The server commands the transfer: a signed `media-copy` to its
+    // firewall agent (KW-REC-001, KW-FW-005), which carries it out.
+    let copy = sent_msg(
+        A,
+        |m| matches!(m, Message::MediaCopy(c) if c.copy && c.sink == recorder_addr),
+    );
+    assert!(lab.trace.iter().any(firewall(
         A,
         |c| matches!(c, FirewallCommand::Copy { sink: Some(s), .. } if *s == recorder_addr),
-    );
+    )));
     let keys_given = sent_msg(
         A,
         |m| matches!(m, Message::RecordStart(r) if r.session == session),
@@ -1625,7 +1637,7 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
             ("cutoff signal", &sent(CALLEE, MsgType::Bye)),
             (
                 "transfer stopped",
-                &firewall(A, |c| matches!(c, FirewallCommand::Copy { sink: None, .. })),
+                &sent_msg(A, |m| matches!(m, Message::MediaCopy(c) if !c.copy)),
             ),
             ("recording stopped", &sent(A, MsgType::RecordStop)),
             (
@@ -1830,18 +1842,13 @@ fn claims_37_38_47_50_53_56_permissions_edits_and_detected_tampering() {
     );
 
     // Not allowed: sc@b may only read, changes the offer anyway.
-    let mut policies = std::collections::BTreeMap::new();
-    policies.insert(
+    let mut lab = Lab::new(LabOptions::default());
+    lab.inject_faults(
         1,
-        ServerPolicy {
+        Faults {
             tamper_read_only: true,
-            ..ServerPolicy::default()
         },
     );
-    let mut lab = Lab::new(LabOptions {
-        server_policies: policies,
-        ..LabOptions::default()
-    });
     lab.register_all();
     let mark = lab.trace.len();
     let session = lab.call(CALLER, CALLEE);
@@ -2259,21 +2266,22 @@ fn messages_that_overtake_their_rekey_are_held() {
     );
 }
 
-/// KW-REG-010, KW-FW-004: after a crash the server has every acknowledged
-/// registration with its certificate, and closes the pinholes of the
-/// sessions it lost.
+/// KW-REG-010, KW-SM-025: after a crash the server has every acknowledged
+/// registration with its certificate, and goes on with the sessions it
+/// followed: their pinholes stay as they were, media passes, and the
+/// `bye` closes them (KW-FW-003) as if there had been no crash.
 #[test]
-fn a_restarted_server_keeps_registrations_and_closes_orphan_pinholes() {
+fn a_restarted_server_keeps_registrations_and_sessions() {
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
     let cert = lab.device("u1@a.example").certificate().cloned().unwrap();
-    lab.call("u1@a.example", "u1@b.example");
-    assert!(!lab.firewall(0).is_empty());
+    let session = lab.call("u1@a.example", "u1@b.example");
+    let pinholes = lab.firewall(0).pinholes();
+    assert!(!pinholes.is_empty());
     lab.restart_server(0);
-    assert!(
-        lab.firewall(0).is_empty(),
-        "every pinhole of a lost session is closed"
-    );
+    lab.settle();
+    assert_eq!(lab.firewall(0).pinholes(), pinholes);
+    assert_eq!(lab.server(0).session_ids(), vec![session]);
     let kept = lab
         .server(0)
         .registration(&principal("u1@a.example"))
@@ -2286,6 +2294,24 @@ fn a_restarted_server_keeps_registrations_and_closes_orphan_pinholes() {
     );
     lab.settle();
     assert!(lab.device_events("u2@a.example").iter().any(|e| matches!(e, DeviceEvent::CertificateAccepted { account, .. } if account.as_str() == "u1@a.example")));
+    // Media still passes its firewall, and the bye closes its pinholes.
+    let received = |lab: &Lab| {
+        lab.device_events("u1@b.example")
+            .iter()
+            .filter(|e| matches!(e, DeviceEvent::MediaReceived { .. }))
+            .count()
+    };
+    let before = received(&lab);
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Media(session, b"after".to_vec()),
+    );
+    lab.settle();
+    assert_eq!(received(&lab), before + 1);
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    assert!(lab.session_ended(0, session, SessionEnd::Bye));
+    assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
 }
 
 /// KW-SM-016: bodies bind to their senders. An offer whose `from` is not

@@ -1,18 +1,23 @@
 //! Sans-IO state machines of every party: [`Device`], [`Server`],
-//! [`Recorder`], and the [`Firewall`] a server drives. Each takes decoded
-//! input, the current time and randomness from its caller and returns what
-//! to do as [`Output`]s; none reads a clock, opens a socket or draws from a
-//! global generator.
+//! [`Recorder`] and [`FirewallAgent`]. Each takes decoded input, the
+//! current time and randomness from its caller and returns what to do as
+//! [`Output`]s; none reads a clock, opens a socket, touches a store or
+//! draws from a global generator.
 //!
-//! They follow the run-loop contract written at the top of the crate
-//! (spec/state-machines.md §1).
+//! They keep one contract with their drivers, [`Party`] (party.rs,
+//! spec/state-machines.md §1); [`carry`] and [`drain`] are the loop that
+//! carries their outputs out.
 //!
 //! Layer rule: imports `cbor`, `wire` and `crypto`.
 
+mod agent;
 mod bound;
+mod clock;
+mod deadlines;
 mod device;
 mod error;
 mod firewall;
+mod party;
 mod recorder;
 mod reject;
 mod request;
@@ -20,53 +25,35 @@ mod routing;
 mod server;
 mod store;
 mod transact;
+mod transport;
 
+pub use agent::{FRESHNESS_WINDOW_SECS, FirewallAgent, FirewallAgentConfig, FirewallEvent};
+pub use clock::Now;
 pub use device::{CallState, Device, DeviceCommand, DeviceConfig, DeviceEvent, DevicePolicy};
 pub use error::{ApiMisuse, ProtocolError};
 pub use firewall::{
     Filtered, Firewall, FirewallCommand, FirewallError, MemoryFirewall, PinholeView,
 };
+pub use party::{Driver, NoCommand, Output, Party, carry, drain};
 pub use recorder::{RecordedPacket, Recorder, RecorderConfig, RecorderEvent, Recording};
 pub use routing::{Route, ServerDirectory};
+#[cfg(feature = "testkit")]
+pub use server::Faults;
 pub use server::{
-    FirewallPlan, RecordPolicy, RecorderLink, Server, ServerConfig, ServerEvent, ServerPolicy,
-    SessionEnd,
+    FirewallLink, FirewallPlan, RecordPolicy, RecorderLink, Server, ServerConfig, ServerEvent,
+    ServerPolicy, SessionEnd,
 };
-pub use store::{MemoryStore, Registration, Store, StoreError, StoreSnapshot, StoreWrite};
+pub use store::{
+    EndedSession, MemoryStore, RecordingRecord, Registration, SessionRecord, Store, StoreError,
+    StoreSnapshot, StoreWrite,
+};
 pub use transact::RetransmitPolicy;
+pub use transport::{ConnId, Proto, Receive, ReplyTo, Transmit};
 
 use std::net::SocketAddr;
 
-use crate::wire::Message;
-
-/// Milliseconds on the caller's clock. Protocol times (seconds since the
-/// epoch) are `now / 1000`.
+/// Milliseconds on one of a party's clocks ([`Now`]).
 pub type Millis = u64;
 
 /// A node's network address.
 pub type Addr = SocketAddr;
-
-/// Seconds for protocol fields from a clock in milliseconds.
-pub fn secs(now: Millis) -> u64 {
-    now / 1000
-}
-
-/// What a state machine asks its driver to do. Messages travel unboxed:
-/// each output is moved through a queue once, and most are messages.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output<E> {
-    /// Send `message` to `to`.
-    Transmit {
-        /// Destination address.
-        to: Addr,
-        /// The message.
-        message: Message,
-    },
-    /// Make this durable before carrying out the outputs after it.
-    Store(StoreWrite),
-    /// Change the firewall.
-    Firewall(FirewallCommand),
-    /// Tell the application.
-    Event(E),
-}

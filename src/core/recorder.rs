@@ -2,18 +2,24 @@
 //! commands from the servers it is configured with, learns media keys from
 //! the sealed `keys` they carry, decrypts the media packets a firewall
 //! copies to it, and lists and serves recordings to the accounts allowed
-//! to see them (KW-REC-002..005).
+//! to see them (KW-REC-002..005). Its recordings are durable: every change
+//! is a store write (KW-REC-005), and [`Recorder::restore`] goes on from
+//! the store.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use super::error::ProtocolError;
+use super::clock::Now;
+use super::error::{ApiMisuse, ProtocolError};
+use super::party::{NoCommand, Outbox, Output, Party};
 use super::request::error_response;
+use super::store::{RecordingRecord, StoreSnapshot, StoreWrite};
 use super::transact::ServerTxns;
-use super::{Addr, Millis, Output, secs};
+use super::transport::{Receive, ReplyTo};
+use super::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, media_ad, open,
-    open_media, verify_message, verify_sealed,
+    CryptoError, Entropy, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, media_ad,
+    open, open_media, verify_message, verify_sealed,
 };
 use crate::wire::{
     Bytes, Certificate, ErrorCode, Extensions, List, Media, MediaKeys, Message, MsgType,
@@ -26,6 +32,8 @@ use crate::wire::{
 pub struct RecorderConfig {
     /// Its account and keys (KW-CERT-004).
     pub identity: Identity,
+    /// Where it receives commands and copied media.
+    pub addr: Addr,
     /// Anchors of the domains whose servers it obeys.
     pub trust: TrustStore,
     /// The servers it obeys, with their certificates (KW-FW-005 applied to
@@ -83,7 +91,56 @@ pub struct Recording {
     pub bytes: u64,
 }
 
+/// A recording as the store keeps it, without its packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredRecording {
+    pub id: RecordingId,
+    session: SessionId,
+    mode: RecordingMode,
+    parties: Vec<Principal>,
+    server: Principal,
+    started: u64,
+    ended: Option<u64>,
+    keys: BTreeMap<(Principal, u64, u64), Secret32>,
+}
+
 impl Recording {
+    /// What the store keeps of it besides its packets.
+    fn record(&self) -> RecordingRecord {
+        RecordingRecord(Box::new(StoredRecording {
+            id: self.id,
+            session: self.session,
+            mode: self.mode,
+            parties: self.parties.clone(),
+            server: self.server.clone(),
+            started: self.started,
+            ended: self.ended,
+            keys: self.keys.clone(),
+        }))
+    }
+
+    /// A recording as the store kept it.
+    fn restored(stored: StoredRecording, packets: Vec<RecordedPacket>) -> Self {
+        let seen = packets
+            .iter()
+            .map(|p| (p.from.clone(), p.stream, p.epoch, p.seq))
+            .collect();
+        let bytes = packets.iter().map(|p| p.data.len() as u64).sum();
+        Self {
+            id: stored.id,
+            session: stored.session,
+            mode: stored.mode,
+            parties: stored.parties,
+            server: stored.server,
+            started: stored.started,
+            ended: stored.ended,
+            keys: stored.keys,
+            packets,
+            seen,
+            bytes,
+        }
+    }
+
     /// How many keys the recording has learned.
     pub fn key_count(&self) -> usize {
         self.keys.len()
@@ -147,7 +204,7 @@ pub struct Recorder {
     kek: KeyCache,
     txns: ServerTxns,
     rejects: super::reject::DecodeRejects,
-    outputs: VecDeque<Output<RecorderEvent>>,
+    out: Outbox<RecorderEvent>,
 }
 
 impl core::fmt::Debug for Recorder {
@@ -176,8 +233,25 @@ impl Recorder {
             kek: KeyCache::new(64),
             txns: ServerTxns::new(1024),
             rejects: Default::default(),
-            outputs: VecDeque::new(),
+            out: Outbox::default(),
         }
+    }
+
+    /// A recorder restarted from what its store holds (KW-REC-005).
+    pub fn restore(cfg: RecorderConfig, snapshot: StoreSnapshot) -> Self {
+        let mut recorder = Self::new(cfg);
+        for (id, (record, packets)) in snapshot.recordings {
+            let rec = Recording::restored(*record.0, packets);
+            if rec.ended.is_none() {
+                recorder
+                    .by_session
+                    .entry(rec.session)
+                    .or_default()
+                    .insert(rec.server.clone(), id);
+            }
+            recorder.recordings.insert(id, rec);
+        }
+        recorder
     }
 
     /// The recording of a session.
@@ -190,37 +264,19 @@ impl Recorder {
         self.recordings.values()
     }
 
-    /// The next thing to do.
-    pub fn poll_output(&mut self) -> Option<Output<RecorderEvent>> {
-        self.outputs.pop_front()
-    }
-
-    /// When [`Recorder::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Millis> {
-        self.txns.next_timeout()
-    }
-
-    /// Forgets answered transactions.
-    pub fn handle_timeout(&mut self, now: Millis) {
-        self.txns.expire(now);
-    }
-
     fn emit(&mut self, event: RecorderEvent) {
-        self.outputs.push_back(Output::Event(event));
+        self.out.event(event);
     }
 
-    fn respond(&mut self, now: Millis, to: Addr, txn: TxnId, response: Message) {
-        self.txns.answer(now, txn, to, response.clone());
-        self.outputs.push_back(Output::Transmit {
-            to,
-            message: response,
-        });
+    fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
+        self.txns.answer(now.mono, txn, to.peer, response.clone());
+        self.out.reply(to, response);
     }
 
     fn reject(
         &mut self,
-        now: Millis,
-        to: Addr,
+        now: Now,
+        to: ReplyTo,
         txn: TxnId,
         re: MsgType,
         code: ErrorCode,
@@ -232,15 +288,15 @@ impl Recorder {
 
     /// A datagram arrived. `Err` says why it was refused; an `error`
     /// answering it, if any, is among the outputs.
-    pub fn handle_receive(
-        &mut self,
-        now: Millis,
-        from: Addr,
-        bytes: &[u8],
-    ) -> Result<(), ProtocolError> {
-        let message =
-            self.rejects
-                .decode(now, from, bytes, &mut self.outputs, RecorderEvent::Rejected)?;
+    fn receive(&mut self, now: Now, receive: Receive<'_>) -> Result<(), ProtocolError> {
+        let from = receive.reply_to();
+        let message = self.rejects.decode(
+            now.mono,
+            from,
+            receive.contents,
+            &mut self.out,
+            RecorderEvent::Rejected,
+        )?;
         if let Message::Media(media) = message {
             return self.on_media(media);
         }
@@ -250,7 +306,7 @@ impl Recorder {
         let event = RecorderEvent::Rejected;
         let txn = match self
             .txns
-            .admit(now, from, &message, &mut self.outputs, event)
+            .admit(now.mono, from, &message, &mut self.out, event)
         {
             ControlFlow::Continue(txn) => txn,
             ControlFlow::Break(outcome) => return outcome,
@@ -273,7 +329,7 @@ impl Recorder {
 
     /// A server's command: checked against the servers obeyed, then
     /// carried out (KW-REC-002, KW-REC-003).
-    fn on_command(&mut self, now: Millis, message: &Message) -> Result<Message, ErrorCode> {
+    fn on_command(&mut self, now: Now, message: &Message) -> Result<Message, ErrorCode> {
         let (txn, server) = match message {
             Message::RecordStart(m) => (m.txn, &m.from),
             Message::RecordKey(m) => (m.txn, &m.from),
@@ -289,7 +345,7 @@ impl Recorder {
         let expect = Expect {
             subject: server,
             role: Some(Role::Server),
-            now: secs(now),
+            now: now.wall_secs(),
         };
         self.cfg
             .trust
@@ -299,10 +355,19 @@ impl Recorder {
         let recording = match message {
             Message::RecordStart(m) => {
                 let (keys, pending) = self.open_keys(now, &m.keys, &m.session, &cert)?;
-                if let Some(existing) = self.recordings.get(&m.recording) {
-                    // A retransmission that outlived the transaction cache.
-                    if existing.session != m.session {
+                if let Some(existing) = self.recordings.get_mut(&m.recording) {
+                    // A retransmission that outlived the transaction cache,
+                    // or its server restarted (KW-SM-025): the keys it
+                    // knows now are added.
+                    if existing.session != m.session || existing.server != m.from {
                         return Err(ErrorCode::BAD_STATE);
+                    }
+                    let added = add_keys(existing, keys);
+                    self.kek.commit(pending);
+                    if added > 0 {
+                        let record = existing.record();
+                        self.out.store(StoreWrite::PutRecording(record));
+                        self.emit(RecorderEvent::KeysAdded(m.recording, added));
                     }
                 } else {
                     if !self.make_room() {
@@ -314,7 +379,7 @@ impl Recorder {
                         mode: m.mode,
                         parties: m.parties.iter().cloned().collect(),
                         server: m.from.clone(),
-                        started: secs(now),
+                        started: now.wall_secs(),
                         ended: None,
                         keys: BTreeMap::new(),
                         packets: Vec::new(),
@@ -323,6 +388,7 @@ impl Recorder {
                     };
                     add_keys(&mut rec, keys);
                     self.kek.commit(pending);
+                    self.out.store(StoreWrite::PutRecording(rec.record()));
                     self.recordings.insert(m.recording, rec);
                     self.by_session
                         .entry(m.session)
@@ -340,7 +406,9 @@ impl Recorder {
                     .filter(|r| r.server == m.from && r.session == m.session)
                     .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
                 let added = add_keys(rec, keys);
+                let record = rec.record();
                 self.kek.commit(pending);
+                self.out.store(StoreWrite::PutRecording(record));
                 self.emit(RecorderEvent::KeysAdded(m.recording, added));
                 m.recording
             }
@@ -351,7 +419,9 @@ impl Recorder {
                     .filter(|r| r.server == m.from && r.session == m.session)
                     .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
                 if rec.ended.is_none() {
-                    rec.ended = Some(secs(now));
+                    rec.ended = Some(now.wall_secs());
+                    let record = rec.record();
+                    self.out.store(StoreWrite::PutRecording(record));
                     if let Some(live) = self.by_session.get_mut(&m.session) {
                         live.remove(&m.from);
                         if live.is_empty() {
@@ -381,7 +451,7 @@ impl Recorder {
     /// opened them, to keep once the command is carried out (KW-ERR-004).
     fn open_keys(
         &mut self,
-        now: Millis,
+        now: Now,
         sealed: &crate::wire::Sealed,
         session: &SessionId,
         server_cert: &Certificate,
@@ -395,7 +465,7 @@ impl Recorder {
             &opened.cek,
             server_cert,
             &self.cfg.trust,
-            secs(now),
+            now.wall_secs(),
         )
         .map_err(|e| ErrorCode::from(&e))?;
         let keys =
@@ -416,7 +486,10 @@ impl Recorder {
             .min_by_key(|r| (r.started, r.id))
             .map(|r| r.id);
         match oldest {
-            Some(id) => self.recordings.remove(&id).is_some(),
+            Some(id) => {
+                self.out.store(StoreWrite::DeleteRecording(id));
+                self.recordings.remove(&id).is_some()
+            }
             None => false,
         }
     }
@@ -476,12 +549,17 @@ impl Recorder {
         };
         rec.bytes = rec.bytes.saturating_add(data.len() as u64);
         rec.seen.insert(seen_key);
-        rec.packets.push(RecordedPacket {
+        let packet = RecordedPacket {
             from: media.from.clone(),
             stream: media.stream,
             epoch: media.epoch,
             seq: media.seq,
             data,
+        };
+        rec.packets.push(packet.clone());
+        self.out.store(StoreWrite::AppendPacket {
+            recording: id,
+            packet,
         });
         self.emit(RecorderEvent::Recorded {
             recording: id,
@@ -502,7 +580,7 @@ impl Recorder {
 
     /// `record-list` and `record-fetch`, signed by their sender, whose
     /// certificate the recorder must hold (KW-REC-005).
-    fn on_read(&self, now: Millis, message: &Message) -> Result<Message, ErrorCode> {
+    fn on_read(&self, now: Now, message: &Message) -> Result<Message, ErrorCode> {
         let account = match message {
             Message::RecordList(m) => &m.from,
             Message::RecordFetch(m) => &m.from,
@@ -517,7 +595,7 @@ impl Recorder {
         let expect = Expect {
             subject: account,
             role: None,
-            now: secs(now),
+            now: now.wall_secs(),
         };
         self.cfg
             .trust
@@ -578,4 +656,45 @@ fn add_keys(rec: &mut Recording, keys: MediaKeys) -> usize {
         }
     }
     added
+}
+
+impl Party for Recorder {
+    type Event = RecorderEvent;
+    type Command = NoCommand;
+
+    fn handle_receive(
+        &mut self,
+        now: Now,
+        receive: Receive<'_>,
+        _rng: &mut impl Entropy,
+    ) -> Result<(), ProtocolError> {
+        self.out.begin();
+        let outcome = self.receive(now, receive);
+        self.out.end();
+        outcome
+    }
+
+    /// Forgets answered transactions.
+    fn handle_timeout(&mut self, now: Now, _rng: &mut impl Entropy) {
+        self.out.begin();
+        self.txns.expire(now.mono);
+        self.out.end();
+    }
+
+    fn command(
+        &mut self,
+        _now: Now,
+        command: NoCommand,
+        _rng: &mut impl Entropy,
+    ) -> Result<(), ApiMisuse> {
+        match command {}
+    }
+
+    fn poll_output(&mut self) -> Option<Output<RecorderEvent>> {
+        self.out.poll()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.txns.next_timeout()
+    }
 }

@@ -3,11 +3,13 @@
 //! datagram, and at most a few per source per second, so that Keyway
 //! cannot amplify a reflection attack.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::error::ProtocolError;
-use super::{Addr, Millis, Output};
+use super::party::Outbox;
+use super::transport::ReplyTo;
+use super::{Addr, Millis};
 use crate::wire::{ErrorCode, ErrorResponse, Extensions, Message, WireError};
 
 /// Answers per source address per second.
@@ -29,18 +31,15 @@ impl DecodeRejects {
     pub fn decode<E>(
         &mut self,
         now: Millis,
-        from: Addr,
+        from: ReplyTo,
         bytes: &[u8],
-        outputs: &mut VecDeque<Output<E>>,
+        out: &mut Outbox<E>,
         event: impl FnOnce(ErrorCode) -> E,
     ) -> Result<Message, ProtocolError> {
         Message::decode(bytes).map_err(|e| {
-            outputs.push_back(Output::Event(event(ErrorCode::from(&e))));
-            if let Some(error) = self.answer(now, from, bytes.len(), &e) {
-                outputs.push_back(Output::Transmit {
-                    to: from,
-                    message: error,
-                });
+            out.event(event(ErrorCode::from(&e)));
+            if let Some(error) = self.answer(now, from.peer, bytes.len(), &e) {
+                out.reply(from, error);
             }
             ProtocolError::Undecodable(e)
         })

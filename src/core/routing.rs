@@ -3,13 +3,16 @@
 use std::collections::BTreeMap;
 
 use super::Addr;
-use crate::wire::{Domain, Principal};
+use crate::wire::{Domain, Principal, Transport};
 
-/// The next hop toward a domain: a server's address and account.
+/// The next hop toward a domain: a server's address, the transport to
+/// reach it over, and its account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Its address.
     pub addr: Addr,
+    /// The transport requests go over.
+    pub transport: Transport,
     /// Its account.
     pub account: Principal,
 }

@@ -1,13 +1,18 @@
 //! Transactions (transport.md §2): client transactions retransmit over UDP
 //! until answered or timed out (KW-FRAME-011); server transactions answer
 //! a duplicate request with the response already sent (KW-FRAME-012).
+//! Every deadline is indexed, so that the cost of an input does not grow
+//! with the number of transactions open.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 
+use super::deadlines::Deadlines;
 use super::error::{ProtocolError, repeated};
+use super::party::Outbox;
 use super::request::request_txn;
-use super::{Addr, Millis, Output};
+use super::transport::{ReplyTo, Transmit};
+use super::{Addr, Millis};
 use crate::wire::{ErrorCode, Message, TxnId};
 
 /// Retransmission timing (KW-FRAME-011).
@@ -32,18 +37,25 @@ impl Default for RetransmitPolicy {
 }
 
 struct ClientTxn<C> {
-    to: Addr,
-    message: Message,
-    next: Millis,
+    transmit: Transmit,
+    /// The next retransmission; `None` over a reliable transport, which is
+    /// not retransmitted (KW-FRAME-011).
+    next: Option<Millis>,
     interval: Millis,
     deadline: Millis,
     context: C,
 }
 
+impl<C> ClientTxn<C> {
+    fn wake_at(&self) -> Millis {
+        self.next.map_or(self.deadline, |n| n.min(self.deadline))
+    }
+}
+
 /// What came due on a timeout.
 pub(crate) struct Due<C> {
     /// Requests to send again.
-    pub resend: Vec<(Addr, Message)>,
+    pub resend: Vec<Transmit>,
     /// Requests that timed out, with their context.
     pub timed_out: Vec<(TxnId, C)>,
 }
@@ -51,6 +63,7 @@ pub(crate) struct Due<C> {
 /// Outstanding requests of one party, by transaction.
 pub(crate) struct ClientTxns<C> {
     txns: BTreeMap<TxnId, ClientTxn<C>>,
+    timers: Deadlines<TxnId>,
     policy: RetransmitPolicy,
 }
 
@@ -58,6 +71,7 @@ impl<C> ClientTxns<C> {
     pub fn new(policy: RetransmitPolicy) -> Self {
         Self {
             txns: BTreeMap::new(),
+            timers: Deadlines::default(),
             policy,
         }
     }
@@ -65,39 +79,36 @@ impl<C> ClientTxns<C> {
     /// Tracks a request just sent. A transaction already outstanding is
     /// not replaced: the caller must refuse the second request (someone
     /// reused a `txn` to capture another's response).
-    pub fn start(
-        &mut self,
-        now: Millis,
-        txn: TxnId,
-        to: Addr,
-        message: Message,
-        context: C,
-    ) -> bool {
+    pub fn start(&mut self, now: Millis, txn: TxnId, transmit: Transmit, context: C) -> bool {
         if self.txns.contains_key(&txn) {
             return false;
         }
-        self.txns.insert(
-            txn,
-            ClientTxn {
-                to,
-                message,
-                next: now.saturating_add(self.policy.first),
-                interval: self.policy.first,
-                deadline: now.saturating_add(self.policy.give_up),
-                context,
-            },
-        );
+        let first = self.policy.first;
+        let t = ClientTxn {
+            next: (!transmit.proto.is_reliable()).then(|| now.saturating_add(first)),
+            transmit,
+            interval: first,
+            deadline: now.saturating_add(self.policy.give_up),
+            context,
+        };
+        self.timers.set(txn, t.wake_at());
+        self.txns.insert(txn, t);
         true
     }
 
     /// The request answered by a response with `txn` from `from`, if
     /// outstanding: a response counts only from the address the request
     /// went to (KW-FRAME-013).
-    pub fn complete(&mut self, txn: &TxnId, from: Addr) -> Option<(Addr, Message, C)> {
-        if self.txns.get(txn).is_none_or(|t| t.to != from) {
+    pub fn complete(&mut self, txn: &TxnId, from: Addr) -> Option<(Transmit, C)> {
+        if self
+            .txns
+            .get(txn)
+            .is_none_or(|t| t.transmit.destination != from)
+        {
             return None;
         }
-        self.txns.remove(txn).map(|t| (t.to, t.message, t.context))
+        self.timers.remove(txn);
+        self.txns.remove(txn).map(|t| (t.transmit, t.context))
     }
 
     /// Whether `txn` is outstanding.
@@ -117,44 +128,53 @@ impl<C> ClientTxns<C> {
 
     /// Retransmissions and timeouts due at `now`.
     pub fn due(&mut self, now: Millis) -> Due<C> {
-        let mut resend = Vec::new();
-        let expired: Vec<TxnId> = self
-            .txns
-            .iter()
-            .filter(|(_, t)| t.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut timed_out = Vec::new();
-        for txn in expired {
-            if let Some(t) = self.txns.remove(&txn) {
-                timed_out.push((txn, t.context));
-            }
-        }
+        let mut due = Due {
+            resend: Vec::new(),
+            timed_out: Vec::new(),
+        };
         let max = self.policy.max_interval;
-        for t in self.txns.values_mut() {
-            if t.next <= now {
-                resend.push((t.to, t.message.clone()));
-                t.interval = t.interval.saturating_mul(2).min(max);
-                t.next = now.saturating_add(t.interval);
+        for txn in self.timers.take_due(now) {
+            let Some(t) = self.txns.get_mut(&txn) else {
+                continue;
+            };
+            if t.deadline <= now {
+                if let Some(t) = self.txns.remove(&txn) {
+                    due.timed_out.push((txn, t.context));
+                }
+                continue;
             }
+            if t.next.is_some_and(|n| n <= now) {
+                due.resend.push(t.transmit.clone());
+                t.interval = t.interval.saturating_mul(2).min(max);
+                t.next = Some(now.saturating_add(t.interval));
+            }
+            self.timers.set(txn, t.wake_at());
         }
-        Due { resend, timed_out }
+        due
     }
 
     /// The earliest retransmission or deadline.
     pub fn next_timeout(&self) -> Option<Millis> {
-        self.txns.values().map(|t| t.next.min(t.deadline)).min()
+        self.timers.next()
     }
 }
 
 /// How long an answered request's response is kept for duplicates.
 pub(crate) const ANSWERED_KEEP: Millis = 64_000;
 
+type TxnKey = (TxnId, Addr);
+
 /// Requests received: answered ones with their response, and those in
-/// progress (forwarded, or waiting on something).
+/// progress (forwarded, or waiting on something). Both are kept a fixed
+/// time, so each is ordered by when it was entered (a queue) and expires
+/// from its front.
 pub(crate) struct ServerTxns {
-    answered: BTreeMap<(TxnId, Addr), (Message, Millis)>,
-    in_progress: BTreeMap<(TxnId, Addr), Millis>,
+    answered: BTreeMap<TxnKey, (Message, Millis)>,
+    /// (until, key), in the order entered; an entry whose `until` no longer
+    /// matches `answered` was replaced and is skipped.
+    answered_order: VecDeque<(Millis, TxnKey)>,
+    in_progress: BTreeMap<TxnKey, Millis>,
+    progress_order: VecDeque<(Millis, TxnKey)>,
     capacity: usize,
 }
 
@@ -173,8 +193,10 @@ impl ServerTxns {
     pub fn new(capacity: usize) -> Self {
         Self {
             answered: BTreeMap::new(),
+            answered_order: VecDeque::new(),
             in_progress: BTreeMap::new(),
-            capacity,
+            progress_order: VecDeque::new(),
+            capacity: capacity.max(1),
         }
     }
 
@@ -187,50 +209,52 @@ impl ServerTxns {
         if self.in_progress.contains_key(&key) {
             return Seen::InProgress;
         }
-        if self.in_progress.len() >= self.capacity {
+        self.mark_in_progress(now, key);
+        Seen::New
+    }
+
+    /// Marks a request in progress (a new one, or one a restarted party
+    /// goes on with).
+    pub fn mark_in_progress(&mut self, now: Millis, key: TxnKey) {
+        while self.in_progress.len() >= self.capacity {
             // Bounded: the oldest entry goes first.
-            if let Some(oldest) = self
-                .in_progress
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| *k)
-            {
+            let Some((since, oldest)) = self.progress_order.pop_front() else {
+                break;
+            };
+            if self.in_progress.get(&oldest) == Some(&since) {
                 self.in_progress.remove(&oldest);
             }
         }
         self.in_progress.insert(key, now);
-        Seen::New
+        self.progress_order.push_back((now, key));
     }
 
-    /// The check every party makes of a request received from `from`
-    /// before reading it: `Continue` with its transaction when it is new
-    /// (now in progress); otherwise `Break` with what handling it comes to.
-    /// A message without a transaction is a response the party never waits
+    /// The check every party makes of a request received before reading
+    /// it: `Continue` with its transaction when it is new (now in
+    /// progress); otherwise `Break` with what handling it comes to. A
+    /// message without a transaction is a response the party never waits
     /// for (KW-ERR-001): the application is told by `event`, and it is
     /// refused as unsolicited. A duplicate of a request answered is
-    /// answered again with the same response (KW-FRAME-012), and refused
-    /// again if that was an `error`; a duplicate of one in progress is
-    /// ignored.
+    /// answered again with the same response, the way it came
+    /// (KW-FRAME-012, KW-FRAME-004), and refused again if that was an
+    /// `error`; a duplicate of one in progress is ignored.
     pub fn admit<E>(
         &mut self,
         now: Millis,
-        from: Addr,
+        from: ReplyTo,
         request: &Message,
-        outputs: &mut VecDeque<Output<E>>,
+        out: &mut Outbox<E>,
         event: impl FnOnce(ErrorCode) -> E,
     ) -> ControlFlow<Result<(), ProtocolError>, TxnId> {
         let re = request.msg_type();
         let Some(txn) = request_txn(request) else {
-            outputs.push_back(Output::Event(event(ErrorCode::UNKNOWN_MESSAGE_TYPE)));
+            out.event(event(ErrorCode::UNKNOWN_MESSAGE_TYPE));
             return ControlFlow::Break(Err(ProtocolError::Unsolicited(re)));
         };
-        match self.seen(now, txn, from) {
+        match self.seen(now, txn, from.peer) {
             Seen::Answered(response) => {
                 let outcome = repeated(re, &response);
-                outputs.push_back(Output::Transmit {
-                    to: from,
-                    message: response,
-                });
+                out.reply(from, response);
                 ControlFlow::Break(outcome)
             }
             Seen::InProgress => ControlFlow::Break(Ok(())),
@@ -242,18 +266,17 @@ impl ServerTxns {
     pub fn answer(&mut self, now: Millis, txn: TxnId, from: Addr, response: Message) {
         let key = (txn, from);
         self.in_progress.remove(&key);
-        if self.answered.len() >= self.capacity {
-            if let Some(oldest) = self
-                .answered
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k)
-            {
+        while self.answered.len() >= self.capacity && !self.answered.contains_key(&key) {
+            let Some((until, oldest)) = self.answered_order.pop_front() else {
+                break;
+            };
+            if self.answered.get(&oldest).is_some_and(|(_, u)| *u == until) {
                 self.answered.remove(&oldest);
             }
         }
-        self.answered
-            .insert(key, (response, now.saturating_add(ANSWERED_KEEP)));
+        let until = now.saturating_add(ANSWERED_KEEP);
+        self.answered.insert(key, (response, until));
+        self.answered_order.push_back((until, key));
     }
 
     /// Forgets a request in progress that will not be answered.
@@ -263,13 +286,33 @@ impl ServerTxns {
 
     /// Drops responses kept long enough, and stale requests in progress.
     pub fn expire(&mut self, now: Millis) {
-        self.answered.retain(|_, (_, until)| *until > now);
-        self.in_progress
-            .retain(|_, since| now.saturating_sub(*since) < ANSWERED_KEEP);
+        while let Some((until, key)) = self.answered_order.front().copied() {
+            if until > now {
+                break;
+            }
+            self.answered_order.pop_front();
+            if self.answered.get(&key).is_some_and(|(_, u)| *u == until) {
+                self.answered.remove(&key);
+            }
+        }
+        while let Some((since, key)) = self.progress_order.front().copied() {
+            if now.saturating_sub(since) < ANSWERED_KEEP {
+                break;
+            }
+            self.progress_order.pop_front();
+            if self.in_progress.get(&key) == Some(&since) {
+                self.in_progress.remove(&key);
+            }
+        }
     }
 
-    /// When the next kept response expires.
+    /// When the next kept response or request in progress expires.
     pub fn next_timeout(&self) -> Option<Millis> {
-        self.answered.values().map(|(_, until)| *until).min()
+        let answered = self.answered_order.front().map(|(until, _)| *until);
+        let progress = self
+            .progress_order
+            .front()
+            .map(|(since, _)| since.saturating_add(ANSWERED_KEEP));
+        [answered, progress].into_iter().flatten().min()
     }
 }

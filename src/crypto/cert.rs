@@ -1,6 +1,8 @@
 //! Certificates, certificate authorities, trust anchors and attestations
 //! (KW-CERT-001 to KW-CERT-006, KW-CRYPTO-011, KW-CRYPTO-012).
 
+use std::collections::BTreeSet;
+
 use super::error::{CertError, CryptoError};
 use super::keys::{KeyUse, SigningKeyPair, key_id, verify};
 use super::structure::{ATTEST, CERT, Part, structure};
@@ -101,7 +103,9 @@ impl TrustAnchor {
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     anchors: Vec<TrustAnchor>,
-    revoked: Vec<(Domain, u64)>,
+    /// Ordered, so that a check costs the same with a million revocations
+    /// as with none.
+    revoked: BTreeSet<(Domain, u64)>,
 }
 
 /// What a certificate must be for its use.
@@ -120,7 +124,7 @@ impl TrustStore {
     pub fn new(anchors: Vec<TrustAnchor>) -> Self {
         Self {
             anchors,
-            revoked: Vec::new(),
+            revoked: BTreeSet::new(),
         }
     }
 
@@ -131,7 +135,13 @@ impl TrustStore {
 
     /// Records a revoked certificate (KW-CERT-006).
     pub fn revoke(&mut self, issuer: Domain, serial: u64) {
-        self.revoked.push((issuer, serial));
+        self.revoked.insert((issuer, serial));
+    }
+
+    /// Forgets a revocation that no longer matters: the certificate has
+    /// expired, and is refused as expired from then on.
+    pub fn forget_revocation(&mut self, issuer: &Domain, serial: u64) {
+        self.revoked.remove(&(issuer.clone(), serial));
     }
 
     fn anchor(&self, domain: &Domain, kid: &KeyId) -> Option<&TrustAnchor> {
@@ -173,11 +183,7 @@ impl TrustStore {
         if expect.now > tbs.not_after.0 {
             return Err(CertError::Expired);
         }
-        if self
-            .revoked
-            .iter()
-            .any(|(d, s)| d == &tbs.issuer && *s == tbs.serial)
-        {
+        if self.revoked.contains(&(tbs.issuer.clone(), tbs.serial)) {
             return Err(CertError::Revoked);
         }
         Ok(())

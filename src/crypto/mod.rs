@@ -38,6 +38,7 @@ pub use seal::{
 };
 pub use secret::{Secret32, ct_eq};
 pub use session::{
-    DirectionKeys, KeyPolicy, REPLAY_WINDOW, RekeyWrapped, ReplayWindow, SealedPayload, Seen,
-    SessionKeyStore, SessionKeys, media_ad, message_ad, open_media, rekey_ad, seal_media,
+    DirectionKeys, DirectionState, EpochState, KeyPolicy, REPLAY_WINDOW, RekeyWrapped,
+    ReplayWindow, SealedPayload, Seen, SessionKeyStore, SessionKeys, media_ad, message_ad,
+    open_media, rekey_ad, seal_media,
 };

@@ -44,6 +44,17 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// The highest sequence number seen and the bitmap behind it, for a
+    /// store.
+    pub fn parts(&self) -> (Option<u64>, u64) {
+        (self.highest, self.seen)
+    }
+
+    /// A window as [`ReplayWindow::parts`] described it.
+    pub fn from_parts(highest: Option<u64>, seen: u64) -> Self {
+        Self { highest, seen }
+    }
+
     /// Whether `seq` would be accepted. Does not record it.
     pub fn check(&self, seq: u64) -> Result<(), CryptoError> {
         match self.highest {
@@ -469,6 +480,99 @@ impl DirectionKeys {
         }
         self.epochs.push(Epoch::new(epoch, key));
         self.epoch_started = now;
+    }
+}
+
+/// One epoch of a direction, as kept in a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochState {
+    /// The epoch number.
+    pub number: u64,
+    /// Its key.
+    pub key: Secret32,
+    /// When it stops being accepted, once replaced (receive side).
+    pub retire_at: Option<u64>,
+    /// Its replay window.
+    pub window: ReplayWindow,
+}
+
+/// Everything a [`DirectionKeys`] holds, so that a party can keep a
+/// direction in its store and go on with it after a restart. Times are in
+/// the seconds the caller gave the direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectionState {
+    /// The session.
+    pub session: SessionId,
+    /// The sender of this direction.
+    pub from: Principal,
+    /// Its receiver.
+    pub to: Principal,
+    /// Its epochs, the current last.
+    pub epochs: Vec<EpochState>,
+    /// The next sequence number to send in the current epoch.
+    pub next_seq: u64,
+    /// When the current epoch began.
+    pub epoch_started: u64,
+}
+
+impl DirectionState {
+    /// Moves every time by `delta` seconds, saturating: from one clock to
+    /// another (a party keeps monotonic times in memory and wall times in
+    /// its store).
+    pub fn shift(&mut self, delta: i128) {
+        self.epoch_started = shift_secs(self.epoch_started, delta);
+        for epoch in &mut self.epochs {
+            epoch.retire_at = epoch.retire_at.map(|t| shift_secs(t, delta));
+        }
+    }
+}
+
+/// `t` moved by `delta`, kept within `u64`.
+fn shift_secs(t: u64, delta: i128) -> u64 {
+    u64::try_from((i128::from(t) + delta).max(0)).unwrap_or(u64::MAX)
+}
+
+impl DirectionKeys {
+    /// What the direction holds, for a store.
+    pub fn state(&self) -> DirectionState {
+        DirectionState {
+            session: self.session,
+            from: self.from.clone(),
+            to: self.to.clone(),
+            epochs: self
+                .epochs
+                .iter()
+                .map(|e| EpochState {
+                    number: e.number,
+                    key: e.key.clone(),
+                    retire_at: e.retire_at,
+                    window: e.window,
+                })
+                .collect(),
+            next_seq: self.next_seq,
+            epoch_started: self.epoch_started,
+        }
+    }
+
+    /// A direction as [`DirectionKeys::state`] described it.
+    pub fn from_state(state: DirectionState) -> Self {
+        Self {
+            session: state.session,
+            from: state.from,
+            to: state.to,
+            epochs: state
+                .epochs
+                .into_iter()
+                .map(|e| {
+                    let mut epoch = Epoch::new(e.number, e.key);
+                    epoch.retire_at = e.retire_at;
+                    epoch.window = e.window;
+                    epoch
+                })
+                .collect(),
+            next_seq: state.next_seq,
+            epoch_started: state.epoch_started,
+        }
     }
 }
 

@@ -4,8 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::core::{Millis, secs};
+use crate::core::Millis;
 use crate::wire::{MsgType, Principal, SessionId, TxnId};
+
+/// Whole seconds of the simulation's one clock (wall and monotonic
+/// alike, `Now::at`).
+pub(super) fn secs(ms: Millis) -> u64 {
+    ms / 1000
+}
 
 /// The summary of a run. Field order is the output order.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -82,8 +88,12 @@ pub struct Report {
     pub sessions_expired: u64,
     /// Pinholes opened.
     pub pinholes_opened: u64,
-    /// Pinholes closed.
+    /// Pinholes closed (by their server, or at the end of their lifetime
+    /// by the firewall).
     pub pinholes_closed: u64,
+    /// Firewall requests refused because their session had ended and its
+    /// pinhole was gone when they arrived (overtaken under loss).
+    pub firewall_refusals_after_end: u64,
     /// Media packets sent by devices.
     pub media_packets_sent: u64,
     /// Media packets decrypted by their destination.

@@ -15,6 +15,8 @@ pub enum Node {
     Server(usize),
     Device(usize),
     Recorder(usize),
+    /// A firewall agent.
+    Agent(usize),
 }
 
 /// A scripted application action.

@@ -3,16 +3,16 @@
 //! and watching their events for the counters and invariants.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use super::checks::CertRef;
 use super::net::{Node, What};
-use super::plan::{KEYS, T0};
+use super::plan::{KEYS, T0, give_up};
 use super::world::World;
 use crate::core::{
-    Addr, DeviceEvent, Firewall, FirewallCommand, Output, RecorderEvent, ServerEvent, SessionEnd,
-    Store, StoreWrite,
+    Addr, DeviceEvent, Driver, Firewall, FirewallEvent, MemoryFirewall, Output, Party,
+    RecorderEvent, ServerEvent, SessionEnd, Store, StoreError, StoreWrite, Transmit, carry,
 };
+use crate::testkit::domain_of;
 use crate::wire::{Certificate, Message, MsgType, Principal, RecipientKind, SessionId, Transport};
 
 fn cert_ref(cert: &Certificate) -> CertRef<'_> {
@@ -24,47 +24,50 @@ fn cert_ref(cert: &Certificate) -> CertRef<'_> {
 }
 
 impl World {
-    /// Carries out everything `node` asked for, then re-arms its timer.
+    /// Carries out everything `node` asked for through the one driver
+    /// loop ([`carry`]), then re-arms its timer. A party whose store fails
+    /// is restarted from it (KW-SM-024).
     pub(super) fn drain(&mut self, node: Node) {
-        match node {
+        let failed = match node {
             Node::Device(i) => {
-                let mut outputs = Vec::new();
-                if let Some((d, ..)) = self.devices.get_mut(i) {
-                    while let Some(o) = d.poll_output() {
-                        outputs.push(o);
-                    }
-                }
-                for o in outputs {
-                    self.device_output(i, o);
-                }
+                let outputs: Vec<Output<DeviceEvent>> = match self.devices.get_mut(i) {
+                    Some((d, ..)) => core::iter::from_fn(|| d.poll_output()).collect(),
+                    None => Vec::new(),
+                };
+                carry(outputs, &mut SimDriver { world: self, node }).is_err()
             }
             Node::Server(i) => {
-                let mut outputs = Vec::new();
-                if let Some((s, ..)) = self.servers.get_mut(i) {
-                    while let Some(o) = s.poll_output() {
-                        outputs.push(o);
-                    }
-                }
-                for o in outputs {
-                    self.server_output(i, o);
-                }
+                let outputs: Vec<Output<ServerEvent>> = match self.servers.get_mut(i) {
+                    Some((s, ..)) => core::iter::from_fn(|| s.poll_output()).collect(),
+                    None => Vec::new(),
+                };
+                carry(outputs, &mut SimDriver { world: self, node }).is_err()
             }
             Node::Recorder(i) => {
-                let mut outputs = Vec::new();
-                if let Some((r, _)) = self.recorders.get_mut(i) {
-                    while let Some(o) = r.poll_output() {
-                        outputs.push(o);
-                    }
-                }
-                for o in outputs {
-                    self.recorder_output(i, o);
-                }
+                let outputs: Vec<Output<RecorderEvent>> = match self.recorders.get_mut(i) {
+                    Some((r, ..)) => core::iter::from_fn(|| r.poll_output()).collect(),
+                    None => Vec::new(),
+                };
+                carry(outputs, &mut SimDriver { world: self, node }).is_err()
             }
+            Node::Agent(i) => {
+                let outputs: Vec<Output<FirewallEvent>> = match self.agents.get_mut(i) {
+                    Some((a, ..)) => core::iter::from_fn(|| a.poll_output()).collect(),
+                    None => Vec::new(),
+                };
+                carry(outputs, &mut SimDriver { world: self, node }).is_err()
+            }
+        };
+        if failed {
+            let now = self.now;
+            self.ledger
+                .violation(now, format!("{node:?}: its store failed a commit"));
         }
         let next = match node {
             Node::Device(i) => self.devices.get(i).and_then(|d| d.0.poll_timeout()),
             Node::Server(i) => self.servers.get(i).and_then(|s| s.0.poll_timeout()),
             Node::Recorder(i) => self.recorders.get(i).and_then(|r| r.0.poll_timeout()),
+            Node::Agent(i) => self.agents.get(i).and_then(|a| a.0.poll_timeout()),
         };
         if let Some(at) = next {
             // Never in the past: a machine asks for a timeout it has not
@@ -100,29 +103,13 @@ impl World {
         }
     }
 
-    fn domain_of(&self, addr: &Addr) -> Option<usize> {
-        let IpAddr::V4(v4) = addr.ip() else {
-            return None;
-        };
-        let [a, b, c, _] = v4.octets();
-        let n = usize::from(b);
-        let internal = a == 10;
-        let public = a == 198 && b == 51 && c == 100;
-        let n = if public {
-            usize::from(v4.octets()[3])
-        } else {
-            n
-        };
-        (internal || public).then(|| n.checked_sub(1)).flatten()
-    }
-
     /// The source address a packet leaves its domain with: the public
     /// address the firewall maps the sender to, if any.
     fn translated(&self, from: Addr) -> Addr {
-        let Some(d) = self.domain_of(&from) else {
+        let Some(d) = domain_of(&from) else {
             return from;
         };
-        let Some(fw) = self.domains.get(d).and_then(|d| d.firewall.as_ref()) else {
+        let Some(fw) = self.firewall(d) else {
             return from;
         };
         fw.pinholes()
@@ -137,11 +124,13 @@ impl World {
     /// KW-REC-001).
     fn media(&mut self, from: Addr, to: Addr, message: &Message) {
         let seen_from = self.translated(from);
-        let Some(d) = self.domain_of(&to) else { return };
+        let Some(d) = domain_of(&to) else { return };
         let now = self.now;
-        let Some(fw) = self.domains.get_mut(d).and_then(|d| d.firewall.as_mut()) else {
+        let agent = self.domains.get(d).map(|d| d.agent);
+        let Some((agent, ..)) = agent.and_then(|a| self.agents.get_mut(a)) else {
             return;
         };
+        let fw = agent.firewall_mut();
         let filtered = fw.filter(now, Transport::Udp, seen_from, to);
         let bytes = message.encode();
         for copy in filtered.copies {
@@ -154,30 +143,33 @@ impl World {
         }
     }
 
-    fn device_output(&mut self, i: usize, o: Output<DeviceEvent>) {
-        let Some((device, _, contact, media)) = self.devices.get(i) else {
+    /// The firewall of domain `d`.
+    pub(super) fn firewall(&self, d: usize) -> Option<&MemoryFirewall> {
+        let agent = self.domains.get(d)?.agent;
+        self.agents.get(agent).map(|a| a.0.firewall())
+    }
+
+    fn device_transmit(&mut self, i: usize, transmit: Transmit) {
+        let Some((device, ..)) = self.devices.get(i) else {
             return;
         };
         let me = device.account().clone();
-        let (contact, media) = (*contact, *media);
-        match o {
-            Output::Transmit { to, message } => {
-                self.count_sent(&message);
-                self.device_sent(i, &me, &message);
-                if let Message::Media(m) = &message {
-                    if let Some(frame) = self.pending_frame.clone() {
-                        self.ledger.frame_sent(
-                            (m.session, m.from.clone(), m.stream, m.epoch, m.seq),
-                            frame,
-                        );
-                    }
-                    self.media(media, to, &message);
-                } else {
-                    self.signal(contact, to, &message);
-                }
+        let Transmit {
+            source,
+            destination: to,
+            message,
+            ..
+        } = transmit;
+        self.count_sent(&message);
+        self.device_sent(i, &me, &message);
+        if let Message::Media(m) = &message {
+            if let Some(frame) = self.pending_frame.clone() {
+                self.ledger
+                    .frame_sent((m.session, m.from.clone(), m.stream, m.epoch, m.seq), frame);
             }
-            Output::Event(e) => self.device_event(i, &me, e),
-            Output::Store(_) | Output::Firewall(_) => {}
+            self.media(source, to, &message);
+        } else {
+            self.signal(source, to, &message);
         }
     }
 
@@ -343,11 +335,22 @@ impl World {
             }
             DeviceEvent::IncomingCall(session, caller) => {
                 self.ledger.content_accepted(now, me, session);
-                self.accept_carried(i, me, session, "offer");
-                // The callee keeps the caller's certificate (KW-ERR-004).
-                if let Some(cert) = self.carried.get(&(i, session)) {
-                    let end = cert.tbs.not_after.0;
-                    self.cached.insert((i, caller), end);
+                // A caller of another domain is checked with the
+                // certificate the callee holds, if still valid (its keys
+                // are the offer's, or it would have fetched another,
+                // KW-SM-022); otherwise with the one the offer carries,
+                // which the callee then keeps (KW-ERR-004).
+                let held = caller.domain() != me.domain()
+                    && self
+                        .cached
+                        .get(&(i, caller.clone()))
+                        .is_some_and(|end| *end >= super::checks::secs(now));
+                if !held {
+                    self.accept_carried(i, me, session, "offer");
+                    if let Some(cert) = self.carried.get(&(i, session)) {
+                        let end = cert.tbs.not_after.0;
+                        self.cached.insert((i, caller), end);
+                    }
                 }
                 // The callee's keys start with its answer, now.
                 self.ledger.epoch_started(now, me, session);
@@ -369,7 +372,7 @@ impl World {
                     let peer = self.devices.get(callee).map(|d| d.0.account().clone());
                     let held = peer
                         .and_then(|p| self.cached.get(&(i, p)))
-                        .is_some_and(|end| *end >= crate::core::secs(now));
+                        .is_some_and(|end| *end >= super::checks::secs(now));
                     if !held {
                         self.accept_carried(i, me, session, "answer");
                     }
@@ -413,54 +416,66 @@ impl World {
         }
     }
 
-    fn server_output(&mut self, i: usize, o: Output<ServerEvent>) {
-        let Some((server, _, addr, _, domain)) = self.servers.get(i) else {
+    fn server_transmit(&mut self, i: usize, transmit: Transmit) {
+        let Some((server, ..)) = self.servers.get(i) else {
             return;
         };
+        if let Message::PinholeOpen(p) = &transmit.message {
+            self.pinhole_sessions.insert((i, p.pinhole), p.session);
+        }
         let me = server.account().clone();
-        let (addr, domain) = (*addr, *domain);
+        self.count_sent(&transmit.message);
+        self.server_sent(i, &me, &transmit.message);
+        self.signal(transmit.source, transmit.destination, &transmit.message);
+    }
+
+    /// A server's group of writes, committed to its store.
+    fn server_commit(&mut self, i: usize, group: &[StoreWrite]) -> Result<(), StoreError> {
         let now = self.now;
-        match o {
-            Output::Transmit { to, message } => {
-                self.count_sent(&message);
-                self.server_sent(i, &me, &message);
-                self.signal(addr, to, &message);
+        let Some((.., store, _)) = self.servers.get_mut(i) else {
+            return Ok(());
+        };
+        store.commit(group)?;
+        for write in group {
+            if let StoreWrite::Revoke { issuer, serial, .. } = write {
+                self.ledger.revoked(now, issuer.as_str(), *serial);
             }
-            Output::Store(write) => {
-                if let StoreWrite::Revoke { issuer, serial, .. } = &write {
-                    self.ledger.revoked(now, issuer.as_str(), *serial);
-                }
-                if let Some((.., store, _)) = self.servers.get_mut(i) {
-                    let _ = store.apply(&write);
-                }
+        }
+        Ok(())
+    }
+
+    /// What a firewall agent did: pinholes opened and closed are counted;
+    /// a refusal is an invariant broken (every request a server sends its
+    /// firewall in a run is one it may make).
+    fn agent_event(&mut self, i: usize, event: FirewallEvent) {
+        let now = self.now;
+        match event {
+            FirewallEvent::Opened { .. } => self.ledger.report.pinholes_opened += 1,
+            FirewallEvent::Closed { .. } | FirewallEvent::Expired { .. } => {
+                self.ledger.report.pinholes_closed += 1
             }
-            Output::Firewall(command) => {
-                let Some(fw) = domain
-                    .and_then(|d| self.domains.get_mut(d))
-                    .and_then(|d| d.firewall.as_mut())
-                else {
-                    return;
+            // A request overtaken by its session's end, under loss (a
+            // copy behind the close of its pinhole), is refused rightly.
+            FirewallEvent::Refused { re, code, pinhole } => {
+                let server = self.domains.iter().find(|d| d.agent == i).map(|d| d.server);
+                let session = pinhole.and_then(|(_, id)| {
+                    server.and_then(|s| self.pinhole_sessions.get(&(s, id)).copied())
+                });
+                let live = match (server, session) {
+                    (Some(s), Some(session)) => self
+                        .servers
+                        .get(s)
+                        .is_some_and(|x| x.0.session_expiry(&session).is_some()),
+                    _ => true,
                 };
-                let closing = match &command {
-                    FirewallCommand::Close { pinhole } => {
-                        fw.pinholes().iter().any(|p| p.pinhole == *pinhole)
-                    }
-                    _ => false,
-                };
-                match fw.apply(now, &command) {
-                    Ok(()) => match command {
-                        FirewallCommand::Open { .. } => self.ledger.report.pinholes_opened += 1,
-                        FirewallCommand::Close { .. } if closing => {
-                            self.ledger.report.pinholes_closed += 1
-                        }
-                        _ => {}
-                    },
-                    Err(e) => self
-                        .ledger
-                        .violation(now, format!("{me}: firewall refused {command:?}: {e}")),
+                if live {
+                    self.ledger
+                        .violation(now, format!("firewall {i} refused {re:?}: {code:?}"));
+                } else {
+                    self.ledger.report.firewall_refusals_after_end += 1;
                 }
             }
-            Output::Event(e) => self.server_event(i, &me, e),
+            FirewallEvent::Applied { .. } => {}
         }
     }
 
@@ -493,9 +508,13 @@ impl World {
                     .get(i)
                     .is_some_and(|s| s.0.holds_key(&o.session));
                 if let Some(cert) = o.cert.as_ref().filter(|c| own(c) && read) {
+                    // Vouched for when the server read it: it may hold the
+                    // offer a while, until its firewall is ready
+                    // (KW-SM-026), and a refresh may revoke the certificate
+                    // meanwhile, on its way as any other.
+                    let at = self.read_at.get(&(i, o.session)).copied().unwrap_or(now);
                     let re = MsgType::Offer;
-                    self.ledger
-                        .vouched(now, me, re, o.txn, None, cert_ref(cert));
+                    self.ledger.vouched(at, me, re, o.txn, None, cert_ref(cert));
                 }
             }
             _ => {}
@@ -513,8 +532,11 @@ impl World {
                 self.ledger.issued(&domain, serial, not_after);
             }
             ServerEvent::Unregistered { account, .. } => self.ledger.unregistered(now, &account),
-            ServerEvent::SessionEnded(_, SessionEnd::Expired) => {
-                self.ledger.report.sessions_expired += 1
+            ServerEvent::SessionEnded(session, end) => {
+                self.ended_at.insert((i, session), now);
+                if end == SessionEnd::Expired {
+                    self.ledger.report.sessions_expired += 1;
+                }
             }
             ServerEvent::Registered {
                 account,
@@ -529,6 +551,7 @@ impl World {
             ServerEvent::KeyLearned(session)
                 if self.servers.get(i).is_some_and(|s| s.0.holds_key(&session)) =>
             {
+                self.read_at.insert((i, session), now);
                 self.ledger.key_held(now, me, session);
             }
             ServerEvent::KeyReplaced(_) => self.ledger.report.session_keys_replaced += 1,
@@ -551,26 +574,20 @@ impl World {
         }
     }
 
-    fn recorder_output(&mut self, i: usize, o: Output<RecorderEvent>) {
-        let Some((_, addr)) = self.recorders.get(i) else {
-            return;
-        };
-        let addr = *addr;
+    fn recorder_event(&mut self, event: RecorderEvent) {
         let now = self.now;
-        match o {
-            Output::Transmit { to, message } => self.signal(addr, to, &message),
-            Output::Event(RecorderEvent::Recorded {
-                session,
-                from,
-                stream,
-                epoch,
-                seq,
-                frame,
-                ..
-            }) => self
-                .ledger
-                .frame_recorded(now, (session, from, stream, epoch, seq), &frame),
-            Output::Event(_) | Output::Store(_) | Output::Firewall(_) => {}
+        if let RecorderEvent::Recorded {
+            session,
+            from,
+            stream,
+            epoch,
+            seq,
+            frame,
+            ..
+        } = event
+        {
+            self.ledger
+                .frame_recorded(now, (session, from, stream, epoch, seq), &frame);
         }
     }
 
@@ -583,15 +600,16 @@ impl World {
 
     /// Invariant: no pinhole outlives its session (KW-FW-004, KW-SM-013).
     /// Every pinhole a firewall holds belongs to a session its domain's
-    /// server follows, ends no later than that session's term, is gone
-    /// once its own end has passed (the server closes it; the simulator
-    /// never lets the firewall reclaim it), and passes media to a party of
-    /// the call that is of the firewall's domain (KW-SM-018).
+    /// server follows — or followed until less than a give-up ago, its
+    /// close on its way (retransmitted under loss) — ends no later than
+    /// that session's term, is gone once its own end has passed, and
+    /// passes media to a party of the call that is of the firewall's
+    /// domain (KW-SM-018).
     fn check_pinholes(&mut self) {
         let now = self.now;
         let mut found = Vec::new();
         for (d, dom) in self.domains.iter().enumerate() {
-            let Some(fw) = dom.firewall.as_ref() else {
+            let Some(fw) = self.firewall(d) else {
                 continue;
             };
             let Some((server, ..)) = self.servers.get(dom.server) else {
@@ -599,11 +617,16 @@ impl World {
             };
             for p in fw.pinholes() {
                 let key = |what: &str| format!("pinhole {d} {} {what}", p.pinhole);
+                let closing = self
+                    .ended_at
+                    .get(&(dom.server, p.session))
+                    .is_some_and(|at| now < at.saturating_add(give_up()));
                 match server.session_expiry(&p.session) {
+                    None if closing => {}
                     None => found.push((
                         key("ended"),
                         format!(
-                            "{}: pinhole {} open after its session ended",
+                            "{}: pinhole {} open a give-up after its session ended",
                             dom.name.as_str(),
                             p.pinhole
                         ),
@@ -638,7 +661,7 @@ impl World {
                         [c.caller, c.callee].into_iter().any(|i| {
                             self.devices
                                 .get(i)
-                                .is_some_and(|x| x.3 == p.dst && self.domain_of(&x.3) == Some(d))
+                                .is_some_and(|x| x.3 == p.dst && domain_of(&x.3) == Some(d))
                         })
                     });
                 if !party {
@@ -684,8 +707,8 @@ impl World {
     pub(super) fn check_quiescent(&mut self) {
         let now = self.now;
         let mut found = Vec::new();
-        for dom in &self.domains {
-            if let Some(fw) = dom.firewall.as_ref().filter(|fw| !fw.is_empty()) {
+        for (d, dom) in self.domains.iter().enumerate() {
+            if let Some(fw) = self.firewall(d).filter(|fw| !fw.is_empty()) {
                 found.push(format!(
                     "{}: {} pinholes left at the end",
                     dom.name.as_str(),
@@ -724,5 +747,84 @@ impl World {
         self.ledger.report.datagrams_lost = self.net.lost;
         self.ledger.report.datagrams_duplicated = self.net.duplicated;
         self.ledger.report.simulated_ms = self.end.saturating_sub(T0);
+    }
+}
+
+/// How the simulator carries out one party's outputs.
+struct SimDriver<'w> {
+    world: &'w mut World,
+    node: Node,
+}
+
+impl Driver<DeviceEvent> for SimDriver<'_> {
+    fn transmit(&mut self, transmit: Transmit) {
+        if let Node::Device(i) = self.node {
+            self.world.device_transmit(i, transmit);
+        }
+    }
+    fn commit(&mut self, _: &[StoreWrite]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn event(&mut self, event: DeviceEvent) {
+        if let Node::Device(i) = self.node {
+            let me = self.world.devices.get(i).map(|d| d.0.account().clone());
+            if let Some(me) = me {
+                self.world.device_event(i, &me, event);
+            }
+        }
+    }
+}
+
+impl Driver<ServerEvent> for SimDriver<'_> {
+    fn transmit(&mut self, transmit: Transmit) {
+        if let Node::Server(i) = self.node {
+            self.world.server_transmit(i, transmit);
+        }
+    }
+    fn commit(&mut self, group: &[StoreWrite]) -> Result<(), StoreError> {
+        match self.node {
+            Node::Server(i) => self.world.server_commit(i, group),
+            _ => Ok(()),
+        }
+    }
+    fn event(&mut self, event: ServerEvent) {
+        if let Node::Server(i) = self.node {
+            let me = self.world.servers.get(i).map(|s| s.0.account().clone());
+            if let Some(me) = me {
+                self.world.server_event(i, &me, event);
+            }
+        }
+    }
+}
+
+impl Driver<RecorderEvent> for SimDriver<'_> {
+    fn transmit(&mut self, t: Transmit) {
+        self.world.signal(t.source, t.destination, &t.message);
+    }
+    fn commit(&mut self, group: &[StoreWrite]) -> Result<(), StoreError> {
+        match self.node {
+            Node::Recorder(i) => match self.world.recorders.get_mut(i) {
+                Some((_, _, store, _)) => store.commit(group),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+    fn event(&mut self, event: RecorderEvent) {
+        self.world.recorder_event(event);
+    }
+}
+
+impl Driver<FirewallEvent> for SimDriver<'_> {
+    fn transmit(&mut self, t: Transmit) {
+        self.world.signal(t.source, t.destination, &t.message);
+    }
+    fn commit(&mut self, _: &[StoreWrite]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn event(&mut self, event: FirewallEvent) {
+        if let Node::Agent(i) = self.node {
+            self.world.agent_event(i, event);
+        }
     }
 }

@@ -2,32 +2,19 @@
 //! drives their state machines and carries out their outputs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 
 use super::SimConfig;
 use super::checks::{Ledger, Report};
 use super::net::{Net, Node, What};
 use super::plan::{CallKind, KEYS, Lifecycle, SESSION_SECS, T0, give_up, policy_of};
 use crate::core::{
-    Addr, Device, DeviceCommand, DeviceConfig, DevicePolicy, FirewallPlan, MemoryFirewall,
-    MemoryStore, Millis, RecordPolicy, Recorder, RecorderConfig, RecorderLink, Route, Server,
-    ServerConfig, ServerDirectory, ServerPolicy,
+    Addr, Device, DeviceCommand, DevicePolicy, FirewallAgent, MemoryFirewall, MemoryStore, Millis,
+    Now, Party, Receive, Recorder, Server, ServerPolicy,
 };
-use crate::crypto::register::Verifier;
-use crate::crypto::{
-    CertProfile, CertificateAuthority, Entropy, Identity, Secret32, SeededEntropy, SigningKeyPair,
-    TrustStore,
-};
-use crate::wire::{
-    Certificate, Contact, Domain, Principal, RecordingMode, Role, SessionId, Transport,
-};
+use crate::crypto::SeededEntropy;
+use crate::testkit::{Faults, Plan, SERVICE_SERIAL};
+use crate::wire::{Certificate, Domain, Principal, SessionId};
 
-/// Iterations of the provisioned-secret verifiers (the minimum allowed).
-const ITERATIONS: u64 = 4096;
-/// Serials of the servers' and recorders' certificates, issued at setup:
-/// far from those the servers issue to devices (from 1), since a
-/// revocation names a certificate by issuer and serial (KW-CERT-006).
-const SERVICE_SERIAL: u64 = 1 << 40;
 /// Most events processed, against runaway loops.
 const MAX_EVENTS: u64 = 50_000_000;
 /// Registration terms devices ask for: 30 to 50 s, so that every device
@@ -44,7 +31,8 @@ const MIN_EXPIRES_SECS: u64 = 20;
 pub(super) struct DomainNodes {
     pub(super) name: Domain,
     pub(super) server: usize,
-    pub(super) firewall: Option<MemoryFirewall>,
+    /// Its firewall agent (`World::agents`).
+    pub(super) agent: usize,
 }
 
 pub(super) struct CallRecord {
@@ -67,7 +55,9 @@ pub struct World {
     pub(super) now: Millis,
     pub(super) servers: Vec<(Server, SeededEntropy, Addr, MemoryStore, Option<usize>)>,
     pub(super) devices: Vec<(Device, SeededEntropy, Addr, Addr)>,
-    pub(super) recorders: Vec<(Recorder, Addr)>,
+    pub(super) recorders: Vec<(Recorder, Addr, MemoryStore, SeededEntropy)>,
+    /// The firewall agents, one per domain, each with its firewall.
+    pub(super) agents: Vec<(FirewallAgent<MemoryFirewall>, Addr, SeededEntropy)>,
     pub(super) domains: Vec<DomainNodes>,
     pub(super) by_addr: BTreeMap<Addr, Node>,
     pub(super) device_index: BTreeMap<Principal, usize>,
@@ -103,24 +93,17 @@ pub struct World {
     /// its acceptances tell (KW-QUERY-006): a caller verifies an answer
     /// with the one it holds, if valid, rather than the one carried.
     pub(super) cached: BTreeMap<(usize, Principal), u64>,
-}
-
-fn principal(text: &str) -> Principal {
-    Principal::new(text).unwrap_or_else(|_| unreachable_principal())
-}
-
-/// Every name built here is valid; this is the type-checked fallback.
-fn unreachable_principal() -> Principal {
-    Principal::new("invalid@invalid.example").unwrap_or_else(|_| unreachable_principal())
-}
-
-fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    /// When each server ended each session, as its events tell: its
+    /// pinholes' closes are on their way from then (`check_pinholes`).
+    pub(super) ended_at: BTreeMap<(usize, SessionId), Millis>,
+    /// When each server read each offer it holds the key of.
+    pub(super) read_at: BTreeMap<(usize, SessionId), Millis>,
+    /// The session of each pinhole a server asked its firewall to open.
+    pub(super) pinhole_sessions: BTreeMap<(usize, u64), SessionId>,
 }
 
 impl World {
     pub fn build(cfg: &SimConfig) -> Self {
-        let mut setup = SeededEntropy::from_label(&format!("keyway sim setup {}", cfg.seed));
         let mut world = World {
             cfg: cfg.clone(),
             net: Net::new(cfg.seed, cfg.loss),
@@ -128,6 +111,7 @@ impl World {
             servers: Vec::new(),
             devices: Vec::new(),
             recorders: Vec::new(),
+            agents: Vec::new(),
             domains: Vec::new(),
             by_addr: BTreeMap::new(),
             device_index: BTreeMap::new(),
@@ -146,177 +130,95 @@ impl World {
             commanded_rekey: false,
             carried: BTreeMap::new(),
             cached: BTreeMap::new(),
+            ended_at: BTreeMap::new(),
+            read_at: BTreeMap::new(),
+            pinhole_sessions: BTreeMap::new(),
         };
         world.ledger.report.seed = cfg.seed;
         world.ledger.report.domains = cfg.domains;
         world.ledger.report.devices = cfg.devices;
         world.ledger.report.loss = cfg.loss;
-        let hub = cfg.domains >= 2;
-        let hub_addr = Addr::new(ip(192, 0, 2, 254), 5060);
-        let hub_account = principal("sc@hub.example");
-
-        // Certificate authorities and server identities first: every
-        // server trusts every domain's anchor (KW-CERT-005).
-        let mut cas = Vec::new();
-        for d in 0..cfg.domains {
-            let name =
-                Domain::new(&format!("d{}.example", d + 1)).unwrap_or_else(|_| fallback_domain());
-            let ca = CertificateAuthority::new(name, SigningKeyPair::generate(&mut setup));
-            cas.push(ca);
-        }
-        let hub_ca = CertificateAuthority::new(
-            Domain::new("hub.example").unwrap_or_else(|_| fallback_domain()),
-            SigningKeyPair::generate(&mut setup),
-        );
-        let mut anchors: Vec<_> = cas.iter().map(CertificateAuthority::anchor).collect();
-        anchors.push(hub_ca.anchor());
-        let not_before = crate::core::secs(T0) - 3600;
-        let not_after = crate::core::secs(T0) + 30 * 24 * 3600;
-        let service_cert =
-            |ca: &CertificateAuthority, id: &Identity, role: Role, serial: u64| -> Certificate {
-                ca.issue(&CertProfile {
-                    serial,
-                    subject: id.account.clone(),
-                    role,
-                    sig_key: id.signing.public(),
-                    kx_key: id.kx.public(),
-                    not_before,
-                    not_after,
-                })
-            };
-
-        let last = cfg.domains.saturating_sub(1);
-        for (d, ca) in cas.iter().enumerate() {
-            let n = (d + 1) as u8;
-            let name = ca.domain().clone();
-            let server_addr = Addr::new(ip(192, 0, 2, n), 5060);
-            let server_id =
-                Identity::generate(principal(&format!("sc@{}", name.as_str())), &mut setup);
-            let server_cert = service_cert(ca, &server_id, Role::Server, SERVICE_SERIAL);
-            world
-                .ledger
-                .issued(name.as_str(), SERVICE_SERIAL, not_after);
-            let recorder = if cfg.record {
-                let rec_id =
-                    Identity::generate(principal(&format!("rec@{}", name.as_str())), &mut setup);
-                let rec_cert = service_cert(ca, &rec_id, Role::Recorder, SERVICE_SERIAL + 1);
-                world
-                    .ledger
-                    .issued(name.as_str(), SERVICE_SERIAL + 1, not_after);
-                let addr = Addr::new(ip(192, 0, 2, n), 6000);
-                let mut servers = BTreeMap::new();
-                servers.insert(server_id.account.clone(), server_cert.clone());
-                let link = RecorderLink {
-                    account: rec_id.account.clone(),
-                    addr,
-                    kx_key: rec_cert.tbs.kx_key,
-                    mode: RecordingMode::Plaintext,
-                };
-                world.recorders.push((
-                    Recorder::new(RecorderConfig {
-                        identity: rec_id,
-                        trust: TrustStore::new(vec![ca.anchor()]),
-                        servers,
-                        readers: BTreeMap::new(),
-                        auditors: BTreeSet::new(),
-                        capacity: 100_000,
-                    }),
-                    addr,
-                ));
-                let index = world.recorders.len() - 1;
-                world.by_addr.insert(addr, Node::Recorder(index));
-                Some((index, link))
-            } else {
-                None
-            };
-            let mut accounts = BTreeMap::new();
-            let mut device_secrets = Vec::new();
-            for k in 0..cfg.devices {
-                let account = principal(&format!("u{}@{}", k + 1, name.as_str()));
-                let secret = setup.array::<16>().to_vec();
-                if let Ok(v) = Verifier::new(&secret, ITERATIONS, &mut setup) {
-                    accounts.insert(account.clone(), v);
-                }
-                device_secrets.push((account, secret));
-            }
-            let mut directory = ServerDirectory::default();
-            if hub {
-                directory.default = Some(Route {
-                    addr: hub_addr,
-                    account: hub_account.clone(),
-                });
-            }
-            let public_ip = Ipv4Addr::new(198, 51, 100, n);
-            let policy = ServerPolicy {
-                record: if cfg.record {
-                    RecordPolicy::Everything
-                } else {
-                    RecordPolicy::Nothing
-                },
-                tamper_read_only: cfg.tamper && d == last && cfg.domains > 1,
+        let plan = Plan {
+            label: format!("keyway sim {}", cfg.seed),
+            t0: T0,
+            domains: (1..=cfg.domains).map(|d| format!("d{d}.example")).collect(),
+            devices: cfg.devices,
+            // A transit hub, which no device trusts, between two or more
+            // domains.
+            hub: cfg.domains >= 2,
+            record: cfg.record,
+            server_policy: ServerPolicy {
                 min_expires: MIN_EXPIRES_SECS,
                 session_secs: SESSION_SECS,
                 rekey_offers: true,
                 ..ServerPolicy::default()
-            };
-            let server = Server::new(ServerConfig {
-                identity: server_id.clone(),
-                cert: server_cert,
-                ca: ca.clone(),
-                anchors: anchors.clone(),
-                addr: server_addr,
-                directory,
-                accounts,
-                policy,
-                retransmit: Default::default(),
-                keys: KEYS,
-                firewall: Some(FirewallPlan {
-                    public_ip: IpAddr::V4(public_ip),
-                    first_port: 20_000,
-                    ports: 40_000,
-                }),
-                recorder: recorder.as_ref().map(|(_, link)| link.clone()),
-                decoy_secret: Secret32::new(setup.array()),
-            });
-            let server_rng = SeededEntropy::new(setup.array());
-            world.servers.push((
-                server,
-                server_rng,
-                server_addr,
-                MemoryStore::default(),
-                Some(d),
+            },
+            device_policy_of: Some(policy_of),
+            device_expires: TERM_SECS,
+            device_expires_spread: TERM_SPREAD_SECS,
+            keys: KEYS,
+            provisioned_identities: false,
+            recorder_capacity: 100_000,
+            ports: 40_000,
+            ..Plan::default()
+        };
+        let deployment = plan.provision();
+        // Service certificates end 30 days after T0 (Plan::provision).
+        let service_end = T0 / 1000 + 30 * 24 * 3600;
+        let last = cfg.domains.saturating_sub(1);
+        for (d, kit) in deployment.domains.into_iter().enumerate() {
+            let name = kit.name.clone();
+            world
+                .ledger
+                .issued(name.as_str(), SERVICE_SERIAL, service_end);
+            if let Some(config) = kit.recorder {
+                world
+                    .ledger
+                    .issued(name.as_str(), SERVICE_SERIAL + 1, service_end);
+                world
+                    .by_addr
+                    .insert(config.addr, Node::Recorder(world.recorders.len()));
+                let addr = config.addr;
+                let rng = plan.rng(&format!("recorder {}", name.as_str()));
+                world
+                    .recorders
+                    .push((Recorder::new(config), addr, MemoryStore::default(), rng));
+            }
+            let agent_addr = kit.agent.addr;
+            world
+                .by_addr
+                .insert(agent_addr, Node::Agent(world.agents.len()));
+            world.agents.push((
+                FirewallAgent::new(kit.agent, MemoryFirewall::new(100_000)),
+                agent_addr,
+                plan.rng(&format!("agent {}", name.as_str())),
             ));
+            let server_addr = kit.server.addr;
+            let rng = plan.rng(&format!("server {}", name.as_str()));
+            let mut server = Server::new(kit.server);
+            // With --tamper the last domain's server changes bodies it may
+            // only read (KW-SEAL-006).
+            if cfg.tamper && d == last && cfg.domains > 1 {
+                server.inject_faults(Faults {
+                    tamper_read_only: true,
+                });
+            }
+            world
+                .servers
+                .push((server, rng, server_addr, MemoryStore::default(), Some(d)));
             let server_index = world.servers.len() - 1;
             world
                 .by_addr
                 .insert(server_addr, Node::Server(server_index));
-            for (k, (account, secret)) in device_secrets.into_iter().enumerate() {
-                let host = ip(10, n, (k / 250) as u8, (k % 250 + 1) as u8);
-                let contact = Addr::new(host, 5060);
-                let media = Addr::new(host, 40_000);
-                let index = world.devices.len();
-                let policy = policy_of(index);
-                world.policies.push(policy.clone());
-                let device = Device::new(DeviceConfig {
-                    account: account.clone(),
-                    secret,
-                    server: server_addr,
-                    server_account: server_id.account.clone(),
-                    contact: Contact {
-                        transport: Transport::Udp,
-                        addr: contact,
-                    },
-                    media,
-                    expires: TERM_SECS + u64::from_le_bytes(setup.array()) % TERM_SPREAD_SECS,
-                    anchor: ca.anchor(),
-                    policy,
-                    retransmit: Default::default(),
-                    keys: KEYS,
-                    identity: None,
-                });
+            for device in kit.devices {
+                let account = device.config.account.clone();
+                let contact = device.config.contact.addr;
+                let media = device.config.media;
+                world.policies.push(device.config.policy.clone());
+                let rng = plan.rng(&format!("device {account}"));
                 world
                     .devices
-                    .push((device, SeededEntropy::new(setup.array()), contact, media));
+                    .push((Device::new(device.config), rng, contact, media));
                 let index = world.devices.len() - 1;
                 world.by_addr.insert(contact, Node::Device(index));
                 world.by_addr.insert(media, Node::Device(index));
@@ -325,51 +227,22 @@ impl World {
             world.domains.push(DomainNodes {
                 name,
                 server: server_index,
-                firewall: Some(MemoryFirewall::new(100_000)),
+                agent: world.agents.len() - 1,
             });
         }
-        if hub {
-            let hub_id = Identity::generate(hub_account.clone(), &mut setup);
-            let hub_cert = service_cert(&hub_ca, &hub_id, Role::Server, SERVICE_SERIAL);
-            let mut directory = ServerDirectory::default();
-            for dom in &world.domains {
-                if let Some((server, _, addr, ..)) = world.servers.get(dom.server) {
-                    let route = Route {
-                        addr: *addr,
-                        account: server.account().clone(),
-                    };
-                    directory.routes.insert(dom.name.clone(), route);
-                }
-            }
-            let server = Server::new(ServerConfig {
-                identity: hub_id,
-                cert: hub_cert,
-                ca: hub_ca,
-                anchors,
-                addr: hub_addr,
-                directory,
-                accounts: BTreeMap::new(),
-                policy: ServerPolicy {
-                    min_expires: MIN_EXPIRES_SECS,
-                    session_secs: SESSION_SECS,
-                    ..ServerPolicy::default()
-                },
-                retransmit: Default::default(),
-                keys: KEYS,
-                firewall: None,
-                recorder: None,
-                decoy_secret: Secret32::new(setup.array()),
-            });
+        if let Some(config) = deployment.hub {
+            let addr = config.addr;
             world.servers.push((
-                server,
-                SeededEntropy::new(setup.array()),
-                hub_addr,
+                Server::new(config),
+                plan.rng("server hub"),
+                addr,
                 MemoryStore::default(),
                 None,
             ));
             let index = world.servers.len() - 1;
-            world.by_addr.insert(hub_addr, Node::Server(index));
+            world.by_addr.insert(addr, Node::Server(index));
         }
+        let mut setup = plan.rng("script");
         world.script(&mut setup);
         world
     }
@@ -440,25 +313,43 @@ impl World {
                 return;
             }
         }
-        let now = self.now;
+        let now = Now::at(self.now);
+        let Some(destination) = self.addr_of(to) else {
+            return;
+        };
+        let receive = Receive::udp(from, destination, bytes);
         let outcome = match to {
             Node::Server(i) => self
                 .servers
                 .get_mut(i)
-                .map(|(s, rng, ..)| s.handle_receive(now, from, bytes, rng)),
+                .map(|(s, rng, ..)| s.handle_receive(now, receive, rng)),
             Node::Device(i) => self
                 .devices
                 .get_mut(i)
-                .map(|(d, rng, ..)| d.handle_receive(now, from, bytes, rng)),
+                .map(|(d, rng, ..)| d.handle_receive(now, receive, rng)),
             Node::Recorder(i) => self
                 .recorders
                 .get_mut(i)
-                .map(|(r, _)| r.handle_receive(now, from, bytes)),
+                .map(|(r, _, _, rng)| r.handle_receive(now, receive, rng)),
+            Node::Agent(i) => self
+                .agents
+                .get_mut(i)
+                .map(|(a, _, rng)| a.handle_receive(now, receive, rng)),
         };
         if let Some(Err(_)) = outcome {
             self.ledger.report.datagrams_refused += 1;
         }
         self.drain(to);
+    }
+
+    /// The address a party receives signalling at.
+    fn addr_of(&self, node: Node) -> Option<Addr> {
+        match node {
+            Node::Server(i) => self.servers.get(i).map(|s| s.2),
+            Node::Device(i) => self.devices.get(i).map(|d| d.2),
+            Node::Recorder(i) => self.recorders.get(i).map(|r| r.1),
+            Node::Agent(i) => self.agents.get(i).map(|a| a.1),
+        }
     }
 
     fn timer(&mut self, node: Node) {
@@ -472,7 +363,7 @@ impl World {
                 return;
             }
         }
-        let now = self.now;
+        let now = Now::at(self.now);
         match node {
             Node::Server(i) => {
                 if let Some((s, rng, ..)) = self.servers.get_mut(i) {
@@ -485,8 +376,13 @@ impl World {
                 }
             }
             Node::Recorder(i) => {
-                if let Some((r, _)) = self.recorders.get_mut(i) {
-                    r.handle_timeout(now);
+                if let Some((r, _, _, rng)) = self.recorders.get_mut(i) {
+                    r.handle_timeout(now, rng);
+                }
+            }
+            Node::Agent(i) => {
+                if let Some((a, _, rng)) = self.agents.get_mut(i) {
+                    a.handle_timeout(now, rng);
                 }
             }
         }
@@ -503,7 +399,7 @@ impl World {
 
     /// [`World::command`] without carrying out the outputs yet.
     pub(super) fn issue(&mut self, device: usize, command: DeviceCommand) {
-        let now = self.now;
+        let now = Now::at(self.now);
         let mut refused = None;
         if let Some((d, rng, ..)) = self.devices.get_mut(device) {
             let what = command_name(&command);
@@ -516,14 +412,14 @@ impl World {
         }
         if let Some(v) = refused {
             self.ledger.report.commands_refused += 1;
-            self.ledger.violation(now, v);
+            self.ledger.violation(now.mono, v);
         }
     }
 
     /// Runs a device's timers once it is back on line (they did not run
     /// while it was off).
     pub(super) fn wake(&mut self, device: usize) {
-        let now = self.now;
+        let now = Now::at(self.now);
         if let Some((d, rng, ..)) = self.devices.get_mut(device) {
             d.handle_timeout(now, rng);
         }
@@ -543,8 +439,4 @@ fn command_name(command: &DeviceCommand) -> &'static str {
         DeviceCommand::Media(..) => "media",
         DeviceCommand::HangUp(_) => "hang up",
     }
-}
-
-fn fallback_domain() -> Domain {
-    Domain::new("invalid.example").unwrap_or_else(|_| fallback_domain())
 }

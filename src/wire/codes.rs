@@ -104,6 +104,9 @@ error_codes! {
     RECORDING_FORBIDDEN = 602 => "recording-forbidden";
     /// No such recording.
     UNKNOWN_RECORDING = 603 => "unknown-recording";
+    /// A signed request whose `time` is outside the receiver's window
+    /// (KW-FW-007): stale, replayed, or from a clock far off.
+    STALE_REQUEST = 604 => "stale-request";
 
     /// The server failed.
     INTERNAL = 900 => "internal";

@@ -267,14 +267,20 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the server made the request: a firewall refuses one that
+        /// is not fresh (KW-FW-007).
+        9 => time: req Time,
         /// Identifier chosen by the server.
         40 => pinhole: req u64,
         41 => proto: req Transport,
         42 => dst: req SocketAddr,
         /// Absent: any source.
         43 => src: opt SocketAddr,
-        /// Seconds until the firewall closes it by itself.
+        /// Seconds after `time` at which the firewall closes it by itself.
         44 => lifetime: req u64,
+        /// The public address that is forwarded to `dst`, as a NAT
+        /// mapping (KW-FW-006).
+        47 => public: opt SocketAddr,
     }
 }
 
@@ -284,6 +290,7 @@ wire_map! {
         2 => txn: req TxnId,
         3 => from: req Principal,
         8 => sig: req Signature,
+        9 => time: req Time,
         40 => pinhole: req u64,
         43 => src: req SocketAddr,
     }
@@ -295,6 +302,7 @@ wire_map! {
         2 => txn: req TxnId,
         3 => from: req Principal,
         8 => sig: req Signature,
+        9 => time: req Time,
         40 => pinhole: req u64,
     }
 }
@@ -305,6 +313,7 @@ wire_map! {
         2 => txn: req TxnId,
         3 => from: req Principal,
         8 => sig: req Signature,
+        9 => time: req Time,
         40 => pinhole: req u64,
         /// Where copies go.
         45 => sink: req SocketAddr,

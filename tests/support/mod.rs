@@ -3,7 +3,6 @@
 
 pub mod cbor_gen;
 pub mod edit;
-pub mod lab;
 pub mod oracle;
 pub mod pki;
 pub mod rfc8949;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::certs::Parked;
 use super::{Call, CallState, Device, DeviceEvent, Outcome, PENDING, Pending};
 use crate::core::error::ProtocolError;
-use crate::core::{Addr, Millis, secs};
+use crate::core::{Now, ReplyTo};
 use crate::crypto::{
     Entropy, RecipientSpec, SealContext, SessionKeys, open, seal, verify_sealed_with,
 };
@@ -34,7 +34,7 @@ impl Device {
         .ok()
     }
 
-    pub(super) fn call(&mut self, now: Millis, to: Principal, rng: &mut impl Entropy) {
+    pub(super) fn call(&mut self, now: Now, to: Principal, rng: &mut impl Entropy) {
         let session = SessionId(rng.array());
         let my_desc = self.new_desc(rng);
         self.calls.insert(
@@ -95,12 +95,7 @@ impl Device {
         needs
     }
 
-    pub(super) fn continue_call(
-        &mut self,
-        now: Millis,
-        session: SessionId,
-        rng: &mut impl Entropy,
-    ) {
+    pub(super) fn continue_call(&mut self, now: Now, session: SessionId, rng: &mut impl Entropy) {
         let Some(peer) = self.calls.get(&session).map(|c| c.peer.clone()) else {
             return;
         };
@@ -122,7 +117,7 @@ impl Device {
         account: &Principal,
         kind: RecipientKind,
         perm: Permission,
-        now: Millis,
+        now: Now,
     ) -> Option<RecipientSpec> {
         let cert = self.valid_cert(account, now)?;
         Some(self.spec_from_cert(account, cert, kind, perm))
@@ -146,7 +141,7 @@ impl Device {
 
     fn send_offer(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
         needs: &[(Principal, RecipientKind, Permission)],
         rng: &mut impl Entropy,
@@ -200,7 +195,7 @@ impl Device {
     /// it too, rather than wait for their timeouts.
     pub(super) fn abandon_call(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
         code: Option<ErrorCode>,
         rng: &mut impl Entropy,
@@ -209,7 +204,8 @@ impl Device {
         let hops = UpTo::new(self.cfg.policy.hops).unwrap_or_default();
         let bye = self.calls.get(&session).and_then(|call| {
             let cek = call.cek.clone()?;
-            let mut keys = SessionKeys::new(session, me.clone(), call.peer.clone(), cek, secs(now));
+            let mut keys =
+                SessionKeys::new(session, me.clone(), call.peer.clone(), cek, now.mono_secs());
             let sealed = keys.send.seal(MsgType::Bye, &[]).ok()?;
             Some(Bye {
                 txn: TxnId(rng.array()),
@@ -268,8 +264,8 @@ impl Device {
     /// fetched twice.
     pub(super) fn on_offer(
         &mut self,
-        now: Millis,
-        from: Addr,
+        now: Now,
+        from: ReplyTo,
         offer: Offer,
         resumed: bool,
         rng: &mut impl Entropy,
@@ -418,7 +414,7 @@ impl Device {
             self.cfg.account.clone(),
             offer.from.clone(),
             opened.cek.clone(),
-            secs(now),
+            now.mono_secs(),
         );
         let mut peer_descs = BTreeMap::new();
         peer_descs.insert(0, peer_desc);
@@ -436,7 +432,7 @@ impl Device {
                 media_seq: 0,
                 recipients: specs,
                 deferred: Vec::new(),
-                ack_deadline: Some(now.saturating_add(self.cfg.retransmit.give_up)),
+                ack_deadline: Some(now.mono.saturating_add(self.cfg.retransmit.give_up)),
             },
         );
         self.respond(now, from, offer.txn, answer);
@@ -460,7 +456,7 @@ impl Device {
 
     pub(super) fn on_answer(
         &mut self,
-        now: Millis,
+        now: Now,
         answer: Answer,
         rng: &mut impl Entropy,
     ) -> Outcome {
@@ -481,7 +477,7 @@ impl Device {
     /// call; one that is not the callee's own ends it with a `bye`.
     pub(super) fn on_answer_ready(
         &mut self,
-        now: Millis,
+        now: Now,
         answer: Answer,
         rng: &mut impl Entropy,
     ) -> Outcome {
@@ -564,7 +560,7 @@ impl Device {
             self.cfg.account.clone(),
             peer.clone(),
             opened.cek.clone(),
-            secs(now),
+            now.mono_secs(),
         );
         if let Some(call) = self.calls.get_mut(&session) {
             call.cek = Some(opened.cek);

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::{Device, DeviceEvent, Outcome, PENDING, Pending};
 use crate::core::error::ProtocolError;
-use crate::core::{Addr, Millis, secs};
+use crate::core::{Now, ReplyTo};
 use crate::crypto::{CertError, Entropy, Expect, check_attestation};
 use crate::wire::{
     Answer, CertQuery, Certificate, ErrorCode, Extensions, Message, MsgType, Offer, Principal,
@@ -20,7 +20,7 @@ use crate::wire::{
 /// Received items that wait for certificates to be confirmed.
 pub(super) enum Parked {
     Call(SessionId),
-    Offer(Addr, Box<Offer>),
+    Offer(ReplyTo, Box<Offer>),
     Answer(Box<Answer>),
 }
 
@@ -34,7 +34,7 @@ impl Device {
     /// the item with it.
     pub(super) fn park(
         &mut self,
-        now: Millis,
+        now: Now,
         missing: BTreeSet<Principal>,
         item: Parked,
         rng: &mut impl Entropy,
@@ -47,7 +47,7 @@ impl Device {
     }
 
     /// A certificate the application asks for, unless one is held.
-    pub(super) fn query(&mut self, now: Millis, target: &Principal, rng: &mut impl Entropy) {
+    pub(super) fn query(&mut self, now: Now, target: &Principal, rng: &mut impl Entropy) {
         if self.valid_cert(target, now).is_none() {
             self.fetch(now, target, rng);
         }
@@ -55,7 +55,7 @@ impl Device {
 
     /// Asks the device's server for `target`'s certificate, unless a query
     /// for it is outstanding.
-    fn fetch(&mut self, now: Millis, target: &Principal, rng: &mut impl Entropy) {
+    fn fetch(&mut self, now: Now, target: &Principal, rng: &mut impl Entropy) {
         if self.queries.contains_key(target) {
             return;
         }
@@ -83,11 +83,11 @@ impl Device {
         self.request(now, txn, message, Pending::Query(target.clone()));
     }
 
-    pub(super) fn valid_cert(&self, account: &Principal, now: Millis) -> Option<&Certificate> {
+    pub(super) fn valid_cert(&self, account: &Principal, now: Now) -> Option<&Certificate> {
         // KW-QUERY-006: kept no longer than the certificate's term.
-        self.certs
-            .get(account)
-            .filter(|c| c.tbs.not_after.0 >= secs(now) && c.tbs.not_before.0 <= secs(now))
+        self.certs.get(account).filter(|c| {
+            c.tbs.not_after.0 >= now.wall_secs() && c.tbs.not_before.0 <= now.wall_secs()
+        })
     }
 
     /// Keeps a confirmed certificate, within the cache's bound (KW-SM-019).
@@ -100,15 +100,14 @@ impl Device {
 
     pub(super) fn on_cert_notify(
         &mut self,
-        now: Millis,
+        now: Now,
         notify: crate::wire::CertNotify,
         rng: &mut impl Entropy,
     ) -> Outcome {
         let Some(Pending::Query(_)) = self.client.context(&notify.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::CertNotify));
         };
-        let Some((_, _, Pending::Query(target))) =
-            self.client.complete(&notify.txn, self.cfg.server)
+        let Some((_, Pending::Query(target))) = self.client.complete(&notify.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::CertNotify));
         };
@@ -121,7 +120,7 @@ impl Device {
                     Expect {
                         subject: &target,
                         role: None,
-                        now: secs(now),
+                        now: now.wall_secs(),
                     },
                 )
                 .map_err(crate::crypto::CryptoError::Cert)
@@ -133,7 +132,7 @@ impl Device {
                     &cert,
                     &target,
                     &self.cfg.account,
-                    secs(now),
+                    now.wall_secs(),
                 ),
                 None => Err(crate::crypto::CryptoError::Cert(CertError::UnknownIssuer)),
             }
@@ -162,7 +161,7 @@ impl Device {
     }
 
     /// Continues what waited for `account`'s certificate.
-    fn resume(&mut self, now: Millis, account: &Principal, rng: &mut impl Entropy) {
+    fn resume(&mut self, now: Now, account: &Principal, rng: &mut impl Entropy) {
         for (needs, _) in &mut self.parked {
             needs.remove(account);
         }
@@ -189,12 +188,12 @@ impl Device {
     /// the device's own anchor.
     pub(super) fn validator(
         &self,
-        now: Millis,
+        now: Now,
     ) -> impl Fn(&Certificate, &Principal, Option<Role>) -> Result<(), CertError> + '_ {
         move |cert, subject, role| {
             let cached = self.certs.get(subject).is_some_and(|c| c == cert);
             if cached {
-                let t = secs(now);
+                let t = now.wall_secs();
                 if t < cert.tbs.not_before.0 {
                     return Err(CertError::NotYetValid);
                 }
@@ -211,7 +210,7 @@ impl Device {
                 Expect {
                     subject,
                     role,
-                    now: secs(now),
+                    now: now.wall_secs(),
                 },
             )
         }
@@ -227,7 +226,7 @@ impl Device {
         &self,
         account: &Principal,
         carried: Option<&Certificate>,
-        now: Millis,
+        now: Now,
     ) -> Option<Certificate> {
         let held = self.valid_cert(account, now);
         match (carried, held) {
@@ -243,7 +242,7 @@ impl Device {
     /// every editor.
     pub(super) fn missing_for(
         &self,
-        now: Millis,
+        now: Now,
         body: &crate::wire::Sealed,
         carried: Option<&Certificate>,
     ) -> BTreeSet<Principal> {

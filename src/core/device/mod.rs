@@ -17,10 +17,13 @@ mod session;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::ControlFlow;
 
+use super::clock::Now;
 use super::error::{ApiMisuse, ProtocolError};
+use super::party::{Outbox, Output, Party};
 use super::request::error_response;
 use super::transact::{ClientTxns, RetransmitPolicy, ServerTxns};
-use super::{Addr, Millis, Output, secs};
+use super::transport::{Proto, Receive, ReplyTo, Transmit};
+use super::{Addr, Millis};
 use crate::crypto::{
     Entropy, Identity, KeyCache, KeyPolicy, RecipientSpec, Secret32, SessionKeys, TrustAnchor,
     TrustStore,
@@ -228,7 +231,11 @@ pub enum DeviceEvent {
 /// What an outstanding request of the device was for.
 #[derive(Debug, Clone)]
 enum Pending {
-    Register { request: Box<Register> },
+    Register {
+        request: Box<Register>,
+        /// Whether this attempt was started over once already.
+        started_over: bool,
+    },
     Query(Principal),
     Offer(SessionId),
     InSession(SessionId, MsgType),
@@ -250,7 +257,7 @@ struct Call {
     recipients: Vec<RecipientSpec>,
     /// Requests under an epoch whose rekey has not arrived yet: they were
     /// overtaken in the network and are taken up once it has (KW-KEY-004).
-    deferred: Vec<(Addr, Message)>,
+    deferred: Vec<(ReplyTo, Message)>,
     /// When an answered call gives up waiting for its `ack`.
     ack_deadline: Option<Millis>,
 }
@@ -264,7 +271,11 @@ pub struct Device {
     identity: Option<Identity>,
     cert: Option<Certificate>,
     reg: RegState,
+    /// When to refresh the registration (KW-REG-014).
     refresh_at: Option<Millis>,
+    /// When the registration's term ends, on the monotonic clock
+    /// (KW-REG-016).
+    lapse_at: Option<Millis>,
     trust: TrustStore,
     certs: BTreeMap<Principal, Certificate>,
     queries: BTreeMap<Principal, TxnId>,
@@ -276,7 +287,7 @@ pub struct Device {
     client_key: Option<(Nonce, u64, Secret32)>,
     rejects: super::reject::DecodeRejects,
     ended: VecDeque<SessionId>,
-    outputs: VecDeque<Output<DeviceEvent>>,
+    out: Outbox<DeviceEvent>,
 }
 
 impl core::fmt::Debug for Device {
@@ -289,8 +300,6 @@ impl core::fmt::Debug for Device {
         )
     }
 }
-
-type Emit = Output<DeviceEvent>;
 
 /// What handling one input comes to: `Err` says why it was refused.
 type Outcome = Result<(), ProtocolError>;
@@ -306,6 +315,7 @@ impl Device {
             cert: None,
             reg: RegState::Idle,
             refresh_at: None,
+            lapse_at: None,
             trust,
             certs: BTreeMap::new(),
             queries: BTreeMap::new(),
@@ -316,7 +326,7 @@ impl Device {
             client_key: None,
             rejects: Default::default(),
             ended: VecDeque::new(),
-            outputs: VecDeque::new(),
+            out: Outbox::default(),
         }
     }
 
@@ -361,13 +371,9 @@ impl Device {
 
     // ------------------------------------------------------------ polling
 
-    /// The next thing to do.
-    pub fn poll_output(&mut self) -> Option<Output<DeviceEvent>> {
-        self.outputs.pop_front()
-    }
-
-    /// When [`Device::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Millis> {
+    /// When the device must next be woken (see [`Party::poll_timeout`]):
+    /// calls are few, so they are looked through.
+    fn next_deadline(&self) -> Option<Millis> {
         let acks = self.calls.values().filter_map(|c| c.ack_deadline).min();
         // KW-KEY-003: the periodic rekey by time.
         let rekeys = self
@@ -382,19 +388,13 @@ impl Device {
                     .saturating_mul(1000)
             })
             .min();
-        let lapse = match self.reg {
-            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
-                Some(not_after.saturating_add(1).saturating_mul(1000))
-            }
-            RegState::Idle | RegState::Pending => None,
-        };
         [
             self.client.next_timeout(),
             self.refresh_at,
             self.server.next_timeout(),
             acks,
             rekeys,
-            lapse,
+            self.lapse_at,
         ]
         .into_iter()
         .flatten()
@@ -402,31 +402,47 @@ impl Device {
     }
 
     fn emit(&mut self, event: DeviceEvent) {
-        self.outputs.push_back(Emit::Event(event));
+        self.out.event(event);
     }
 
+    /// Sends a message of the device's own: signalling from its contact
+    /// over its transport, media from its media address over UDP.
     fn send(&mut self, to: Addr, message: Message) {
-        self.outputs.push_back(Emit::Transmit { to, message });
+        let (proto, source) = match message {
+            Message::Media(_) => (Proto::Udp, self.cfg.media),
+            _ => (Proto::of(self.cfg.contact.transport), self.cfg.contact.addr),
+        };
+        self.out.transmit(Transmit {
+            proto,
+            source,
+            destination: to,
+            message,
+        });
     }
 
-    fn request(&mut self, now: Millis, txn: TxnId, message: Message, pending: Pending) {
-        let to = self.cfg.server;
-        self.client.start(now, txn, to, message.clone(), pending);
-        self.send(to, message);
+    /// Sends a request to the device's server, kept to retransmit until
+    /// answered (every request of a device goes to its server).
+    fn request(&mut self, now: Now, txn: TxnId, message: Message, pending: Pending) {
+        let transmit = Transmit {
+            proto: Proto::of(self.cfg.contact.transport),
+            source: self.cfg.contact.addr,
+            destination: self.cfg.server,
+            message,
+        };
+        self.client.start(now.mono, txn, transmit.clone(), pending);
+        self.out.transmit(transmit);
     }
 
-    fn respond(&mut self, now: Millis, to: Addr, txn: TxnId, response: Message) {
-        self.server.answer(now, txn, to, response.clone());
-        self.send(to, response);
+    fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
+        self.server.answer(now.mono, txn, to.peer, response.clone());
+        self.out.reply(to, response);
     }
 
     // ------------------------------------------------------------ commands
 
-    /// Carries out an application command, or says why it cannot; a
-    /// refused command changes nothing.
-    pub fn command(
+    fn carry_out(
         &mut self,
-        now: Millis,
+        now: Now,
         command: DeviceCommand,
         rng: &mut impl Entropy,
     ) -> Result<(), ApiMisuse> {
@@ -481,23 +497,23 @@ impl Device {
     // ------------------------------------------------------------ timers
 
     /// Retransmissions, timeouts and the registration refresh.
-    pub fn handle_timeout(&mut self, now: Millis, rng: &mut impl Entropy) {
-        let due = self.client.due(now);
-        for (to, message) in due.resend {
-            self.send(to, message);
+    fn timeout(&mut self, now: Now, rng: &mut impl Entropy) {
+        let due = self.client.due(now.mono);
+        for transmit in due.resend {
+            self.out.transmit(transmit);
         }
         for (_, pending) in due.timed_out {
             self.failed(now, pending, ErrorCode::TIMEOUT, None, rng);
         }
-        self.server.expire(now);
+        self.server.expire(now.mono);
         self.lapse(now);
-        if self.refresh_at.is_some_and(|t| t <= now) {
+        if self.refresh_at.is_some_and(|t| t <= now.mono) {
             self.refresh_at = None;
             self.register(now, false, rng);
         }
         for call in self.calls.values_mut() {
             if let Some(keys) = call.keys.as_mut() {
-                keys.recv.expire(secs(now));
+                keys.recv.expire(now.mono_secs());
             }
         }
         // An answer whose ack never came: the caller is gone.
@@ -505,7 +521,7 @@ impl Device {
             .calls
             .iter()
             .filter(|(_, c)| {
-                c.state == CallState::Answered && c.ack_deadline.is_some_and(|t| t <= now)
+                c.state == CallState::Answered && c.ack_deadline.is_some_and(|t| t <= now.mono)
             })
             .map(|(s, _)| *s)
             .collect();
@@ -526,14 +542,28 @@ impl Device {
 
     fn failed(
         &mut self,
-        now: Millis,
+        now: Now,
         pending: Pending,
         code: ErrorCode,
         min_expires: Option<u64>,
         rng: &mut impl Entropy,
     ) {
         match pending {
-            Pending::Register { request } => {
+            Pending::Register {
+                request,
+                started_over,
+            } => {
+                // The nonce answered is unknown: the server lost it in a
+                // restart (KW-SM-025); the attempt starts over, once.
+                if code == ErrorCode::STALE_NONCE && request.auth.is_some() && !started_over {
+                    let again = Register {
+                        txn: TxnId(rng.array()),
+                        auth: None,
+                        ..*request
+                    };
+                    self.send_register_again(now, again, true);
+                    return;
+                }
                 if code == ErrorCode::INTERVAL_TOO_BRIEF {
                     if let Some(min) = min_expires.filter(|m| *m > request.expires) {
                         let retry = Register {
@@ -594,18 +624,17 @@ impl Device {
 
     // ------------------------------------------------------------ input
 
-    /// A datagram arrived from `from`. `Err` says why it was refused; an
-    /// `error` answering it, if the protocol has one, is among the outputs.
-    pub fn handle_receive(
-        &mut self,
-        now: Millis,
-        from: Addr,
-        bytes: &[u8],
-        rng: &mut impl Entropy,
-    ) -> Outcome {
-        let message =
-            self.rejects
-                .decode(now, from, bytes, &mut self.outputs, DeviceEvent::Rejected)?;
+    /// A message arrived. `Err` says why it was refused; an `error`
+    /// answering it, if the protocol has one, is among the outputs.
+    fn receive(&mut self, now: Now, receive: Receive<'_>, rng: &mut impl Entropy) -> Outcome {
+        let from = receive.reply_to();
+        let message = self.rejects.decode(
+            now.mono,
+            from,
+            receive.contents,
+            &mut self.out,
+            DeviceEvent::Rejected,
+        )?;
         let response = matches!(
             message,
             Message::Challenge(_)
@@ -615,7 +644,7 @@ impl Device {
                 | Message::Answer(_)
                 | Message::Ok(_)
         );
-        if response && from != self.cfg.server {
+        if response && receive.source != self.cfg.server {
             // KW-FRAME-013: every request of a device goes to its server.
             return Err(ProtocolError::Unsolicited(message.msg_type()));
         }
@@ -631,8 +660,8 @@ impl Device {
         }
     }
 
-    fn on_error(&mut self, now: Millis, error: ErrorResponse, rng: &mut impl Entropy) -> Outcome {
-        let Some((_, _, pending)) = error
+    fn on_error(&mut self, now: Now, error: ErrorResponse, rng: &mut impl Entropy) -> Outcome {
+        let Some((_, pending)) = error
             .txn
             .and_then(|txn| self.client.complete(&txn, self.cfg.server))
         else {
@@ -651,8 +680,8 @@ impl Device {
 
     fn on_request(
         &mut self,
-        now: Millis,
-        from: Addr,
+        now: Now,
+        from: ReplyTo,
         request: Message,
         rng: &mut impl Entropy,
     ) -> Outcome {
@@ -662,7 +691,7 @@ impl Device {
         let event = DeviceEvent::Rejected;
         let txn = match self
             .server
-            .admit(now, from, &request, &mut self.outputs, event)
+            .admit(now.mono, from, &request, &mut self.out, event)
         {
             ControlFlow::Continue(txn) => txn,
             ControlFlow::Break(outcome) => return outcome,
@@ -681,8 +710,8 @@ impl Device {
     /// Refuses a request: an `error` response, an event, and the error.
     fn reject_request(
         &mut self,
-        now: Millis,
-        to: Addr,
+        now: Now,
+        to: ReplyTo,
         txn: TxnId,
         re: MsgType,
         code: ErrorCode,
@@ -690,5 +719,50 @@ impl Device {
         self.emit(DeviceEvent::Rejected(code));
         self.respond(now, to, txn, error_response(txn, re, code));
         Err(ProtocolError::Refused { re, code })
+    }
+}
+
+impl Party for Device {
+    type Event = DeviceEvent;
+    type Command = DeviceCommand;
+
+    fn handle_receive(
+        &mut self,
+        now: Now,
+        receive: Receive<'_>,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ProtocolError> {
+        self.out.begin();
+        let outcome = self.receive(now, receive, rng);
+        self.out.end();
+        outcome
+    }
+
+    fn handle_timeout(&mut self, now: Now, rng: &mut impl Entropy) {
+        self.out.begin();
+        self.timeout(now, rng);
+        self.out.end();
+    }
+
+    /// Carries out an application command, or says why it cannot; a
+    /// refused command changes nothing.
+    fn command(
+        &mut self,
+        now: Now,
+        command: DeviceCommand,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ApiMisuse> {
+        self.out.begin();
+        let outcome = self.carry_out(now, command, rng);
+        self.out.end();
+        outcome
+    }
+
+    fn poll_output(&mut self) -> Option<Output<DeviceEvent>> {
+        self.out.poll()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.next_deadline()
     }
 }

@@ -9,7 +9,7 @@
 
 use super::{Device, DeviceEvent, Outcome, Pending};
 use crate::core::error::ProtocolError;
-use crate::core::{Millis, secs};
+use crate::core::{Millis, Now};
 use crate::crypto::{Entropy, Expect, Identity, register};
 use crate::wire::{
     AuthResponse, CertRequest, Certificate, ErrorCode, Extensions, Message, MsgType, Register,
@@ -36,7 +36,7 @@ const REFRESH_RETRY_MIN: Millis = 1_000;
 const REFRESH_RETRY_MAX: Millis = 60_000;
 
 impl Device {
-    pub(super) fn register(&mut self, now: Millis, with_cert: bool, rng: &mut impl Entropy) {
+    pub(super) fn register(&mut self, now: Now, with_cert: bool, rng: &mut impl Entropy) {
         // KW-REG-001: the key pairs are made here, once.
         let identity = match &self.identity {
             Some(i) => i.clone(),
@@ -64,7 +64,7 @@ impl Device {
         self.send_register(now, request);
     }
 
-    pub(super) fn deregister(&mut self, now: Millis, rng: &mut impl Entropy) {
+    pub(super) fn deregister(&mut self, now: Now, rng: &mut impl Entropy) {
         let request = Register {
             txn: TxnId(rng.array()),
             from: self.cfg.account.clone(),
@@ -78,7 +78,13 @@ impl Device {
         self.send_register(now, request);
     }
 
-    pub(super) fn send_register(&mut self, now: Millis, request: Register) {
+    pub(super) fn send_register(&mut self, now: Now, request: Register) {
+        self.send_register_again(now, request, false);
+    }
+
+    /// Sends a `register`; `started_over` when it starts an attempt over
+    /// after its challenge's nonce was lost (a server restart, KW-SM-025).
+    pub(super) fn send_register_again(&mut self, now: Now, request: Register, started_over: bool) {
         self.reg = match self.reg {
             RegState::Registered { not_after } | RegState::Renewing { not_after } => {
                 RegState::Renewing { not_after }
@@ -89,6 +95,7 @@ impl Device {
         let txn = request.txn;
         let pending = Pending::Register {
             request: Box::new(request.clone()),
+            started_over,
         };
         self.request(now, txn, Message::Register(request), pending);
     }
@@ -96,57 +103,63 @@ impl Device {
     /// A registration attempt failed. A refresh that fails leaves the
     /// registration as it was and is tried again before the term ends
     /// (KW-SM-021); a failed de-registration leaves it to lapse.
-    pub(super) fn registration_failed(
-        &mut self,
-        now: Millis,
-        code: ErrorCode,
-        deregistering: bool,
-    ) {
+    pub(super) fn registration_failed(&mut self, now: Now, code: ErrorCode, deregistering: bool) {
         self.emit(DeviceEvent::RegistrationFailed(code));
         match self.reg {
-            RegState::Renewing { not_after } if secs(now) <= not_after => {
+            RegState::Renewing { not_after } if now.wall_secs() <= not_after => {
                 self.reg = RegState::Registered { not_after };
                 if !deregistering {
-                    let left = not_after.saturating_mul(1000).saturating_sub(now);
+                    let left = not_after.saturating_mul(1000).saturating_sub(now.wall);
                     let wait = (left / 4).clamp(REFRESH_RETRY_MIN, REFRESH_RETRY_MAX);
-                    self.refresh_at = Some(now.saturating_add(wait));
+                    self.refresh_at = Some(now.mono.saturating_add(wait));
                 }
             }
             RegState::Renewing { .. } | RegState::Pending => {
                 self.reg = RegState::Idle;
                 self.cert = None;
+                self.lapse_at = None;
             }
             RegState::Idle | RegState::Registered { .. } => {}
         }
     }
 
-    /// The registration's term ended without a refresh (KW-REG-016).
-    pub(super) fn lapse(&mut self, now: Millis) {
-        let ended = match self.reg {
-            RegState::Registered { not_after } | RegState::Renewing { not_after } => {
-                secs(now) > not_after
-            }
-            RegState::Idle | RegState::Pending => false,
+    /// The registration's term ended without a refresh (KW-REG-016). The
+    /// timer is on the monotonic clock; the term is judged by the wall
+    /// clock, and one stepped back is waited for again.
+    pub(super) fn lapse(&mut self, now: Now) {
+        let not_after = match self.reg {
+            RegState::Registered { not_after } | RegState::Renewing { not_after } => not_after,
+            RegState::Idle | RegState::Pending => return,
         };
-        if ended {
-            self.reg = RegState::Idle;
-            self.cert = None;
-            self.refresh_at = None;
-            self.emit(DeviceEvent::RegistrationExpired);
+        if now.wall_secs() <= not_after {
+            if self.lapse_at.is_some_and(|t| t <= now.mono) {
+                self.lapse_at = Some(term_end(now, not_after));
+            }
+            return;
         }
+        self.reg = RegState::Idle;
+        self.cert = None;
+        self.refresh_at = None;
+        self.lapse_at = None;
+        self.emit(DeviceEvent::RegistrationExpired);
     }
 
     pub(super) fn on_challenge(
         &mut self,
-        now: Millis,
+        now: Now,
         challenge: crate::wire::Challenge,
         rng: &mut impl Entropy,
     ) -> Outcome {
         let Some(Pending::Register { .. }) = self.client.context(&challenge.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
-        let Some((_, _, Pending::Register { request })) =
-            self.client.complete(&challenge.txn, self.cfg.server)
+        let Some((
+            _,
+            Pending::Register {
+                request,
+                started_over,
+            },
+        )) = self.client.complete(&challenge.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
@@ -198,12 +211,13 @@ impl Device {
         let txn = answer.txn;
         let pending = Pending::Register {
             request: Box::new(answer.clone()),
+            started_over,
         };
         self.request(now, txn, Message::Register(answer), pending);
         Ok(())
     }
 
-    pub(super) fn on_register_ok(&mut self, now: Millis, ok: crate::wire::RegisterOk) -> Outcome {
+    pub(super) fn on_register_ok(&mut self, now: Now, ok: crate::wire::RegisterOk) -> Outcome {
         let unusable = |this: &mut Self, code: ErrorCode| {
             this.registration_failed(now, code, false);
             Err(ProtocolError::BadResponse {
@@ -214,7 +228,7 @@ impl Device {
         let Some(Pending::Register { .. }) = self.client.context(&ok.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
-        let Some((_, _, Pending::Register { request })) =
+        let Some((_, Pending::Register { request, .. })) =
             self.client.complete(&ok.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
@@ -222,6 +236,7 @@ impl Device {
         if request.expires == 0 {
             self.reg = RegState::Idle;
             self.cert = None;
+            self.lapse_at = None;
             self.emit(DeviceEvent::Deregistered);
             return Ok(());
         }
@@ -236,7 +251,7 @@ impl Device {
             Expect {
                 subject: &self.cfg.account,
                 role: Some(Role::Device),
-                now: secs(now),
+                now: now.wall_secs(),
             },
         );
         // KW-REG-008, KW-REG-009, KW-REG-012: an issued certificate ends with
@@ -260,10 +275,19 @@ impl Device {
         self.reg = RegState::Registered {
             not_after: ok.not_after.0,
         };
+        self.lapse_at = Some(term_end(now, ok.not_after.0));
         // KW-REG-014: refresh before the term ends.
         let term_ms = ok.expires.saturating_mul(1000);
-        self.refresh_at =
-            Some(now.saturating_add(term_ms.saturating_mul(self.cfg.policy.refresh_percent) / 100));
+        self.refresh_at = Some(
+            now.mono
+                .saturating_add(term_ms.saturating_mul(self.cfg.policy.refresh_percent) / 100),
+        );
         Ok(())
     }
+}
+
+/// The monotonic deadline just after a term's last second (in wall
+/// seconds).
+fn term_end(now: Now, not_after: u64) -> Millis {
+    now.mono_at_wall(not_after.saturating_add(1).saturating_mul(1000))
 }

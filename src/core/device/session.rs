@@ -10,7 +10,7 @@ use super::{Call, CallState, Device, DeviceEvent, Outcome, Pending};
 use crate::core::bound::bound_or;
 use crate::core::error::ProtocolError;
 use crate::core::request::request_txn;
-use crate::core::{Addr, Millis, secs};
+use crate::core::{Now, ReplyTo};
 use crate::crypto::{
     CertError, CryptoError, Entropy, KeyPolicy, SealContext, Secret32, media_ad, open_media, seal,
     seal_media,
@@ -38,7 +38,7 @@ impl Device {
 
     pub(super) fn info(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
         text: String,
         desc: Option<SessionDesc>,
@@ -88,7 +88,7 @@ impl Device {
 
     pub(super) fn rekey(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
         body: bool,
         rng: &mut impl Entropy,
@@ -128,12 +128,12 @@ impl Device {
             ) else {
                 return;
             };
-            let Ok((epoch, seq)) = keys.send.rekey_with_key(key, secs(now)) else {
+            let Ok((epoch, seq)) = keys.send.rekey_with_key(key, now.mono_secs()) else {
                 return;
             };
             (epoch, seq, Some(sealed), None)
         } else {
-            let Ok(r) = keys.send.rekey_wrapped(secs(now), rng) else {
+            let Ok(r) = keys.send.rekey_wrapped(now.mono_secs(), rng) else {
                 return;
             };
             (
@@ -212,7 +212,7 @@ impl Device {
         self.send(to, message);
     }
 
-    pub(super) fn hang_up(&mut self, now: Millis, session: SessionId, rng: &mut impl Entropy) {
+    pub(super) fn hang_up(&mut self, now: Now, session: SessionId, rng: &mut impl Entropy) {
         let Some((txn, peer)) = self.in_session_header(&session, rng) else {
             return;
         };
@@ -258,7 +258,7 @@ impl Device {
             return Err(ProtocolError::Unsolicited(MsgType::Ok));
         };
         match self.client.complete(&ok.txn, self.cfg.server) {
-            Some((_, _, Pending::InSession(session, MsgType::Bye))) => self.end_call(session),
+            Some((_, Pending::InSession(session, MsgType::Bye))) => self.end_call(session),
             Some(_) => {}
             None => return Err(ProtocolError::Unsolicited(MsgType::Ok)),
         }
@@ -271,8 +271,8 @@ impl Device {
 
     fn ok(
         &mut self,
-        now: Millis,
-        to: Addr,
+        now: Now,
+        to: ReplyTo,
         txn: TxnId,
         re: MsgType,
         session: SessionId,
@@ -290,7 +290,7 @@ impl Device {
         self.respond(now, to, txn, response);
     }
 
-    pub(super) fn on_ack(&mut self, now: Millis, from: Addr, ack: Ack) -> Outcome {
+    pub(super) fn on_ack(&mut self, now: Now, from: ReplyTo, ack: Ack) -> Outcome {
         if !self.call_from(&ack.session, &ack.from) {
             return self.reject_request(
                 now,
@@ -315,7 +315,7 @@ impl Device {
         Ok(())
     }
 
-    pub(super) fn on_info(&mut self, now: Millis, from: Addr, info: Info) -> Outcome {
+    pub(super) fn on_info(&mut self, now: Now, from: ReplyTo, info: Info) -> Outcome {
         if !self.call_from(&info.session, &info.from) {
             return self.reject_request(
                 now,
@@ -335,7 +335,7 @@ impl Device {
                     info.epoch,
                     info.seq,
                     &info.payload,
-                    secs(now),
+                    now.mono_secs(),
                 )
             });
         let (plaintext, seen) = match opened {
@@ -371,7 +371,7 @@ impl Device {
                     .get_mut(&info.session)
                     .and_then(|c| c.keys.as_mut())
                 {
-                    keys.recv.record(seen, secs(now));
+                    keys.recv.record(seen, now.mono_secs());
                 }
                 if let Some(desc) = update.desc {
                     if let Some(call) = self.calls.get_mut(&info.session) {
@@ -400,7 +400,7 @@ impl Device {
         }
     }
 
-    pub(super) fn on_rekey(&mut self, now: Millis, from: Addr, rekey: Rekey) -> Outcome {
+    pub(super) fn on_rekey(&mut self, now: Now, from: ReplyTo, rekey: Rekey) -> Outcome {
         if !self.call_from(&rekey.session, &rekey.from) {
             return self.reject_request(
                 now,
@@ -455,15 +455,18 @@ impl Device {
             .and_then(|c| c.keys.as_mut())
         {
             Some(keys) => match (new_key, &rekey.wrapped) {
-                (Some(key), _) => {
-                    keys.recv
-                        .accept_rekey_key(rekey.epoch, rekey.seq, key, secs(now), &policy)
-                }
+                (Some(key), _) => keys.recv.accept_rekey_key(
+                    rekey.epoch,
+                    rekey.seq,
+                    key,
+                    now.mono_secs(),
+                    &policy,
+                ),
                 (None, Some(wrapped)) => keys.recv.accept_rekey_wrapped(
                     rekey.epoch,
                     rekey.seq,
                     wrapped,
-                    secs(now),
+                    now.mono_secs(),
                     &policy,
                 ),
                 (None, None) => Err(crate::crypto::CryptoError::DecryptFailed),
@@ -507,7 +510,7 @@ impl Device {
         }
     }
 
-    pub(super) fn on_bye(&mut self, now: Millis, from: Addr, bye: Bye) -> Outcome {
+    pub(super) fn on_bye(&mut self, now: Now, from: ReplyTo, bye: Bye) -> Outcome {
         if !self.call_from(&bye.session, &bye.from) {
             // The call may already be over: answer so the peer stops.
             self.ok(now, from, bye.txn, MsgType::Bye, bye.session, None);
@@ -518,8 +521,13 @@ impl Device {
             .get_mut(&bye.session)
             .and_then(|c| c.keys.as_mut())
             .map(|k| {
-                k.recv
-                    .open(MsgType::Bye, bye.epoch, bye.seq, &bye.payload, secs(now))
+                k.recv.open(
+                    MsgType::Bye,
+                    bye.epoch,
+                    bye.seq,
+                    &bye.payload,
+                    now.mono_secs(),
+                )
             });
         match opened {
             Some(Ok(_)) => {
@@ -550,20 +558,20 @@ impl Device {
     /// Holds a request until its epoch's rekey arrives; unanswered
     /// meanwhile, so its sender keeps retransmitting. Past the bound it is
     /// dropped, and the sender's retransmission brings it back.
-    fn defer(&mut self, session: SessionId, from: Addr, request: Message) {
+    fn defer(&mut self, session: SessionId, from: ReplyTo, request: Message) {
         let Some(call) = self.calls.get_mut(&session) else {
             return;
         };
         if call.deferred.len() < DEFERRED {
             call.deferred.push((from, request));
         } else if let Some(txn) = request_txn(&request) {
-            self.server.abandon(txn, from);
+            self.server.abandon(txn, from.peer);
         }
     }
 
     /// A media frame of a call: decrypted with the key of its sender's
     /// stream and description (KW-CRYPTO-043), or dropped.
-    pub(super) fn on_media(&mut self, _now: Millis, media: crate::wire::Media) -> Outcome {
+    pub(super) fn on_media(&mut self, _now: Now, media: crate::wire::Media) -> Outcome {
         let dropped = |code: ErrorCode| {
             Err(ProtocolError::Dropped {
                 re: MsgType::Media,
@@ -610,7 +618,7 @@ impl Device {
     }
 }
 
-pub(super) fn keys_due(call: Option<&Call>, now: Millis, policy: &KeyPolicy) -> bool {
+pub(super) fn keys_due(call: Option<&Call>, now: Now, policy: &KeyPolicy) -> bool {
     call.and_then(|c| c.keys.as_ref())
-        .is_some_and(|k| k.send.needs_rekey(secs(now), policy))
+        .is_some_and(|k| k.send.needs_rekey(now.mono_secs(), policy))
 }

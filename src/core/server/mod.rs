@@ -1,37 +1,47 @@
 //! The server as a sans-IO state machine: registrar and certificate
 //! authority (F1, F2), certificate queries (F3), routing (F8), the trusted
 //! server's part in sealed sessions (F4, F5), and the firewall and
-//! recording commands it derives from them (F6, F7).
+//! recording requests it derives from them (F6, F7).
 //!
 //! Every request is dispatched by type (KW-REG-003). A rejected request is
 //! answered with an `error` and changes nothing but the transaction cache
 //! (KW-ERR-004); the one exception is a challenge nonce, which any answer
-//! spends (KW-REG-005).
+//! spends (KW-REG-005). What the server's behaviour after a restart
+//! depends on is written through to its store, one group per input
+//! (KW-SM-024, KW-SM-025), and [`Server::restore`] goes on from it.
 
+mod durable;
+mod firewall;
+mod insession;
+mod ports;
+mod recording;
 mod registrar;
 mod relay;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
-use std::ops::ControlFlow;
 
-use super::error::ProtocolError;
-use super::firewall::{FirewallCommand, PinholeView};
+use super::clock::Now;
+use super::deadlines::Deadlines;
+use super::error::{ApiMisuse, ProtocolError};
+use super::party::{NoCommand, Outbox, Output, Party};
 use super::request::error_response;
 use super::routing::ServerDirectory;
-use super::store::{StoreSnapshot, StoreWrite};
+use super::store::{Registration, StoreSnapshot, StoreWrite};
 use super::transact::{ClientTxns, RetransmitPolicy, ServerTxns};
-use super::{Addr, Millis, Output, secs};
+use super::transport::{Receive, ReplyTo, Transmit};
+use super::{Addr, Millis};
 use crate::crypto::register::Verifier;
 use crate::crypto::{
     CertificateAuthority, Entropy, Identity, KeyCache, KeyPolicy, Secret32, TrustAnchor, TrustStore,
 };
 use crate::wire::{
     Certificate, Domain, ErrorCode, Message, MsgType, Nonce, Permission, Principal, PublicKey,
-    RecordingId, RecordingMode, SessionId, TxnId,
+    RecordingId, RecordingMode, SessionId, Transport, TxnId,
 };
 
+pub(crate) use durable::StoredSession;
 pub(crate) use session::ServerSession;
 
 /// Which sessions a server records (KW-POLICY-002, KW-REC-001).
@@ -85,10 +95,6 @@ pub struct ServerPolicy {
     /// Replace the content key of offers it may modify, when it can
     /// re-wrap every entry after it (claim 39, KW-SM-011).
     pub rekey_offers: bool,
-    /// Fault injection for tests and the simulator: change bodies this
-    /// server may only read, as a misbehaving server would (KW-SEAL-006).
-    /// Never set in a real deployment.
-    pub tamper_read_only: bool,
 }
 
 impl Default for ServerPolicy {
@@ -104,21 +110,32 @@ impl Default for ServerPolicy {
             record: RecordPolicy::Nothing,
             max_sessions: 10_000,
             rekey_offers: false,
-            tamper_read_only: false,
         }
     }
 }
 
-/// The firewall in front of a server's domain, as the server plans it:
-/// the public address its media addresses are rewritten to.
+/// The firewall in front of a server's domain: the agent that carries out
+/// its requests (KW-FW-005), and the public addresses its media addresses
+/// are rewritten to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FirewallPlan {
+    /// The firewall agent.
+    pub agent: FirewallLink,
     /// The firewall's public address.
     pub public_ip: IpAddr,
     /// First public port handed out.
     pub first_port: u16,
     /// How many ports are handed out, round robin.
     pub ports: u16,
+}
+
+/// Where a server's firewall agent listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirewallLink {
+    /// Its address.
+    pub addr: Addr,
+    /// The transport to reach it over.
+    pub transport: Transport,
 }
 
 /// The recorder a server sends recordings to.
@@ -128,6 +145,8 @@ pub struct RecorderLink {
     pub account: Principal,
     /// Its address (commands and copied media go here).
     pub addr: Addr,
+    /// The transport commands go over.
+    pub transport: Transport,
     /// Its X25519 key, from its certificate (KW-CERT-004).
     pub kx_key: PublicKey,
     /// What it keeps.
@@ -146,7 +165,7 @@ pub struct ServerConfig {
     /// Anchors it confirms certificates with: its own domain's and those of
     /// the domains it attests for (KW-CERT-005).
     pub anchors: Vec<TrustAnchor>,
-    /// Where it receives signalling.
+    /// Where it receives signalling, and sends from.
     pub addr: Addr,
     /// Next hops toward other domains (KW-ROUTE-001).
     pub directory: ServerDirectory,
@@ -166,13 +185,24 @@ pub struct ServerConfig {
     pub decoy_secret: Secret32,
 }
 
+/// Faults a test can make a server commit, as a misbehaving server would;
+/// never part of a real server's configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Change bodies this server may only read (KW-SEAL-006).
+    pub tamper_read_only: bool,
+}
+
 /// Why a session ended at a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
     /// An authenticated `bye` (KW-FW-003).
     Bye,
-    /// The offer failed or timed out.
+    /// The offer failed or timed out, or the firewall could not open what
+    /// it needed (KW-SM-026).
     Failed,
+    /// The answer was relayed and no `ack` followed (KW-SM-027).
+    Unacknowledged,
     /// The session's term ran out (KW-FW-004).
     Expired,
 }
@@ -247,8 +277,24 @@ pub enum ServerEvent {
     Observed(SessionId, MsgType),
     /// Recording of a session started (KW-REC-001).
     RecordingStarted(SessionId, RecordingId),
+    /// The firewall refused a request, or did not answer it (KW-SM-026).
+    FirewallFailed {
+        /// The session.
+        session: SessionId,
+        /// The request's type.
+        re: MsgType,
+        /// The firewall's code, or `timeout`.
+        code: ErrorCode,
+    },
     /// A session ended here.
     SessionEnded(SessionId, SessionEnd),
+    /// The server went on from its store (KW-SM-025).
+    Restored {
+        /// Registrations it holds.
+        registrations: usize,
+        /// Sessions it follows again.
+        sessions: usize,
+    },
     /// A request was rejected with `code`.
     Rejected(MsgType, ErrorCode),
     /// A message that is not a request or an expected response was
@@ -259,7 +305,6 @@ pub enum ServerEvent {
 /// A challenge issued and not yet answered (KW-REG-005).
 struct OutstandingNonce {
     account: Principal,
-    expires_at: Millis,
     kx: Option<crate::crypto::KxKeyPair>,
 }
 
@@ -268,15 +313,26 @@ struct OutstandingNonce {
 enum Pending {
     /// Forwarded on behalf of `prev`.
     Relay {
-        prev: Addr,
+        prev: ReplyTo,
         re: MsgType,
         requester: Principal,
         session: Option<SessionId>,
         /// The account a forwarded `cert-query` asked for.
         target: Option<Principal>,
     },
+    /// A request to the firewall agent about a session's pinhole.
+    Firewall { session: SessionId, re: MsgType },
     /// A command to the recorder.
     Recorder,
+}
+
+/// Deadlines a session has besides its term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SessionTimer {
+    /// The session's term (KW-SM-013).
+    Term,
+    /// The `ack` after a relayed answer (KW-SM-027).
+    Ack,
 }
 
 /// Most outstanding challenge nonces, and per account.
@@ -291,22 +347,33 @@ const ENDED: usize = 10_000;
 /// See the module documentation.
 pub struct Server {
     cfg: ServerConfig,
+    faults: Faults,
     trust: TrustStore,
-    registrations: BTreeMap<Principal, super::store::Registration>,
+    registrations: BTreeMap<Principal, Registration>,
+    /// When each registration's term ends (KW-REG-016).
+    registration_ends: Deadlines<Principal>,
     revoked: BTreeMap<(Domain, u64), u64>,
+    /// When each revocation stops mattering.
+    revocation_ends: Deadlines<(Domain, u64)>,
     next_serial: u64,
     nonces: BTreeMap<Nonce, OutstandingNonce>,
+    nonce_ends: Deadlines<Nonce>,
+    nonces_of: BTreeMap<Principal, VecDeque<Nonce>>,
     client: ClientTxns<Pending>,
     server: ServerTxns,
     sessions: BTreeMap<SessionId, ServerSession>,
+    session_timers: Deadlines<(SessionId, SessionTimer)>,
+    /// Sessions the current input changed: their records are written when
+    /// it is handled.
+    dirty: BTreeSet<SessionId>,
     kek: KeyCache,
     next_pinhole: u64,
-    next_port: u16,
-    public_of: BTreeMap<Addr, Addr>,
-    /// Sessions that ended, until their term would have (KW-SM-017).
-    ended: BTreeMap<SessionId, Millis>,
+    ports: ports::PortMap,
+    /// Sessions that ended, with what an `EndSession` remembers.
+    ended: BTreeMap<SessionId, super::store::EndedSession>,
+    ended_ends: Deadlines<SessionId>,
     rejects: super::reject::DecodeRejects,
-    outputs: VecDeque<Output<ServerEvent>>,
+    out: Outbox<ServerEvent>,
 }
 
 impl core::fmt::Debug for Server {
@@ -321,43 +388,63 @@ impl core::fmt::Debug for Server {
     }
 }
 
-type Emit = Output<ServerEvent>;
-
 /// What handling one input comes to: `Err` says why it was refused.
 type Outcome = Result<(), ProtocolError>;
 
 impl Server {
     /// A server with an empty store.
     pub fn new(cfg: ServerConfig) -> Self {
-        Self::restore(cfg, StoreSnapshot::default())
-    }
-
-    /// A server restarted from what its store holds (KW-REG-010). Sessions
-    /// are not stored: call [`Server::reconcile_firewall`] with the
-    /// firewall's pinholes to close those left over (KW-FW-004).
-    pub fn restore(cfg: ServerConfig, snapshot: StoreSnapshot) -> Self {
-        let mut trust = TrustStore::new(cfg.anchors.clone());
-        for (issuer, serial) in snapshot.revoked.keys() {
-            trust.revoke(issuer.clone(), *serial);
-        }
+        let trust = TrustStore::new(cfg.anchors.clone());
         Self {
+            faults: Faults::default(),
             trust,
-            registrations: snapshot.registrations,
-            revoked: snapshot.revoked,
-            next_serial: snapshot.next_serial.max(1),
+            registrations: BTreeMap::new(),
+            registration_ends: Deadlines::default(),
+            revoked: BTreeMap::new(),
+            revocation_ends: Deadlines::default(),
+            next_serial: 1,
             nonces: BTreeMap::new(),
+            nonce_ends: Deadlines::default(),
+            nonces_of: BTreeMap::new(),
             client: ClientTxns::new(cfg.retransmit),
             server: ServerTxns::new(4096),
             sessions: BTreeMap::new(),
+            session_timers: Deadlines::default(),
+            dirty: BTreeSet::new(),
             kek: KeyCache::new(1024),
             next_pinhole: 1,
-            next_port: 0,
-            public_of: BTreeMap::new(),
+            ports: ports::PortMap::new(cfg.firewall.as_ref()),
             ended: BTreeMap::new(),
+            ended_ends: Deadlines::default(),
             rejects: Default::default(),
-            outputs: VecDeque::new(),
+            out: Outbox::default(),
             cfg,
         }
+    }
+
+    /// A server restarted from what its store holds (KW-REG-010,
+    /// KW-SM-025). It goes on with the sessions it followed: it sends its
+    /// firewall and recorder again what it had asked of them, closes the
+    /// pinholes of sessions that ended, and retransmits an offer it had
+    /// forwarded and not seen answered; those outputs are waiting when it
+    /// returns.
+    pub fn restore(
+        cfg: ServerConfig,
+        snapshot: StoreSnapshot,
+        now: Now,
+        rng: &mut impl Entropy,
+    ) -> Self {
+        let mut server = Self::new(cfg);
+        server.out.begin();
+        server.restore_from(snapshot, now, rng);
+        server.out.end();
+        server
+    }
+
+    /// Makes the server misbehave, for tests of what others detect.
+    #[cfg(feature = "testkit")]
+    pub fn inject_faults(&mut self, faults: Faults) {
+        self.faults = faults;
     }
 
     /// Its account.
@@ -371,8 +458,13 @@ impl Server {
     }
 
     /// The current registration of `account`, if any.
-    pub fn registration(&self, account: &Principal) -> Option<&super::store::Registration> {
+    pub fn registration(&self, account: &Principal) -> Option<&Registration> {
         self.registrations.get(account)
+    }
+
+    /// How many registrations it holds.
+    pub fn registration_count(&self) -> usize {
+        self.registrations.len()
     }
 
     /// Sessions this server follows, by identifier.
@@ -391,80 +483,53 @@ impl Server {
         self.kek.len()
     }
 
-    /// When the session ends at the latest, if this server follows it.
+    /// When the session ends at the latest (monotonic), if this server
+    /// follows it.
     pub fn session_expiry(&self, session: &SessionId) -> Option<Millis> {
         self.sessions.get(session).map(|s| s.expires_at)
     }
 
-    /// The next thing to do.
-    pub fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
-        self.outputs.pop_front()
+    /// The public address an internal media address is mapped to
+    /// (KW-SM-012).
+    pub fn public_address(&self, internal: &Addr) -> Option<Addr> {
+        self.ports.get(internal)
     }
 
-    /// When [`Server::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Millis> {
-        let registrations = self
-            .registrations
-            .values()
-            .map(|r| r.not_after.saturating_add(1).saturating_mul(1000))
-            .min();
-        let sessions = self.sessions.values().map(|s| s.expires_at).min();
-        let nonces = self.nonces.values().map(|n| n.expires_at).min();
-        let ended = self.ended.values().copied().min();
-        [
-            self.client.next_timeout(),
-            self.server.next_timeout(),
-            registrations,
-            sessions,
-            nonces,
-            ended,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+    fn event(&mut self, event: ServerEvent) {
+        self.out.event(event);
     }
 
-    fn emit(&mut self, event: ServerEvent) {
-        self.outputs.push_back(Emit::Event(event));
-    }
-
-    fn send(&mut self, to: Addr, message: Message) {
-        self.outputs.push_back(Emit::Transmit { to, message });
-    }
-
+    /// A write of the current input, applied to what the server holds in
+    /// memory as it is emitted.
     fn store(&mut self, write: StoreWrite) {
-        let mut snapshot = StoreSnapshot {
-            registrations: core::mem::take(&mut self.registrations),
-            revoked: core::mem::take(&mut self.revoked),
-            next_serial: self.next_serial,
-        };
-        snapshot.apply(&write);
-        self.registrations = snapshot.registrations;
-        self.revoked = snapshot.revoked;
-        self.next_serial = snapshot.next_serial;
-        self.outputs.push_back(Emit::Store(write));
-    }
-
-    fn firewall(&mut self, command: FirewallCommand) {
-        self.outputs.push_back(Emit::Firewall(command));
+        match &write {
+            StoreWrite::PutRegistration(r) => {
+                self.registrations.insert(r.account.clone(), r.clone());
+            }
+            StoreWrite::DeleteRegistration(a) => {
+                self.registrations.remove(a);
+            }
+            _ => {}
+        }
+        self.out.store(write);
     }
 
     /// Answers a request and remembers the answer for duplicates.
-    fn respond(&mut self, now: Millis, to: Addr, txn: TxnId, response: Message) {
-        self.server.answer(now, txn, to, response.clone());
-        self.send(to, response);
+    fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
+        self.server.answer(now.mono, txn, to.peer, response.clone());
+        self.out.reply(to, response);
     }
 
     /// Rejects a request: an `error` response, an event, and the error.
     fn reject(
         &mut self,
-        now: Millis,
-        to: Addr,
+        now: Now,
+        to: ReplyTo,
         txn: TxnId,
         re: MsgType,
         code: ErrorCode,
     ) -> Outcome {
-        self.emit(ServerEvent::Rejected(re, code));
+        self.event(ServerEvent::Rejected(re, code));
         self.respond(now, to, txn, error_response(txn, re, code));
         Err(ProtocolError::Refused { re, code })
     }
@@ -485,17 +550,10 @@ impl Server {
     /// Sends a request of this server's own, kept to retransmit until
     /// answered. Returns false, sending nothing, when the `txn` is already
     /// outstanding or too many are.
-    fn request(
-        &mut self,
-        now: Millis,
-        to: Addr,
-        txn: TxnId,
-        message: Message,
-        pending: Pending,
-    ) -> bool {
-        let started = self.start_request(now, to, txn, &message, pending);
+    fn request(&mut self, now: Now, transmit: Transmit, txn: TxnId, pending: Pending) -> bool {
+        let started = self.start_request(now, txn, transmit.clone(), pending);
         if started {
-            self.send(to, message);
+            self.out.transmit(transmit);
         }
         started
     }
@@ -505,78 +563,72 @@ impl Server {
     /// (KW-SM-019).
     fn start_request(
         &mut self,
-        now: Millis,
-        to: Addr,
+        now: Now,
         txn: TxnId,
-        message: &Message,
+        transmit: Transmit,
         pending: Pending,
     ) -> bool {
-        self.client.len() < OUTSTANDING && self.client.start(now, txn, to, message.clone(), pending)
+        self.client.len() < OUTSTANDING && self.client.start(now.mono, txn, transmit, pending)
     }
 
-    /// Closes the pinholes of sessions this server no longer has — after a
-    /// restart, every pinhole (KW-FW-004).
-    pub fn reconcile_firewall(&mut self, pinholes: &[PinholeView]) {
-        for p in pinholes {
-            let known = self
-                .sessions
-                .get(&p.session)
-                .is_some_and(|s| s.pinholes.contains(&p.pinhole));
-            if !known {
-                self.firewall(FirewallCommand::Close { pinhole: p.pinhole });
+    /// A session the current input changes: its record is written when the
+    /// input is handled (KW-SM-025).
+    fn session_mut(&mut self, session: &SessionId) -> Option<&mut ServerSession> {
+        let s = self.sessions.get_mut(session)?;
+        self.dirty.insert(*session);
+        Some(s)
+    }
+
+    /// Writes the records of the sessions the input changed, then closes
+    /// the input's group (KW-SM-024).
+    fn end_input(&mut self, now: Now) {
+        for id in core::mem::take(&mut self.dirty) {
+            if let Some(record) = self.session_record(id, now) {
+                self.out.store(StoreWrite::PutSession(record));
             }
         }
-        self.next_pinhole = pinholes
-            .iter()
-            .map(|p| p.pinhole.saturating_add(1))
-            .max()
-            .unwrap_or(1)
-            .max(self.next_pinhole);
+        self.out.end();
     }
 
     // ------------------------------------------------------------ input
 
-    /// A datagram arrived from `from`. `Err` says why it was refused; an
-    /// `error` answering it, if the protocol has one, is among the outputs.
-    pub fn handle_receive(
-        &mut self,
-        now: Millis,
-        from: Addr,
-        bytes: &[u8],
-        rng: &mut impl Entropy,
-    ) -> Outcome {
-        let message =
-            self.rejects
-                .decode(now, from, bytes, &mut self.outputs, ServerEvent::Dropped)?;
+    fn receive(&mut self, now: Now, receive: Receive<'_>, rng: &mut impl Entropy) -> Outcome {
+        let from = receive.reply_to();
+        let message = self.rejects.decode(
+            now.mono,
+            from,
+            receive.contents,
+            &mut self.out,
+            ServerEvent::Dropped,
+        )?;
         match message {
             Message::Answer(_)
             | Message::Ok(_)
             | Message::Error(_)
             | Message::CertNotify(_)
             | Message::Challenge(_)
-            | Message::RegisterOk(_) => self.on_response(now, from, message, rng),
+            | Message::RegisterOk(_) => self.on_response(now, receive.source, message, rng),
             request => self.on_request(now, from, request, rng),
         }
     }
 
     fn on_request(
         &mut self,
-        now: Millis,
-        from: Addr,
+        now: Now,
+        from: ReplyTo,
         request: Message,
         rng: &mut impl Entropy,
     ) -> Outcome {
-        let re = request.msg_type();
-        // A response type this server never waits for (KW-ERR-001) is told
-        // as `Dropped`.
+        // A response type this server never waits for (KW-ERR-001).
         let event = ServerEvent::Dropped;
         let txn = match self
             .server
-            .admit(now, from, &request, &mut self.outputs, event)
+            .admit(now.mono, from, &request, &mut self.out, event)
         {
-            ControlFlow::Continue(txn) => txn,
-            ControlFlow::Break(outcome) => return outcome,
+            std::ops::ControlFlow::Continue(txn) => txn,
+            std::ops::ControlFlow::Break(outcome) => return outcome,
         };
+        let re = request.msg_type();
         // KW-REG-003: dispatch by type.
         match request {
             Message::Register(r) => self.on_register(now, from, r, rng),
@@ -591,7 +643,7 @@ impl Server {
 
     fn on_response(
         &mut self,
-        now: Millis,
+        now: Now,
         from: Addr,
         response: Message,
         rng: &mut impl Entropy,
@@ -603,13 +655,25 @@ impl Server {
             Message::CertNotify(m) => Some(m.txn),
             _ => None,
         };
-        let Some((_, _, pending)) = txn.and_then(|t| self.client.complete(&t, from)) else {
+        let Some((txn, (_, pending))) =
+            txn.and_then(|t| self.client.complete(&t, from).map(|done| (t, done)))
+        else {
             // Late duplicate, or not ours.
-            self.emit(ServerEvent::Dropped(ErrorCode::BAD_STATE));
+            self.event(ServerEvent::Dropped(ErrorCode::BAD_STATE));
             return Err(ProtocolError::Unsolicited(response.msg_type()));
         };
         match pending {
             Pending::Recorder => Ok(()),
+            Pending::Firewall { session, re } => {
+                let outcome = match &response {
+                    Message::Ok(_) => Ok(()),
+                    // KW-ERR-002: an unknown code counts as its class's first.
+                    Message::Error(e) => Err(e.code.understood()),
+                    _ => Err(ErrorCode::SCHEMA),
+                };
+                self.firewall_answered(now, session, re, txn, outcome, rng);
+                Ok(())
+            }
             Pending::Relay {
                 prev,
                 re,
@@ -631,43 +695,132 @@ impl Server {
 
     // ------------------------------------------------------------ timers
 
-    /// Retransmissions, timeouts, and the ends of registrations, nonces and
-    /// sessions.
-    pub fn handle_timeout(&mut self, now: Millis, rng: &mut impl Entropy) {
-        let due = self.client.due(now);
-        for (to, message) in due.resend {
-            self.send(to, message);
+    /// Retransmissions, timeouts, and the ends of registrations, nonces,
+    /// revocations and sessions; each found through its deadline index.
+    fn timeout(&mut self, now: Now, rng: &mut impl Entropy) {
+        let due = self.client.due(now.mono);
+        for transmit in due.resend {
+            self.out.transmit(transmit);
         }
         for (txn, pending) in due.timed_out {
-            if let Pending::Relay {
-                prev, re, session, ..
-            } = pending
-            {
-                // KW-ROUTE-004: the hop before learns the request failed.
-                self.respond(now, prev, txn, error_response(txn, re, ErrorCode::TIMEOUT));
-                if let (MsgType::Offer, Some(s)) = (re, session) {
-                    self.end_session(now, s, SessionEnd::Failed, rng);
+            match pending {
+                Pending::Relay {
+                    prev, re, session, ..
+                } => {
+                    // KW-ROUTE-004: the hop before learns the request failed.
+                    self.respond(now, prev, txn, error_response(txn, re, ErrorCode::TIMEOUT));
+                    if let (MsgType::Offer, Some(s)) = (re, session) {
+                        self.end_session(now, s, SessionEnd::Failed, rng);
+                    }
                 }
+                Pending::Firewall { session, re } => {
+                    self.firewall_answered(now, session, re, txn, Err(ErrorCode::TIMEOUT), rng);
+                }
+                Pending::Recorder => {}
             }
         }
-        self.server.expire(now);
-        self.nonces.retain(|_, n| n.expires_at > now);
-        self.ended.retain(|_, until| *until > now);
+        self.server.expire(now.mono);
+        for nonce in self.nonce_ends.take_due(now.mono) {
+            self.forget_nonce(&nonce);
+        }
         self.expire_registrations(now);
-        let ended: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.expires_at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for session in ended {
-            self.end_session(now, session, SessionEnd::Expired, rng);
+        self.prune(now);
+        for (session, timer) in self.session_timers.take_due(now.mono) {
+            let end = match timer {
+                SessionTimer::Term => SessionEnd::Expired,
+                SessionTimer::Ack => SessionEnd::Unacknowledged,
+            };
+            self.end_session(now, session, end, rng);
         }
-        for s in self.sessions.values_mut() {
-            if let Some(keys) = s.keys.as_mut() {
-                keys.send.expire(secs(now));
-                keys.recv.expire(secs(now));
+    }
+
+    /// Forgets revocations of certificates that have ended and ended
+    /// sessions whose term is over, in memory and in the store.
+    fn prune(&mut self, now: Now) {
+        let revocations = self.revocation_ends.take_due(now.mono);
+        let ended = self.ended_ends.take_due(now.mono);
+        if revocations.is_empty() && ended.is_empty() {
+            return;
+        }
+        for key in revocations {
+            self.revoked.remove(&key);
+            self.trust.forget_revocation(&key.0, key.1);
+        }
+        for session in ended {
+            self.ended.remove(&session);
+        }
+        self.store(StoreWrite::Prune { wall: now.wall });
+    }
+
+    /// Remembers an ended session until its term would have ended
+    /// (KW-SM-017), within the bound.
+    fn remember_ended(
+        &mut self,
+        session: SessionId,
+        ended: super::store::EndedSession,
+        until: Millis,
+    ) {
+        if self.ended.len() >= ENDED {
+            if let Some((oldest, _)) = self.ended_ends.pop_first() {
+                self.ended.remove(&oldest);
             }
         }
+        self.ended.insert(session, ended);
+        self.ended_ends.set(session, until);
+    }
+
+    fn poll_deadline(&self) -> Option<Millis> {
+        [
+            self.client.next_timeout(),
+            self.server.next_timeout(),
+            self.registration_ends.next(),
+            self.revocation_ends.next(),
+            self.session_timers.next(),
+            self.nonce_ends.next(),
+            self.ended_ends.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+impl Party for Server {
+    type Event = ServerEvent;
+    type Command = NoCommand;
+
+    fn handle_receive(
+        &mut self,
+        now: Now,
+        receive: Receive<'_>,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ProtocolError> {
+        self.out.begin();
+        let outcome = self.receive(now, receive, rng);
+        self.end_input(now);
+        outcome
+    }
+
+    fn handle_timeout(&mut self, now: Now, rng: &mut impl Entropy) {
+        self.out.begin();
+        self.timeout(now, rng);
+        self.end_input(now);
+    }
+
+    fn command(
+        &mut self,
+        _now: Now,
+        command: NoCommand,
+        _rng: &mut impl Entropy,
+    ) -> Result<(), ApiMisuse> {
+        match command {}
+    }
+
+    fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
+        self.out.poll()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        self.poll_deadline()
     }
 }

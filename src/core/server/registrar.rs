@@ -2,14 +2,15 @@
 //! or confirm, store, answer; de-registration and expiry with revocation.
 
 use super::{NONCES, NONCES_PER_ACCOUNT, Outcome, OutstandingNonce, Server, ServerEvent};
+use crate::core::clock::Now;
 use crate::core::error::ProtocolError;
 use crate::core::store::{Registration, StoreWrite};
-use crate::core::{Addr, Millis, secs};
+use crate::core::transport::ReplyTo;
 use crate::crypto::primitives::hkdf32;
 use crate::crypto::{CryptoError, Entropy, Expect, KxKeyPair, register};
 use crate::wire::{
     Certificate, Challenge, ErrorCode, ErrorResponse, Extensions, Message, MsgType, Nonce,
-    Principal, Register, RegisterOk, Role, Time,
+    Principal, Register, RegisterOk, Role, Time, TxnId,
 };
 
 /// What an authenticated `register` asks for (KW-REG-003).
@@ -23,8 +24,8 @@ enum Kind<'a> {
 impl Server {
     pub(super) fn on_register(
         &mut self,
-        now: Millis,
-        from: Addr,
+        now: Now,
+        from: ReplyTo,
         r: Register,
         rng: &mut impl Entropy,
     ) -> Outcome {
@@ -36,7 +37,7 @@ impl Server {
         }
         // KW-REG-013: checked before any work, with the minimum to retry with.
         if r.expires != 0 && r.expires < self.cfg.policy.min_expires {
-            self.emit(ServerEvent::Rejected(
+            self.event(ServerEvent::Rejected(
                 MsgType::Register,
                 ErrorCode::INTERVAL_TOO_BRIEF,
             ));
@@ -61,9 +62,13 @@ impl Server {
             return Ok(());
         };
         // KW-REG-005: the nonce is spent by this answer whatever happens next.
-        let outstanding = self.nonces.remove(&auth.nonce);
-        let Some(outstanding) = outstanding.filter(|n| n.account == r.from && n.expires_at > now)
-        else {
+        // Expired even if the timer that removes it has not run yet.
+        let alive = self
+            .nonce_ends
+            .get(&auth.nonce)
+            .is_some_and(|end| end > now.mono);
+        let outstanding = self.forget_nonce(&auth.nonce);
+        let Some(outstanding) = outstanding.filter(|n| alive && n.account == r.from) else {
             return reject(self, ErrorCode::STALE_NONCE);
         };
         let Some(verifier) = self.cfg.accounts.get(&r.from) else {
@@ -88,14 +93,14 @@ impl Server {
                     contact: r.contact,
                     expires: 0,
                     cert: None,
-                    not_after: Time(secs(now)),
+                    not_after: Time(now.wall_secs()),
                     ext: Extensions::new(),
                 })
             }
-            Kind::Issue => self.issue(now, &r, outstanding.kx.as_ref(), &auth.nonce),
-            Kind::Confirm(cert) => self.confirm(now, &r, cert),
+            Kind::Issue => self.issue(now, from, &r, outstanding.kx.as_ref(), &auth.nonce),
+            Kind::Confirm(cert) => self.confirm(now, from, &r, cert),
             Kind::Refresh => match self.registrations.get(&r.from).map(|g| g.cert.clone()) {
-                Some(cert) => self.confirm(now, &r, &cert),
+                Some(cert) => self.confirm(now, from, &r, &cert),
                 None => Err(ErrorCode::CERT_NOT_FOUND),
             },
         };
@@ -110,7 +115,7 @@ impl Server {
 
     /// KW-REG-004: a challenge with a fresh nonce; a decoy salt for an
     /// account that does not exist, so the answer is the same.
-    fn challenge(&mut self, now: Millis, from: Addr, r: &Register, rng: &mut impl Entropy) {
+    fn challenge(&mut self, now: Now, from: ReplyTo, r: &Register, rng: &mut impl Entropy) {
         let (salt, iterations) = match self.cfg.accounts.get(&r.from) {
             Some(v) => (v.salt, v.iterations),
             None => {
@@ -128,26 +133,18 @@ impl Server {
         let kx = r.csr.as_ref().map(|_| KxKeyPair::generate(rng));
         let kx_challenge = kx.as_ref().map(KxKeyPair::public);
         // Bounded per account, so one account's requests cannot push out
-        // every other's, and in all.
-        let mine: Vec<(Millis, Nonce)> = self
-            .nonces
-            .iter()
-            .filter(|(_, n)| n.account == r.from)
-            .map(|(k, n)| (n.expires_at, *k))
-            .collect();
-        if mine.len() >= NONCES_PER_ACCOUNT {
-            if let Some((_, oldest)) = mine.iter().min() {
-                self.nonces.remove(oldest);
-            }
+        // every other's, and in all (KW-SM-019).
+        let oldest_of_account = self
+            .nonces_of
+            .get(&r.from)
+            .filter(|held| held.len() >= NONCES_PER_ACCOUNT)
+            .and_then(|held| held.front().copied());
+        if let Some(oldest) = oldest_of_account {
+            self.forget_nonce(&oldest);
         }
         if self.nonces.len() >= NONCES {
-            if let Some(oldest) = self
-                .nonces
-                .iter()
-                .min_by_key(|(_, n)| n.expires_at)
-                .map(|(k, _)| *k)
-            {
-                self.nonces.remove(&oldest);
+            if let Some((oldest, _)) = self.nonce_ends.first().map(|(k, t)| (*k, t)) {
+                self.forget_nonce(&oldest);
             }
         }
         let lifetime = self.cfg.policy.challenge_secs;
@@ -155,10 +152,17 @@ impl Server {
             nonce,
             OutstandingNonce {
                 account: r.from.clone(),
-                expires_at: now.saturating_add(lifetime.saturating_mul(1000)),
                 kx,
             },
         );
+        self.nonce_ends.set(
+            nonce,
+            now.mono.saturating_add(lifetime.saturating_mul(1000)),
+        );
+        self.nonces_of
+            .entry(r.from.clone())
+            .or_default()
+            .push_back(nonce);
         let challenge = Message::Challenge(Challenge {
             txn: r.txn,
             to: r.from.clone(),
@@ -170,16 +174,31 @@ impl Server {
             ext: Extensions::new(),
         });
         // Not kept for duplicates: a retransmitted `register` gets a fresh
-        // challenge, and only the nonce answered counts.
-        self.server.abandon(r.txn, from);
-        self.send(from, challenge);
+        // challenge, and only the nonce answered counts (KW-SM-003).
+        self.server.abandon(r.txn, from.peer);
+        self.out.reply(from, challenge);
+    }
+
+    /// Takes a nonce out of every index; what it was issued for, if it was
+    /// outstanding (an expired one is already gone).
+    pub(super) fn forget_nonce(&mut self, nonce: &Nonce) -> Option<OutstandingNonce> {
+        self.nonce_ends.remove(nonce);
+        let outstanding = self.nonces.remove(nonce)?;
+        if let Some(held) = self.nonces_of.get_mut(&outstanding.account) {
+            held.retain(|n| n != nonce);
+            if held.is_empty() {
+                self.nonces_of.remove(&outstanding.account);
+            }
+        }
+        Some(outstanding)
     }
 
     /// F1: check both proofs of possession, issue, store, answer
     /// (KW-REG-007, KW-REG-008, KW-REG-010).
     fn issue(
         &mut self,
-        now: Millis,
+        now: Now,
+        from: ReplyTo,
         r: &Register,
         kx: Option<&KxKeyPair>,
         nonce: &Nonce,
@@ -201,36 +220,38 @@ impl Server {
             &r.from,
             Role::Device,
             csr,
-            secs(now),
+            now.wall_secs(),
             granted,
         )
         .map_err(|e| ErrorCode::from(&e))?;
-        self.emit(ServerEvent::CertificateIssued {
+        self.event(ServerEvent::CertificateIssued {
             account: r.from.clone(),
             serial,
             not_before: cert.tbs.not_before.0,
             not_after: cert.tbs.not_after.0,
         });
-        self.store(StoreWrite::NextSerial(serial.saturating_add(1)));
+        self.next_serial = serial.saturating_add(1);
+        self.store(StoreWrite::NextSerial(self.next_serial));
         // The registration replaced ends, and the certificate issued with it.
         if let Some(old) = self.registrations.get(&r.from).map(|g| g.cert.clone()) {
             self.revoke(now, &old);
         }
-        self.put_registration(r, cert, granted, now)
+        self.put_registration(now, from, r, cert, granted)
     }
 
     /// F2 and refresh: the certificate held must be valid and ours; the
     /// term ends no later than it (KW-REG-009).
     fn confirm(
         &mut self,
-        now: Millis,
+        now: Now,
+        from: ReplyTo,
         r: &Register,
         cert: &Certificate,
     ) -> Result<RegisterOk, ErrorCode> {
         let expect = Expect {
             subject: &r.from,
             role: Some(Role::Device),
-            now: secs(now),
+            now: now.wall_secs(),
         };
         if cert.tbs.issuer.as_str() != self.cfg.ca.domain().as_str() {
             return Err(ErrorCode::CERT_INVALID);
@@ -238,98 +259,133 @@ impl Server {
         self.trust
             .check(cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
-        let remaining = cert.tbs.not_after.0.saturating_sub(secs(now));
+        let remaining = cert.tbs.not_after.0.saturating_sub(now.wall_secs());
         let granted = r.expires.min(self.cfg.policy.max_expires).min(remaining);
         if granted < self.cfg.policy.min_expires {
             return Err(ErrorCode::CERT_EXPIRED);
         }
-        self.put_registration(r, cert.clone(), granted, now)
+        self.put_registration(now, from, r, cert.clone(), granted)
     }
 
     fn put_registration(
         &mut self,
+        now: Now,
+        from: ReplyTo,
         r: &Register,
         cert: Certificate,
         granted: u64,
-        now: Millis,
     ) -> Result<RegisterOk, ErrorCode> {
-        let not_after = secs(now).saturating_add(granted);
+        let not_after = now.wall_secs().saturating_add(granted);
         let serial = cert.tbs.serial;
-        // KW-REG-010: one write with location, certificate and term, before
-        // the answer.
+        // KW-REG-010: one write with location, certificate and term, in the
+        // group committed before the answer (KW-SM-024).
         self.store(StoreWrite::PutRegistration(Registration {
             account: r.from.clone(),
             contact: r.contact,
             cert: cert.clone(),
             not_after,
+            granted,
+            answered: Some((r.txn, from.peer)),
         }));
-        self.emit(ServerEvent::Registered {
+        self.registration_ends
+            .set(r.from.clone(), registration_end(now, not_after));
+        self.event(ServerEvent::Registered {
             account: r.from.clone(),
             serial,
             not_after,
         });
-        Ok(RegisterOk {
-            txn: r.txn,
-            to: r.from.clone(),
-            contact: r.contact,
-            expires: granted,
-            cert: Some(cert),
-            not_after: crate::wire::Time(not_after),
-            ext: Extensions::new(),
-        })
+        Ok(register_ok(
+            r.txn, &r.from, r.contact, granted, cert, not_after,
+        ))
     }
 
-    /// Revokes a certificate that is still valid (KW-CERT-006).
-    fn revoke(&mut self, now: Millis, cert: &Certificate) -> Option<u64> {
-        if cert.tbs.not_after.0 < secs(now) {
+    /// Revokes a certificate that is still valid (KW-CERT-006), until its
+    /// end, after which it is refused as expired and the revocation is
+    /// forgotten (in memory and in the store).
+    fn revoke(&mut self, now: Now, cert: &Certificate) -> Option<u64> {
+        if cert.tbs.not_after.0 < now.wall_secs() {
             return None;
         }
         let issuer = cert.tbs.issuer.clone();
         let serial = cert.tbs.serial;
+        let until = cert.tbs.not_after.0;
         self.trust.revoke(issuer.clone(), serial);
+        self.revoked.insert((issuer.clone(), serial), until);
+        self.revocation_ends
+            .set((issuer.clone(), serial), registration_end(now, until));
         self.store(StoreWrite::Revoke {
             issuer,
             serial,
-            until: cert.tbs.not_after.0,
+            until,
         });
         Some(serial)
     }
 
     /// KW-REG-015.
-    fn deregister(&mut self, now: Millis, account: &Principal) {
+    fn deregister(&mut self, now: Now, account: &Principal) {
         let Some(cert) = self.registrations.get(account).map(|g| g.cert.clone()) else {
             return;
         };
         self.store(StoreWrite::DeleteRegistration(account.clone()));
+        self.registration_ends.remove(account);
         let revoked = self.revoke(now, &cert);
-        self.emit(ServerEvent::Unregistered {
+        self.event(ServerEvent::Unregistered {
             account: account.clone(),
             revoked,
         });
     }
 
-    /// KW-REG-016: registrations whose term has ended.
-    pub(super) fn expire_registrations(&mut self, now: Millis) {
-        let ended: Vec<Principal> = self
-            .registrations
-            .values()
-            .filter(|g| g.not_after < secs(now))
-            .map(|g| g.account.clone())
-            .collect();
-        for account in ended {
-            self.deregister(now, &account);
+    /// KW-REG-016: registrations whose term has ended, as their deadlines
+    /// say; one whose term the wall clock has not reached after all (it
+    /// was stepped back) waits again.
+    pub(super) fn expire_registrations(&mut self, now: Now) {
+        for account in self.registration_ends.take_due(now.mono) {
+            let Some(not_after) = self.registrations.get(&account).map(|g| g.not_after) else {
+                continue;
+            };
+            if not_after < now.wall_secs() {
+                self.deregister(now, &account);
+            } else {
+                self.registration_ends
+                    .set(account, registration_end(now, not_after));
+            }
         }
-        self.revoked.retain(|_, until| *until >= secs(now));
     }
 
     /// The registration of a local account, if current.
     pub(super) fn current_registration(
         &self,
         account: &Principal,
-        now: Millis,
+        now: Now,
     ) -> Option<&Registration> {
         self.registrations
             .get(account)
-            .filter(|g| g.not_after >= secs(now))
+            .filter(|g| g.not_after >= now.wall_secs())
+    }
+}
+
+/// The monotonic deadline after the last second of a term in wall
+/// seconds (terms include their last second, KW-CERT-003).
+pub(super) fn registration_end(now: Now, not_after: u64) -> u64 {
+    now.mono_at_wall(not_after.saturating_add(1).saturating_mul(1000))
+}
+
+/// The `register-ok` of a registration.
+pub(super) fn register_ok(
+    txn: TxnId,
+    account: &Principal,
+    contact: crate::wire::Contact,
+    granted: u64,
+    cert: Certificate,
+    not_after: u64,
+) -> RegisterOk {
+    RegisterOk {
+        txn,
+        to: account.clone(),
+        contact,
+        expires: granted,
+        cert: Some(cert),
+        not_after: Time(not_after),
+        ext: Extensions::new(),
     }
 }

@@ -2,17 +2,20 @@
 //! forwarding of requests and the return of their responses.
 
 use super::{Outcome, Pending, Server, ServerEvent};
+use crate::core::Addr;
+use crate::core::clock::Now;
 use crate::core::error::ProtocolError;
 use crate::core::request::{error_response, request_txn};
-use crate::core::{Addr, Millis, secs};
+use crate::core::transport::{Proto, ReplyTo, Transmit};
 use crate::crypto::{CryptoError, Entropy, Expect, attest};
 use crate::wire::{
-    CertNotify, CertQuery, ErrorCode, Extensions, Hops, Message, MsgType, Principal, SessionId, Via,
+    CertNotify, CertQuery, ErrorCode, Extensions, Hops, Message, MsgType, Principal, SessionId,
+    TxnId, Via,
 };
 
 /// What a response to a forwarded request is matched against.
 pub(super) struct RelayContext<'a> {
-    pub prev: Addr,
+    pub prev: ReplyTo,
     pub re: MsgType,
     pub requester: &'a Principal,
     pub session: Option<SessionId>,
@@ -20,8 +23,10 @@ pub(super) struct RelayContext<'a> {
 }
 
 /// Where a request goes next.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Hop {
     pub addr: Addr,
+    pub proto: Proto,
     pub via: Option<Via>,
     pub hops: Hops,
 }
@@ -39,7 +44,7 @@ impl Server {
     /// server appended to `via` and `hops` decremented.
     pub(super) fn next_hop(
         &self,
-        now: Millis,
+        now: Now,
         to: &Principal,
         via: Option<&Via>,
         hops: Hops,
@@ -51,18 +56,18 @@ impl Server {
         if hops.0 == 0 {
             return Err(ErrorCode::HOP_LIMIT_EXCEEDED);
         }
-        let addr = if self.is_local(to) {
+        let (addr, proto) = if self.is_local(to) {
             if !self.cfg.accounts.contains_key(to) {
                 return Err(ErrorCode::UNKNOWN_ACCOUNT);
             }
             self.current_registration(to, now)
-                .map(|g| g.contact.addr)
+                .map(|g| (g.contact.addr, Proto::of(g.contact.transport)))
                 .ok_or(ErrorCode::NOT_REGISTERED)?
         } else {
             self.cfg
                 .directory
                 .next_hop(to.domain())
-                .map(|r| r.addr)
+                .map(|r| (r.addr, Proto::of(r.transport)))
                 .ok_or(ErrorCode::UNKNOWN_DOMAIN)?
         };
         let mut list: Vec<Principal> = via.map(|v| v.0.clone()).unwrap_or_default();
@@ -70,6 +75,7 @@ impl Server {
         let via = Via::new(list).ok_or(ErrorCode::HOP_LIMIT_EXCEEDED)?;
         Ok(Hop {
             addr,
+            proto,
             via: Some(via),
             hops: Hops::new(hops.0.saturating_sub(1)).unwrap_or_default(),
         })
@@ -80,30 +86,30 @@ impl Server {
     /// The caller has checked [`Server::can_forward`] first.
     pub(super) fn forward(
         &mut self,
-        now: Millis,
-        prev: Addr,
-        to: Addr,
+        now: Now,
+        prev: ReplyTo,
+        hop: &Hop,
         message: Message,
         requester: Principal,
         session: Option<SessionId>,
     ) -> Outcome {
-        let forwarded = self.start_forward(now, prev, to, message, requester, session)?;
-        self.send(to, forwarded);
+        let forwarded = self.start_forward(now, prev, hop, message, requester, session)?;
+        self.out.transmit(forwarded);
         Ok(())
     }
 
     /// [`Server::forward`] without the transmit: the transaction is kept
-    /// (its place among those outstanding taken) and the message to send
-    /// to `to` returned, for a caller that has more to do first.
+    /// (its place among those outstanding taken) and what to send
+    /// returned, for a caller that has more to do first.
     pub(super) fn start_forward(
         &mut self,
-        now: Millis,
-        prev: Addr,
-        to: Addr,
+        now: Now,
+        prev: ReplyTo,
+        hop: &Hop,
         message: Message,
         requester: Principal,
         session: Option<SessionId>,
-    ) -> Result<Message, ProtocolError> {
+    ) -> Result<Transmit, ProtocolError> {
         let re = message.msg_type();
         let Some(txn) = request_txn(&message) else {
             return Err(ProtocolError::Unsolicited(re));
@@ -119,14 +125,25 @@ impl Server {
             session,
             target,
         };
-        if !self.start_request(now, to, txn, &message, pending) {
+        let transmit = self.transmit_to(hop.proto, hop.addr, message);
+        if !self.start_request(now, txn, transmit.clone(), pending) {
             self.reject(now, prev, txn, re, ErrorCode::BUSY)?;
         }
-        Ok(message)
+        Ok(transmit)
+    }
+
+    /// A message from this server's address.
+    pub(super) fn transmit_to(&self, proto: Proto, to: Addr, message: Message) -> Transmit {
+        Transmit {
+            proto,
+            source: self.cfg.addr,
+            destination: to,
+            message,
+        }
     }
 
     /// KW-QUERY-002..005.
-    pub(super) fn on_cert_query(&mut self, now: Millis, from: Addr, q: CertQuery) -> Outcome {
+    pub(super) fn on_cert_query(&mut self, now: Now, from: ReplyTo, q: CertQuery) -> Outcome {
         let reject = |this: &mut Self, code: ErrorCode| {
             this.reject(now, from, q.txn, MsgType::CertQuery, code)
         };
@@ -138,11 +155,11 @@ impl Server {
             {
                 Ok(hop) => {
                     let forwarded = Message::CertQuery(CertQuery {
-                        via: hop.via,
+                        via: hop.via.clone(),
                         hops: hop.hops,
                         ..q.clone()
                     });
-                    self.forward(now, from, hop.addr, forwarded, q.from.clone(), None)
+                    self.forward(now, from, &hop, forwarded, q.from.clone(), None)
                 }
                 Err(code) => reject(self, code),
             };
@@ -150,7 +167,7 @@ impl Server {
         // KW-QUERY-003: own domain.
         match self.local_certificate(now, &q.target) {
             Ok(cert) => {
-                self.emit(ServerEvent::CertificateServed {
+                self.event(ServerEvent::CertificateServed {
                     account: q.target.clone(),
                     attested: false,
                 });
@@ -172,7 +189,7 @@ impl Server {
     /// The certificate of an account of this domain, confirmed valid now.
     fn local_certificate(
         &self,
-        now: Millis,
+        now: Now,
         target: &Principal,
     ) -> Result<crate::wire::Certificate, ErrorCode> {
         if target == self.account() {
@@ -191,7 +208,7 @@ impl Server {
                 Expect {
                     subject: target,
                     role: None,
-                    now: secs(now),
+                    now: now.wall_secs(),
                 },
             )
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
@@ -202,7 +219,7 @@ impl Server {
     /// server has a part in it, then sent to the hop before (KW-ROUTE-004).
     pub(super) fn relay_response(
         &mut self,
-        now: Millis,
+        now: Now,
         ctx: RelayContext<'_>,
         response: Message,
         rng: &mut impl Entropy,
@@ -223,7 +240,7 @@ impl Server {
                 Ok(n) => Message::CertNotify(n),
                 Err(code) => {
                     // The requester learns the query failed (KW-QUERY-004).
-                    self.emit(ServerEvent::Rejected(re, code));
+                    self.event(ServerEvent::Rejected(re, code));
                     outcome = Err(ProtocolError::BadResponse {
                         re: MsgType::CertNotify,
                         code,
@@ -231,9 +248,14 @@ impl Server {
                     error_response(txn, re, code)
                 }
             },
-            // Read only if it answers the session the offer was for.
+            // Read only if it answers the session the offer was for; the
+            // server relays it itself, once its firewall is ready
+            // (KW-SM-026).
             Message::Answer(a) => match session {
-                Some(s) if s == a.session => self.on_answer(now, a, rng),
+                Some(s) if s == a.session && self.sessions.contains_key(&s) => {
+                    self.on_answer(now, prev, a, rng);
+                    return outcome;
+                }
                 _ => Message::Answer(a),
             },
             Message::Error(e) => {
@@ -253,7 +275,7 @@ impl Server {
     /// its own domain; relayed unchanged to another server.
     fn attest_for(
         &mut self,
-        now: Millis,
+        now: Now,
         requester: &Principal,
         target: Option<&Principal>,
         n: CertNotify,
@@ -271,7 +293,7 @@ impl Server {
                 Expect {
                     subject: &n.target,
                     role: None,
-                    now: secs(now),
+                    now: now.wall_secs(),
                 },
             )
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
@@ -281,9 +303,9 @@ impl Server {
             &self.cfg.cert,
             &n.cert,
             requester,
-            secs(now),
+            now.wall_secs(),
         );
-        self.emit(ServerEvent::CertificateServed {
+        self.event(ServerEvent::CertificateServed {
             account: n.target.clone(),
             attested: true,
         });
@@ -295,7 +317,7 @@ impl Server {
 }
 
 /// The transaction of a response.
-pub(super) fn match_txn_opt(m: &Message) -> Option<crate::wire::TxnId> {
+pub(super) fn match_txn_opt(m: &Message) -> Option<TxnId> {
     match m {
         Message::Answer(r) => Some(r.txn),
         Message::Ok(r) => Some(r.txn),

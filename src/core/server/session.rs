@@ -1,82 +1,150 @@
-//! A trusted server's part in sessions: reading sealed bodies it holds an
-//! entry for (F4), rewriting local media addresses with a signed edit,
-//! following the session's keys (F5), and the firewall (F6) and recording
-//! (F7) commands derived from what it read.
+//! A trusted server's part in setting sessions up: reading the offer and
+//! the answer it holds an entry for (F4), rewriting local media addresses
+//! with a signed edit, the pinholes they need (F6) — the offer forwarded
+//! and the answer relayed only once the firewall has them (KW-SM-026) —
+//! and the end of a session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Outcome, Pending, Server, ServerEvent, SessionEnd};
-use crate::core::bound::bound_or;
-use crate::core::error::ProtocolError;
-use crate::core::firewall::FirewallCommand;
-use crate::core::{Addr, Millis, secs};
+use super::firewall::FwOp;
+use super::relay::Hop;
+use super::{Outcome, Server, ServerEvent, SessionEnd, SessionTimer};
+use crate::core::clock::Now;
+use crate::core::request::error_response;
+use crate::core::store::{EndedSession, StoreWrite};
+use crate::core::transport::ReplyTo;
+use crate::core::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, DirectionKeys, Entropy, Expect, KeyCache, RecipientSpec, Rekeying, SealContext,
-    Secret32, SessionKeys, edit, open, open_with_key, reencrypt_without_edit, seal, sign_message,
-    unsigned, verify_sealed_with,
+    CryptoError, Entropy, Expect, KeyCache, Rekeying, Secret32, SessionKeys, edit, open,
+    open_with_key, reencrypt_without_edit, verify_sealed_with,
 };
 use crate::wire::{
-    Answer, Certificate, ErrorCode, Extensions, List, MediaKey, MediaKeys, Message, MsgType, Offer,
-    Permission, Principal, RecipientKind, RecordKey, RecordStart, RecordStop, RecordingId, Sealed,
-    SecretBytes32, SessionDesc, SessionId, SessionUpdate, Transport, TxnId, decode_plaintext,
-    encode_plaintext,
+    Answer, Certificate, ErrorCode, Message, MsgType, Offer, Permission, Principal, RecordingId,
+    Sealed, SessionDesc, SessionId, TxnId, decode_plaintext, encode_plaintext,
 };
 
-/// Most in-session messages kept for a rekey not yet seen.
-const DEFERRED: usize = 8;
+/// A pinhole as the server wants it (KW-FW-001, KW-FW-002): what it asks
+/// its firewall for, and asks again after a restart (KW-FW-008).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pinhole {
+    /// Where it passes packets (the internal address).
+    pub dst: Addr,
+    /// The public address mapped to `dst` (KW-FW-006).
+    pub public: Option<Addr>,
+    /// The only source it passes, once narrowed.
+    pub src: Option<Addr>,
+    /// Whether it passes media to the caller (narrowed on the answer).
+    pub to_caller: bool,
+    /// Whether it is copied to the recorder (KW-REC-001).
+    pub copy: bool,
+    /// The end of its lifetime, in wall seconds (KW-FW-004, KW-FW-007).
+    pub until: u64,
+}
+
+/// An in-session message of an epoch not yet followed (KW-SM-005).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Deferred {
+    pub sender: Principal,
+    pub re: MsgType,
+    pub epoch: u64,
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Where the setting up of a session stands at this server.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Setup {
+    /// The offer waits for the firewall's `ok`s before it is forwarded
+    /// (KW-SM-026).
+    Opening {
+        offer: Box<Offer>,
+        hop: Hop,
+        prev: ReplyTo,
+        waiting: BTreeSet<TxnId>,
+    },
+    /// The offer is forwarded; its answer is awaited.
+    Offered {
+        offer: Box<Offer>,
+        hop: Hop,
+        prev: ReplyTo,
+    },
+    /// The answer waits for the firewall's `ok`s before it is relayed
+    /// (KW-SM-026).
+    Answering {
+        answer: Box<Answer>,
+        prev: ReplyTo,
+        waiting: BTreeSet<TxnId>,
+    },
+    /// The answer is relayed; the `ack` is awaited (KW-SM-027). The answer
+    /// is kept to answer a retransmitted offer with, after a restart too.
+    Answered { answer: Box<Answer>, prev: ReplyTo },
+    /// The `ack` passed.
+    Established,
+}
 
 /// What a server keeps of a session it follows.
 pub(crate) struct ServerSession {
-    caller: Principal,
-    callee: Principal,
+    pub(super) caller: Principal,
+    pub(super) callee: Principal,
     /// The session key: held only after unwrapping it from this server's
     /// own entry (KW-KEY-001).
     pub(super) cek: Option<Secret32>,
     /// The offer's key as the caller sealed it, when this server replaced
     /// it (KW-SM-011): a caller's `bye` before the answer is under it.
-    offer_key: Option<Secret32>,
+    pub(super) offer_key: Option<Secret32>,
     /// Descriptions as forwarded (what the peer sees), by party and number.
-    descs: BTreeMap<(Principal, u64), SessionDesc>,
+    pub(super) descs: BTreeMap<(Principal, u64), SessionDesc>,
     /// Media addresses before this server rewrote them, by party.
-    internal: BTreeMap<Principal, Vec<Addr>>,
+    pub(super) internal: BTreeMap<Principal, Vec<Addr>>,
+    /// Internal addresses whose public mapping the session uses
+    /// (KW-SM-012).
+    pub(super) mapped: Vec<Addr>,
     /// Both directions: `send` is caller → callee.
     pub(super) keys: Option<SessionKeys>,
-    pub(super) pinholes: Vec<u64>,
-    /// Pinholes that pass media to the caller, narrowed on the answer.
-    caller_pinholes: Vec<u64>,
-    recording: Option<RecordingId>,
-    next_cid: u64,
-    /// In-session messages of an epoch not yet followed.
-    deferred: Vec<(Principal, MsgType, u64, u64, Vec<u8>)>,
+    /// The pinholes it wants, by this server's identifier.
+    pub(super) pinholes: BTreeMap<u64, Pinhole>,
+    pub(super) recording: Option<RecordingId>,
+    pub(super) next_cid: u64,
+    pub(super) deferred: Vec<Deferred>,
     /// The parties' certificates, as confirmed on the offer and answer:
-    /// what their body-form rekeys are checked with.
-    certs: BTreeMap<Principal, Certificate>,
+    /// what their body-form rekeys are checked with (KW-SM-020).
+    pub(super) certs: BTreeMap<Principal, Certificate>,
+    /// The end of its term, on the monotonic clock (KW-SM-013).
     pub(super) expires_at: Millis,
+    pub(super) setup: Setup,
 }
 
 /// Descriptions kept per party: the media keys of older ones are no longer
 /// needed once the recorder has them.
-const DESCS_PER_PARTY: usize = 4;
+pub(super) const DESCS_PER_PARTY: usize = 4;
 
 impl ServerSession {
-    fn latest_desc(&self, party: &Principal) -> Option<(u64, &SessionDesc)> {
+    pub(super) fn latest_desc(&self, party: &Principal) -> Option<(u64, &SessionDesc)> {
         self.descs
             .range((party.clone(), 0)..=(party.clone(), u64::MAX))
             .next_back()
             .map(|((_, n), d)| (*n, d))
     }
+
+    /// The firewall requests it waits for, if any.
+    pub(super) fn waiting_mut(&mut self) -> Option<&mut BTreeSet<TxnId>> {
+        match &mut self.setup {
+            Setup::Opening { waiting, .. } | Setup::Answering { waiting, .. } => Some(waiting),
+            _ => None,
+        }
+    }
 }
 
 /// The media addresses of a description.
-fn addrs(desc: &SessionDesc) -> Vec<Addr> {
+pub(super) fn addrs(desc: &SessionDesc) -> Vec<Addr> {
     desc.streams.iter().map(|s| s.addr).collect()
 }
 
 impl Server {
     /// Checks the certificates a body names with this server's anchors.
-    fn check_body(
+    pub(super) fn check_body(
         &self,
-        now: Millis,
+        now: Now,
         body: &Sealed,
         session: &SessionId,
         plaintext: &[u8],
@@ -96,7 +164,7 @@ impl Server {
                     Expect {
                         subject,
                         role,
-                        now: secs(now),
+                        now: now.wall_secs(),
                     },
                 )
             },
@@ -107,7 +175,7 @@ impl Server {
     /// registration's.
     fn sender_cert(
         &self,
-        now: Millis,
+        now: Now,
         carried: Option<&Certificate>,
         sender: &Principal,
     ) -> Option<Certificate> {
@@ -117,44 +185,10 @@ impl Server {
         })
     }
 
-    /// The firewall's public address for an internal media address
-    /// (KW-FW-006): one per internal address, kept across sessions, as an
-    /// endpoint-independent NAT mapping is, so that every peer sees a
-    /// party at the same address.
-    fn public_addr(&mut self, internal: Addr) -> Option<Addr> {
-        if let Some(public) = self.public_of.get(&internal) {
-            return Some(*public);
-        }
-        let plan = self.cfg.firewall?;
-        let ports = plan.ports.max(1);
-        if self.public_of.len() >= usize::from(ports) {
-            // Every port is mapped: give up the mappings no session uses.
-            let in_use: std::collections::BTreeSet<Addr> = self
-                .sessions
-                .values()
-                .flat_map(|s| s.internal.values().flatten().copied())
-                .collect();
-            self.public_of
-                .retain(|internal, _| in_use.contains(internal));
-        }
-        let taken: std::collections::BTreeSet<Addr> = self.public_of.values().copied().collect();
-        // A port is never given to two internal addresses at once.
-        for _ in 0..ports {
-            let port = plan.first_port.saturating_add(self.next_port % ports);
-            self.next_port = self.next_port.wrapping_add(1);
-            let public = Addr::new(plan.public_ip, port);
-            if !taken.contains(&public) {
-                self.public_of.insert(internal, public);
-                return Some(public);
-            }
-        }
-        None
-    }
-
     /// Whether every media address of a local party's description is at
     /// the address it registered: a server opens pinholes only to its own
     /// parties (KW-SM-018).
-    fn at_contact(&self, now: Millis, party: &Principal, desc: &SessionDesc) -> bool {
+    fn at_contact(&self, now: Now, party: &Principal, desc: &SessionDesc) -> bool {
         self.current_registration(party, now).is_some_and(|g| {
             desc.streams
                 .iter()
@@ -163,15 +197,27 @@ impl Server {
     }
 
     /// Rewrites a local party's description to public addresses, if this
-    /// server may and is configured to (KW-SEAL-007).
+    /// server may and is configured to (KW-SEAL-007); the mappings made
+    /// are durable (KW-SM-012).
     fn rewrite(&mut self, desc: &SessionDesc, perm: Option<Permission>) -> Option<SessionDesc> {
         if perm != Some(Permission::ReadModify) || !self.cfg.policy.rewrite_media {
             return None;
         }
         self.cfg.firewall?;
         let mut out = desc.clone();
+        let mut writes = Vec::new();
         for stream in out.streams.0.iter_mut() {
-            stream.addr = self.public_addr(stream.addr)?;
+            let mapped = self.ports.map(stream.addr, &mut writes);
+            let Some(public) = mapped else {
+                for write in writes {
+                    self.store(write);
+                }
+                return None;
+            };
+            stream.addr = public;
+        }
+        for write in writes {
+            self.store(write);
         }
         Some(out)
     }
@@ -194,7 +240,7 @@ impl Server {
     #[allow(clippy::too_many_arguments)]
     fn change_body(
         &mut self,
-        now: Millis,
+        now: Now,
         body: &Sealed,
         session: SessionId,
         re: MsgType,
@@ -238,8 +284,8 @@ impl Server {
                     rng,
                 );
                 if let Ok((edited, key)) = rekeyed {
-                    self.emit(ServerEvent::Edited(session, re));
-                    self.emit(ServerEvent::KeyReplaced(session));
+                    self.event(ServerEvent::Edited(session, re));
+                    self.event(ServerEvent::KeyReplaced(session));
                     return (edited, changed, Some(key));
                 }
             }
@@ -256,56 +302,57 @@ impl Server {
                     rng,
                 );
                 if let Ok((edited, _)) = edited {
-                    self.emit(ServerEvent::Edited(session, re));
+                    self.event(ServerEvent::Edited(session, re));
                     return (edited, changed, None);
                 }
             }
         }
-        if self.cfg.policy.tamper_read_only && perm != Some(Permission::ReadModify) {
+        if self.faults.tamper_read_only && perm != Some(Permission::ReadModify) {
             let changed = Self::tampered(desc);
             if let Ok(tampered) =
                 reencrypt_without_edit(body, &session, cek, &encode_plaintext(&changed))
             {
-                self.emit(ServerEvent::Tampered(session, re));
+                self.event(ServerEvent::Tampered(session, re));
                 return (tampered, changed, None);
             }
         }
         (body.clone(), desc.clone(), None)
     }
 
-    fn open_pinhole(
-        &mut self,
-        session: SessionId,
-        dst: Addr,
-        public: Option<Addr>,
-        src: Option<Addr>,
-        expires_at: Millis,
-    ) -> u64 {
-        let pinhole = self.next_pinhole;
+    /// A new pinhole of `session` as the server wants it; its identifier.
+    fn add_pinhole(&mut self, session: &SessionId, pinhole: Pinhole) -> u64 {
+        let id = self.next_pinhole;
         self.next_pinhole = self.next_pinhole.saturating_add(1);
-        self.firewall(FirewallCommand::Open {
-            pinhole,
-            session,
-            proto: Transport::Udp,
-            dst,
-            public,
-            src,
-            expires_at,
-        });
-        pinhole
+        if let Some(s) = self.session_mut(session) {
+            s.pinholes.insert(id, pinhole);
+        }
+        id
+    }
+
+    /// The end of a session's pinholes' lifetime: its term, in wall
+    /// seconds (KW-FW-004).
+    fn pinhole_until(now: Now, expires_at: Millis) -> u64 {
+        now.wall_at_mono(expires_at) / 1000
     }
 
     /// F4 at a server: route, read if trusted, rewrite a local caller's
-    /// media, open its pinholes from any source (KW-FW-001), forward.
+    /// media, open its pinholes from any source (KW-FW-001), and forward
+    /// once they are open (KW-SM-026).
     pub(super) fn on_offer(
         &mut self,
-        now: Millis,
-        from: Addr,
+        now: Now,
+        from: ReplyTo,
         o: Offer,
         rng: &mut impl Entropy,
     ) -> Outcome {
         let reject =
             |this: &mut Self, code: ErrorCode| this.reject(now, from, o.txn, MsgType::Offer, code);
+        // A retransmission of an offer this server answered, after a
+        // restart lost its transaction cache (KW-SM-025): the same answer.
+        if let Some(answer) = self.answered_offer(&o, from) {
+            self.respond(now, from, o.txn, answer);
+            return Ok(());
+        }
         let hop = match self.next_hop(now, &o.to, o.via.as_ref(), o.hops) {
             Ok(hop) => hop,
             Err(code) => return reject(self, code),
@@ -331,11 +378,11 @@ impl Server {
             }
             // KW-SEAL-008: forwarded byte for byte.
             let forwarded = Message::Offer(Offer {
-                via: hop.via,
+                via: hop.via.clone(),
                 hops: hop.hops,
                 ..o.clone()
             });
-            return self.forward(now, from, hop.addr, forwarded, o.from.clone(), None);
+            return self.forward(now, from, &hop, forwarded, o.from.clone(), None);
         };
         if self.sessions.len() >= self.cfg.policy.max_sessions {
             return reject(self, ErrorCode::BUSY);
@@ -370,12 +417,12 @@ impl Server {
         // Accepted: the key that opened it may now be kept (KW-ERR-004).
         self.kek.commit(opened.pending.clone());
         let perm = o.body.recipients.get(opened.entry).map(|r| r.perm);
-        self.emit(ServerEvent::BodyOpened {
+        self.event(ServerEvent::BodyOpened {
             session: o.session,
             re: MsgType::Offer,
             perm: perm.unwrap_or(Permission::Read),
         });
-        self.emit(ServerEvent::KeyLearned(o.session));
+        self.event(ServerEvent::KeyLearned(o.session));
         let passed: Vec<Principal> = o.via.iter().flat_map(|v| v.iter()).cloned().collect();
         let (body, forwarded_desc, new_key) = self.change_body(
             now,
@@ -389,7 +436,9 @@ impl Server {
             Some(&passed),
             rng,
         );
-        let expires_at = now.saturating_add(self.cfg.policy.session_secs.saturating_mul(1000));
+        let expires_at = now
+            .mono
+            .saturating_add(self.cfg.policy.session_secs.saturating_mul(1000));
         // KW-CRYPTO-040: the session key is the offer's content key as the
         // callee receives it — the one this server forwards.
         let session_key = new_key.clone().unwrap_or_else(|| opened.cek.clone());
@@ -400,76 +449,201 @@ impl Server {
             o.from.clone(),
             o.to.clone(),
             session_key.clone(),
-            secs(now),
+            now.mono_secs(),
         );
         let mut certs = BTreeMap::new();
         certs.insert(o.from.clone(), caller_cert);
-        let mut session = ServerSession {
-            caller: o.from.clone(),
-            callee: o.to.clone(),
-            cek: Some(session_key),
-            // The caller's key, for a `bye` it sends before it learns the
-            // new one from the answer.
-            offer_key: new_key.map(|_| opened.cek),
-            descs: BTreeMap::new(),
-            internal: BTreeMap::new(),
-            keys: Some(keys),
-            certs,
-            pinholes: Vec::new(),
-            caller_pinholes: Vec::new(),
-            recording: None,
-            next_cid: 1,
-            deferred: Vec::new(),
-            expires_at,
-        };
-        if caller_local && self.cfg.firewall.is_some() {
-            // KW-FW-001, KW-FW-006: from any source, to the internal address.
-            let publics = addrs(&forwarded_desc);
-            for (i, internal) in addrs(&desc).into_iter().enumerate() {
-                let public = publics.get(i).copied().filter(|p| *p != internal);
-                let id = self.open_pinhole(o.session, internal, public, None, expires_at);
-                session.pinholes.push(id);
-                session.caller_pinholes.push(id);
-            }
-        }
-        session.internal.insert(o.from.clone(), addrs(&desc));
-        session.descs.insert((o.from.clone(), 0), forwarded_desc);
-        self.sessions.insert(o.session, session);
-        let forwarded = Message::Offer(Offer {
-            via: hop.via,
+        let forwarded = Offer {
+            via: hop.via.clone(),
             hops: hop.hops,
             body,
             ..o.clone()
-        });
-        self.forward(now, from, hop.addr, forwarded, o.from, Some(o.session))
+        };
+        let rewritten: Vec<Addr> = addrs(&desc)
+            .into_iter()
+            .filter(|a| self.ports.get(a).is_some())
+            .collect();
+        for internal in &rewritten {
+            self.ports.acquire(*internal);
+        }
+        let mut internal = BTreeMap::new();
+        internal.insert(o.from.clone(), addrs(&desc));
+        let mut descs = BTreeMap::new();
+        descs.insert((o.from.clone(), 0), forwarded_desc.clone());
+        self.sessions.insert(
+            o.session,
+            ServerSession {
+                caller: o.from.clone(),
+                callee: o.to.clone(),
+                cek: Some(session_key),
+                // The caller's key, for a `bye` it sends before it learns
+                // the new one from the answer.
+                offer_key: new_key.map(|_| opened.cek),
+                descs,
+                internal,
+                mapped: if caller_local { rewritten } else { Vec::new() },
+                keys: Some(keys),
+                certs,
+                pinholes: BTreeMap::new(),
+                recording: None,
+                next_cid: 1,
+                deferred: Vec::new(),
+                expires_at,
+                setup: Setup::Offered {
+                    offer: Box::new(forwarded.clone()),
+                    hop: hop.clone(),
+                    prev: from,
+                },
+            },
+        );
+        self.dirty.insert(o.session);
+        self.session_timers
+            .set((o.session, SessionTimer::Term), expires_at);
+        let mut waiting = BTreeSet::new();
+        if caller_local && self.cfg.firewall.is_some() {
+            // KW-FW-001, KW-FW-006: from any source, to the internal address.
+            let until = Self::pinhole_until(now, expires_at);
+            let publics = addrs(&forwarded_desc);
+            for (i, dst) in addrs(&desc).into_iter().enumerate() {
+                let pinhole = Pinhole {
+                    dst,
+                    public: publics.get(i).copied().filter(|p| *p != dst),
+                    src: None,
+                    to_caller: true,
+                    copy: false,
+                    until,
+                };
+                let id = self.add_pinhole(&o.session, pinhole.clone());
+                match self.firewall_request(now, o.session, id, FwOp::Open(pinhole), rng) {
+                    Some(txn) => {
+                        waiting.insert(txn);
+                    }
+                    None => {
+                        // Not even asked: the offer cannot be carried out.
+                        self.end_session(now, o.session, SessionEnd::Failed, rng);
+                        return reject(self, ErrorCode::FIREWALL_FAILURE);
+                    }
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return self.forward_offer(now, o.session);
+        }
+        if let Some(s) = self.session_mut(&o.session) {
+            s.setup = Setup::Opening {
+                offer: Box::new(forwarded),
+                hop,
+                prev: from,
+                waiting,
+            };
+        }
+        Ok(())
+    }
+
+    /// The answer this server relayed to `o`, if `o` is a retransmission
+    /// of the offer it came for.
+    fn answered_offer(&self, o: &Offer, from: ReplyTo) -> Option<Message> {
+        let s = self.sessions.get(&o.session)?;
+        match &s.setup {
+            Setup::Answered { answer, prev } if answer.txn == o.txn && prev.peer == from.peer => {
+                Some(Message::Answer((**answer).clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Forwards the offer of a session whose pinholes are open.
+    pub(super) fn forward_offer(&mut self, now: Now, session: SessionId) -> Outcome {
+        let Some((offer, hop, prev)) = self.sessions.get(&session).and_then(|s| match &s.setup {
+            Setup::Opening {
+                offer, hop, prev, ..
+            }
+            | Setup::Offered { offer, hop, prev } => Some(((**offer).clone(), hop.clone(), *prev)),
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let caller = offer.from.clone();
+        if let Some(s) = self.session_mut(&session) {
+            s.setup = Setup::Offered {
+                offer: Box::new(offer.clone()),
+                hop: hop.clone(),
+                prev,
+            };
+        }
+        self.forward(
+            now,
+            prev,
+            &hop,
+            Message::Offer(offer),
+            caller,
+            Some(session),
+        )
     }
 
     /// The answer to an offer this server read: read it under the session
     /// key (or its own entry), rewrite a local callee's media, narrow and
-    /// open pinholes (KW-FW-002), start recording (KW-REC-001); returns
-    /// the answer to send on.
-    pub(super) fn on_answer(&mut self, now: Millis, a: Answer, rng: &mut impl Entropy) -> Message {
+    /// open pinholes (KW-FW-002), and relay it once they are (KW-SM-026),
+    /// starting the recording (KW-REC-001).
+    pub(super) fn on_answer(&mut self, now: Now, prev: ReplyTo, a: Answer, rng: &mut impl Entropy) {
         let Some(cek) = self.sessions.get(&a.session).and_then(|s| s.cek.clone()) else {
-            return Message::Answer(a);
+            let txn = a.txn;
+            self.respond(now, prev, txn, Message::Answer(a));
+            return;
         };
+        let session = a.session;
+        let read = self.read_answer(now, a, &cek, rng);
+        let (answer, waiting) = match read {
+            Ok(read) => read,
+            Err(answer) => {
+                // Not the destination: the answer goes on; the caller
+                // decides.
+                self.relay_answer(now, prev, *answer);
+                return;
+            }
+        };
+        if waiting.is_empty() {
+            self.relay_answer(now, prev, answer);
+            self.start_recording(now, session, rng);
+            return;
+        }
+        if let Some(s) = self.session_mut(&session) {
+            s.setup = Setup::Answering {
+                answer: Box::new(answer),
+                prev,
+                waiting,
+            };
+        }
+    }
+
+    /// Reads an answer; the answer to relay and the firewall requests it
+    /// waits for, or, when it cannot be read, the answer to relay as it is.
+    #[allow(clippy::result_large_err)]
+    fn read_answer(
+        &mut self,
+        now: Now,
+        a: Answer,
+        cek: &Secret32,
+        rng: &mut impl Entropy,
+    ) -> Result<(Answer, BTreeSet<TxnId>), Box<Answer>> {
         let (plaintext, perm, pending, answer_key) =
             match open(&a.body, &a.session, &self.cfg.identity, &mut self.kek) {
                 Ok(opened) => {
                     let perm = a.body.recipients.get(opened.entry).map(|r| r.perm);
                     (opened.plaintext, perm, opened.pending, Some(opened.cek))
                 }
-                Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, &cek) {
+                Err(CryptoError::NoEntry) => match open_with_key(&a.body, &a.session, cek) {
                     Ok(p) => (p, None, None, None),
-                    Err(e) => return self.unreadable(a, e),
+                    Err(e) => return Err(self.unreadable(a, e)),
                 },
-                Err(e) => return self.unreadable(a, e),
+                Err(e) => return Err(self.unreadable(a, e)),
             };
         let body_key = answer_key.clone().unwrap_or_else(|| cek.clone());
         let Some(callee_cert) = self.sender_cert(now, a.cert.as_ref(), &a.from) else {
-            return self.unreadable(
+            return Err(self.unreadable(
                 a,
                 CryptoError::Cert(crate::crypto::CertError::UnknownIssuer),
-            );
+            ));
         };
         // KW-SM-016: from the callee the offer named, who sealed it.
         let callee = self.sessions.get(&a.session).map(|s| s.callee.clone());
@@ -477,10 +651,10 @@ impl Server {
             || a.body.sender != a.from
             || callee_cert.tbs.subject != a.from
         {
-            return self.unreadable(
+            return Err(self.unreadable(
                 a,
                 CryptoError::PermissionDenied("answer from another account"),
-            );
+            ));
         }
         if let Err(e) = self.check_body(
             now,
@@ -490,29 +664,29 @@ impl Server {
             &body_key,
             &callee_cert,
         ) {
-            return self.unreadable(a, e);
+            return Err(self.unreadable(a, e));
         }
         let Ok(desc) = decode_plaintext::<SessionDesc>(&plaintext) else {
-            return self.unreadable(a, CryptoError::DecryptFailed);
+            return Err(self.unreadable(a, CryptoError::DecryptFailed));
         };
         self.kek.commit(pending);
         // KW-CRYPTO-040: a server after this one replaced the offer's key;
         // the answer, sealed for this server too, carries the session's.
-        if let Some(key) = answer_key.filter(|k| *k != cek) {
-            if let Some(s) = self.sessions.get_mut(&a.session) {
+        if let Some(key) = answer_key.filter(|k| k != cek) {
+            if let Some(s) = self.session_mut(&a.session) {
                 s.keys = Some(SessionKeys::new(
                     a.session,
                     s.caller.clone(),
                     s.callee.clone(),
                     key.clone(),
-                    secs(now),
+                    now.mono_secs(),
                 ));
                 s.offer_key = s.cek.replace(key);
             }
-            self.emit(ServerEvent::KeyReplaced(a.session));
+            self.event(ServerEvent::KeyReplaced(a.session));
         }
         if let Some(perm) = perm {
-            self.emit(ServerEvent::BodyOpened {
+            self.event(ServerEvent::BodyOpened {
                 session: a.session,
                 re: MsgType::Answer,
                 perm,
@@ -522,55 +696,95 @@ impl Server {
         if callee_local && self.cfg.firewall.is_some() && !self.at_contact(now, &a.from, &desc) {
             // No rewrite and no pinhole to an address the callee does not
             // hold (KW-SM-018); the caller decides what to do with it.
-            self.emit(ServerEvent::Rejected(MsgType::Answer, ErrorCode::FORBIDDEN));
+            self.event(ServerEvent::Rejected(MsgType::Answer, ErrorCode::FORBIDDEN));
             callee_local = false;
         }
+        // Under the key the answer is sealed with: a server after this
+        // one may have replaced the offer's (KW-CRYPTO-040).
         let (body, forwarded_desc, _) = self.change_body(
             now,
             &a.body,
             a.session,
             MsgType::Answer,
-            &cek,
+            &body_key,
             &desc,
             callee_local,
             perm,
             None,
             rng,
         );
-        self.pinholes_for_answer(now, a.session, &desc, &forwarded_desc, callee_local);
-        if let Some(s) = self.sessions.get_mut(&a.session) {
+        if callee_local {
+            let rewritten: Vec<Addr> = addrs(&desc)
+                .into_iter()
+                .filter(|addr| self.ports.get(addr).is_some())
+                .collect();
+            for internal in &rewritten {
+                self.ports.acquire(*internal);
+            }
+            if let Some(s) = self.session_mut(&a.session) {
+                s.mapped.extend(rewritten);
+            }
+        }
+        let waiting =
+            self.pinholes_for_answer(now, a.session, &desc, &forwarded_desc, callee_local, rng);
+        if let Some(s) = self.session_mut(&a.session) {
             s.internal.insert(a.from.clone(), addrs(&desc));
             s.descs.insert((a.from.clone(), 0), forwarded_desc);
             s.certs.insert(a.from.clone(), callee_cert);
         }
-        self.start_recording(now, a.session, rng);
-        Message::Answer(Answer { body, ..a })
+        Ok((Answer { body, ..a }, waiting))
     }
 
-    fn unreadable(&mut self, a: Answer, e: CryptoError) -> Message {
-        // Not the destination: the answer goes on; the caller decides.
-        self.emit(ServerEvent::Rejected(MsgType::Answer, ErrorCode::from(&e)));
-        Message::Answer(a)
+    fn unreadable(&mut self, a: Answer, e: CryptoError) -> Box<Answer> {
+        self.event(ServerEvent::Rejected(MsgType::Answer, ErrorCode::from(&e)));
+        Box::new(a)
+    }
+
+    /// Relays an answer to the hop the offer came from; while the session
+    /// is followed, its `ack` is awaited (KW-SM-027).
+    pub(super) fn relay_answer(&mut self, now: Now, prev: ReplyTo, answer: Answer) {
+        let session = answer.session;
+        let txn = answer.txn;
+        let give_up = self.cfg.retransmit.give_up;
+        if let Some(s) = self.session_mut(&session) {
+            s.setup = Setup::Answered {
+                answer: Box::new(answer.clone()),
+                prev,
+            };
+            self.session_timers.set(
+                (session, SessionTimer::Ack),
+                now.mono.saturating_add(give_up.saturating_mul(2)),
+            );
+        }
+        self.respond(now, prev, txn, Message::Answer(answer));
     }
 
     /// KW-FW-002: narrow the caller's pinholes to the callee's media
-    /// address and open the way to a local callee from the caller's.
+    /// address and open the way to a local callee from the caller's; the
+    /// requests sent, which the answer waits for.
     fn pinholes_for_answer(
         &mut self,
-        _now: Millis,
+        now: Now,
         session: SessionId,
         callee_desc: &SessionDesc,
         callee_forwarded: &SessionDesc,
         callee_local: bool,
-    ) {
+        rng: &mut impl Entropy,
+    ) -> BTreeSet<TxnId> {
+        let mut waiting = BTreeSet::new();
         if self.cfg.firewall.is_none() {
-            return;
+            return waiting;
         }
         let Some(s) = self.sessions.get(&session) else {
-            return;
+            return waiting;
         };
-        let expires_at = s.expires_at;
-        let caller_pinholes = s.caller_pinholes.clone();
+        let until = Self::pinhole_until(now, s.expires_at);
+        let caller_pinholes: Vec<u64> = s
+            .pinholes
+            .iter()
+            .filter(|(_, p)| p.to_caller)
+            .map(|(id, _)| *id)
+            .collect();
         // Streams pair by position; a side with fewer streams pairs its
         // last with the rest.
         let caller_addrs = s
@@ -579,406 +793,130 @@ impl Server {
             .unwrap_or_default();
         let callee_addrs = addrs(callee_forwarded);
         let pair = |list: &[Addr], i: usize| list.get(i).or(list.last()).copied();
+        let mut requests = Vec::new();
         for (i, pinhole) in caller_pinholes.into_iter().enumerate() {
             if let Some(src) = pair(&callee_addrs, i) {
-                self.firewall(FirewallCommand::Narrow { pinhole, src });
-            }
-        }
-        let mut opened = Vec::new();
-        if callee_local {
-            for (i, internal) in addrs(callee_desc).into_iter().enumerate() {
-                let public = callee_addrs.get(i).copied().filter(|p| *p != internal);
-                let src = pair(&caller_addrs, i);
-                opened.push(self.open_pinhole(session, internal, public, src, expires_at));
-            }
-        }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.pinholes.extend(opened);
-        }
-    }
-
-    /// KW-REC-001, KW-REC-002: copy the session's pinholes to the recorder
-    /// and give it the media keys, sealed for it.
-    fn start_recording(&mut self, now: Millis, session: SessionId, rng: &mut impl Entropy) {
-        let Some(recorder) = self.cfg.recorder.clone() else {
-            return;
-        };
-        let Some(s) = self.sessions.get(&session) else {
-            return;
-        };
-        let selected = [&s.caller, &s.callee]
-            .into_iter()
-            .any(|p| self.is_local(p) && self.cfg.policy.record.selects(p));
-        if !selected || s.pinholes.is_empty() || s.recording.is_some() {
-            return;
-        }
-        let parties = vec![s.caller.clone(), s.callee.clone()];
-        let pinholes = s.pinholes.clone();
-        let keys: Vec<MediaKey> = s
-            .descs
-            .iter()
-            .flat_map(|((party, n), d)| media_keys(party, *n, d))
-            .collect();
-        let id = RecordingId(rng.array());
-        for pinhole in pinholes {
-            self.firewall(FirewallCommand::Copy {
-                pinhole,
-                sink: Some(recorder.addr),
-            });
-        }
-        let Some(sealed) = self.seal_keys(session, keys, rng) else {
-            return;
-        };
-        let Some(parties) = List::new(parties) else {
-            return;
-        };
-        let txn = TxnId(rng.array());
-        let mut message = Message::RecordStart(RecordStart {
-            txn,
-            from: self.account().clone(),
-            session,
-            sig: unsigned(),
-            recording: id,
-            mode: recorder.mode,
-            keys: sealed,
-            parties,
-            ext: Extensions::new(),
-        });
-        sign_message(&mut message, &self.cfg.identity.signing);
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.recording = Some(id);
-        }
-        self.emit(ServerEvent::RecordingStarted(session, id));
-        self.request(now, recorder.addr, txn, message, Pending::Recorder);
-    }
-
-    /// Media keys sealed for the recorder only.
-    fn seal_keys(
-        &mut self,
-        session: SessionId,
-        keys: Vec<MediaKey>,
-        rng: &mut impl Entropy,
-    ) -> Option<Sealed> {
-        let recorder = self.cfg.recorder.clone()?;
-        let cid = {
-            let s = self.sessions.get_mut(&session)?;
-            let cid = s.next_cid;
-            s.next_cid = s.next_cid.saturating_add(1);
-            cid
-        };
-        let plaintext = encode_plaintext(&MediaKeys {
-            keys: List::new(keys)?,
-            ext: Extensions::new(),
-        });
-        let spec = RecipientSpec {
-            id: recorder.account,
-            kx_key: recorder.kx_key,
-            kind: RecipientKind::Destination,
-            perm: Permission::Read,
-            anonymous: false,
-        };
-        let ctx = SealContext {
-            session: &session,
-            cid,
-        };
-        seal(
-            ctx,
-            &self.cfg.identity,
-            &[spec],
-            &plaintext,
-            None,
-            &mut self.kek,
-            rng,
-        )
-        .ok()
-        .map(|(sealed, _)| sealed)
-    }
-
-    /// `ack`, `info`, `rekey`, `bye`: routed like any request; read and
-    /// followed when this server holds the session's key (KW-KEY-006).
-    pub(super) fn on_in_session(
-        &mut self,
-        now: Millis,
-        from: Addr,
-        m: Message,
-        rng: &mut impl Entropy,
-    ) -> Outcome {
-        let re = m.msg_type();
-        let Some(route) = InSession::of(&m) else {
-            return Err(ProtocolError::Unsolicited(re));
-        };
-        // Its forward's place is taken before it is read: a refused request
-        // changes no key, replay window or session (KW-ERR-004), and what
-        // reading it sends (a recorder's keys) cannot take that place.
-        let hop = match self
-            .next_hop(now, &route.to, route.via.as_ref(), route.hops)
-            .and_then(|hop| self.can_forward(&route.txn).map(|()| hop))
-        {
-            Ok(hop) => hop,
-            Err(code) => return self.reject(now, from, route.txn, re, code),
-        };
-        let forwarded = self.start_forward(
-            now,
-            from,
-            hop.addr,
-            with_route(m.clone(), hop.via, hop.hops),
-            route.from,
-            Some(route.session),
-        )?;
-        let mut bye_authentic = false;
-        match &m {
-            Message::Info(i) => {
-                self.observe(
-                    now,
-                    i.session,
-                    &i.from,
-                    MsgType::Info,
-                    i.epoch,
-                    i.seq,
-                    i.payload.as_slice(),
-                    rng,
-                );
-            }
-            Message::Rekey(r) => self.follow_rekey(now, r, rng),
-            Message::Bye(b) => {
-                bye_authentic = self.observe(
-                    now,
-                    b.session,
-                    &b.from,
-                    MsgType::Bye,
-                    b.epoch,
-                    b.seq,
-                    b.payload.as_slice(),
-                    rng,
-                );
-            }
-            _ => {}
-        }
-        self.send(hop.addr, forwarded);
-        if bye_authentic {
-            // KW-FW-003, KW-REC-003: the cutoff signal, authenticated.
-            self.end_session(now, route.session, SessionEnd::Bye, rng);
-        }
-        Ok(())
-    }
-
-    /// Decrypts an in-session message with the session key; learns new
-    /// media keys from an `info` description. Returns whether it was
-    /// authentic.
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
-        &mut self,
-        now: Millis,
-        session: SessionId,
-        sender: &Principal,
-        re: MsgType,
-        epoch: u64,
-        seq: u64,
-        payload: &[u8],
-        rng: &mut impl Entropy,
-    ) -> bool {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return false;
-        };
-        let caller = s.caller == *sender;
-        if !caller && s.callee != *sender {
-            return false;
-        }
-        // A caller's `bye` under the key it sealed the offer with, which a
-        // server after it replaced (KW-CRYPTO-040): the hang-up of a call
-        // the caller never saw answered.
-        if let (MsgType::Bye, true, 0, Some(key)) = (re, caller, epoch, s.offer_key.clone()) {
-            let mut original =
-                DirectionKeys::new(session, s.caller.clone(), s.callee.clone(), key, secs(now));
-            if original.open(re, epoch, seq, payload, secs(now)).is_ok() {
-                self.emit(ServerEvent::Observed(session, re));
-                return true;
-            }
-        }
-        let Some(keys) = s.keys.as_mut() else {
-            return false;
-        };
-        let direction = if caller {
-            &mut keys.send
-        } else {
-            &mut keys.recv
-        };
-        let plaintext = match direction.open(re, epoch, seq, payload, secs(now)) {
-            Ok(p) => p,
-            // Only the next epoch: anything further cannot be a rekey in
-            // flight, and junk must not fill the list (KW-SM-005).
-            Err(CryptoError::StaleEpoch(_))
-                if direction.current_epoch().checked_add(1) == Some(epoch) =>
-            {
-                // The rekey is still on its way: try again once followed.
-                if s.deferred.len() < DEFERRED {
-                    s.deferred
-                        .push((sender.clone(), re, epoch, seq, payload.to_vec()));
+                if let Some(p) = self
+                    .session_mut(&session)
+                    .and_then(|s| s.pinholes.get_mut(&pinhole))
+                {
+                    p.src = Some(src);
                 }
-                return false;
+                requests.push((pinhole, FwOp::Narrow(src)));
             }
-            Err(e) => {
-                self.emit(ServerEvent::Rejected(re, ErrorCode::from(&e)));
-                return false;
+        }
+        if callee_local {
+            for (i, dst) in addrs(callee_desc).into_iter().enumerate() {
+                let pinhole = Pinhole {
+                    dst,
+                    public: callee_addrs.get(i).copied().filter(|p| *p != dst),
+                    src: pair(&caller_addrs, i),
+                    to_caller: false,
+                    copy: false,
+                    until,
+                };
+                let id = self.add_pinhole(&session, pinhole.clone());
+                requests.push((id, FwOp::Open(pinhole)));
             }
-        };
-        self.emit(ServerEvent::Observed(session, re));
-        if re != MsgType::Info {
-            return true;
         }
-        let Ok(update) = decode_plaintext::<SessionUpdate>(&plaintext) else {
-            return true;
-        };
-        if let Some(desc) = update.desc {
-            self.learn_desc(now, session, sender, desc, rng);
+        for (pinhole, op) in requests {
+            // One not even sent is answered at once as refused.
+            let txn = self.firewall_request(now, session, pinhole, op, rng);
+            match txn {
+                Some(txn) => {
+                    waiting.insert(txn);
+                }
+                None => self.event(ServerEvent::FirewallFailed {
+                    session,
+                    re: MsgType::PinholeOpen,
+                    code: ErrorCode::BUSY,
+                }),
+            }
         }
-        true
+        waiting
     }
 
-    /// A party's new description: its media keys go to the recorder
-    /// (KW-REC-002).
-    fn learn_desc(
+    /// The firewall answered a request of `session` (or it timed out):
+    /// what waited for it goes on, or fails (KW-SM-026).
+    pub(super) fn firewall_answered(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
-        sender: &Principal,
-        desc: SessionDesc,
+        re: MsgType,
+        txn: TxnId,
+        outcome: Result<(), ErrorCode>,
         rng: &mut impl Entropy,
     ) {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let number = s
-            .latest_desc(sender)
-            .map_or(0, |(n, _)| n.saturating_add(1));
-        let keys = media_keys(sender, number, &desc);
-        s.descs.insert((sender.clone(), number), desc);
-        let first_kept = number.saturating_sub(DESCS_PER_PARTY as u64 - 1);
-        s.descs
-            .retain(|(party, n), _| party != sender || *n >= first_kept);
-        let Some(recording) = s.recording else { return };
-        let Some(recorder) = self.cfg.recorder.clone() else {
-            return;
-        };
-        let Some(sealed) = self.seal_keys(session, keys, rng) else {
-            return;
-        };
-        let txn = TxnId(rng.array());
-        let mut message = Message::RecordKey(RecordKey {
-            txn,
-            from: self.account().clone(),
-            session,
-            sig: unsigned(),
-            epoch: number,
-            recording,
-            keys: sealed,
-            ext: Extensions::new(),
+        let awaited = self.sessions.get(&session).is_some_and(|s| match &s.setup {
+            Setup::Opening { waiting, .. } | Setup::Answering { waiting, .. } => {
+                waiting.contains(&txn)
+            }
+            _ => false,
         });
-        sign_message(&mut message, &self.cfg.identity.signing);
-        self.request(now, recorder.addr, txn, message, Pending::Recorder);
+        if let Err(code) = outcome {
+            self.event(ServerEvent::FirewallFailed { session, re, code });
+            if awaited {
+                self.fail_setup(now, session, rng);
+            }
+            return;
+        }
+        if !awaited {
+            return;
+        }
+        let ready = self
+            .session_mut(&session)
+            .and_then(|s| s.waiting_mut())
+            .is_some_and(|waiting| {
+                waiting.remove(&txn);
+                waiting.is_empty()
+            });
+        if ready {
+            self.setup_ready(now, session, rng);
+        }
     }
 
-    /// KW-KEY-006: follow a party's rekey, then retry what waited for it.
-    fn follow_rekey(&mut self, now: Millis, r: &crate::wire::Rekey, rng: &mut impl Entropy) {
-        let policy = self.cfg.keys;
-        let new_key = match &r.body {
-            Some(body) => {
-                let Some(cert) = self
-                    .sessions
-                    .get(&r.session)
-                    .and_then(|s| s.certs.get(&r.from))
-                    .cloned()
-                else {
-                    return;
-                };
-                let opened = {
-                    let trust = &self.trust;
-                    // KW-SM-020: the certificate confirmed on the offer or
-                    // answer, though a refresh may since have replaced it.
-                    let validate =
-                        bound_or(&cert, |cert: &Certificate, subject: &Principal, role| {
-                            trust.check(
-                                cert,
-                                Expect {
-                                    subject,
-                                    role,
-                                    now: secs(now),
-                                },
-                            )
-                        });
-                    crate::crypto::open_rekey_body(
-                        body,
-                        &r.session,
-                        &r.from,
-                        r.epoch,
-                        &self.cfg.identity,
-                        &cert,
-                        &validate,
-                    )
-                };
-                match opened {
-                    Ok(key) => Some(key),
-                    Err(e) => {
-                        self.emit(ServerEvent::Rejected(MsgType::Rekey, ErrorCode::from(&e)));
-                        return;
-                    }
-                }
+    /// Every pinhole the offer or answer waited for is open.
+    pub(super) fn setup_ready(&mut self, now: Now, session: SessionId, rng: &mut impl Entropy) {
+        let answering = self.sessions.get(&session).and_then(|s| match &s.setup {
+            Setup::Answering { answer, prev, .. } => Some(((**answer).clone(), *prev)),
+            _ => None,
+        });
+        match answering {
+            Some((answer, prev)) => {
+                self.relay_answer(now, prev, answer);
+                self.start_recording(now, session, rng);
             }
-            None => None,
-        };
-        let Some(s) = self.sessions.get_mut(&r.session) else {
+            None => {
+                // The forward's own refusal is answered to the hop before.
+                let _ = self.forward_offer(now, session);
+            }
+        }
+    }
+
+    /// The firewall could not open what the offer or answer needs: the
+    /// offer fails with `firewall-failure`, and the session ends
+    /// (KW-SM-026).
+    fn fail_setup(&mut self, now: Now, session: SessionId, rng: &mut impl Entropy) {
+        let failed = self.sessions.get(&session).and_then(|s| match &s.setup {
+            Setup::Opening { offer, prev, .. } => Some((offer.txn, *prev)),
+            Setup::Answering { answer, prev, .. } => Some((answer.txn, *prev)),
+            _ => None,
+        });
+        let Some((txn, prev)) = failed else {
             return;
         };
-        let caller = s.caller == r.from;
-        if !caller && s.callee != r.from {
-            return;
-        }
-        let Some(keys) = s.keys.as_mut() else { return };
-        let direction = if caller {
-            &mut keys.send
-        } else {
-            &mut keys.recv
-        };
-        let result = match (new_key, &r.wrapped) {
-            (Some(key), _) => direction.accept_rekey_key(r.epoch, r.seq, key, secs(now), &policy),
-            (None, Some(wrapped)) => direction.accept_rekey_wrapped(
-                r.epoch,
-                r.seq,
-                wrapped.as_slice(),
-                secs(now),
-                &policy,
-            ),
-            (None, None) => Err(CryptoError::DecryptFailed),
-        };
-        match result {
-            Ok(()) => {
-                self.emit(ServerEvent::Rekeyed {
-                    session: r.session,
-                    from: r.from.clone(),
-                    epoch: r.epoch,
-                });
-                let deferred = self
-                    .sessions
-                    .get_mut(&r.session)
-                    .map(|s| core::mem::take(&mut s.deferred))
-                    .unwrap_or_default();
-                for (sender, re, epoch, seq, payload) in deferred {
-                    let authentic =
-                        self.observe(now, r.session, &sender, re, epoch, seq, &payload, rng);
-                    if authentic && re == MsgType::Bye {
-                        self.end_session(now, r.session, SessionEnd::Bye, rng);
-                    }
-                }
-            }
-            Err(e) => self.emit(ServerEvent::Rejected(MsgType::Rekey, ErrorCode::from(&e))),
-        }
+        self.end_session(now, session, SessionEnd::Failed, rng);
+        let code = ErrorCode::FIREWALL_FAILURE;
+        self.event(ServerEvent::Rejected(MsgType::Offer, code));
+        self.respond(now, prev, txn, error_response(txn, MsgType::Offer, code));
     }
 
     /// Ends a session here: stop the copy and the recording, close the
-    /// pinholes (KW-FW-003, KW-FW-004, KW-REC-003), destroy the keys.
+    /// pinholes (KW-FW-003, KW-FW-004, KW-REC-003), destroy the keys, and
+    /// remember that it ended (KW-SM-017), durably (KW-SM-025).
     pub(super) fn end_session(
         &mut self,
-        now: Millis,
+        now: Now,
         session: SessionId,
         end: SessionEnd,
         rng: &mut impl Entropy,
@@ -986,99 +924,48 @@ impl Server {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        self.dirty.remove(&session);
+        self.session_timers.remove(&(session, SessionTimer::Term));
+        self.session_timers.remove(&(session, SessionTimer::Ack));
+        // The hop before, if it still waits, gets no answer of this
+        // session: its own transaction decides.
+        match &s.setup {
+            Setup::Opening { offer, prev, .. } => self.server.abandon(offer.txn, prev.peer),
+            Setup::Answering { answer, prev, .. } => self.server.abandon(answer.txn, prev.peer),
+            _ => {}
+        }
+        for internal in &s.mapped {
+            self.ports.release(*internal);
+        }
         // Pinholes that end with the session's term are gone already:
-        // there is no copy left to stop.
-        if s.recording.is_some() && now < s.expires_at {
-            for pinhole in &s.pinholes {
-                self.firewall(FirewallCommand::Copy {
-                    pinhole: *pinhole,
-                    sink: None,
-                });
+        // there is no copy left to stop, and the close is for the record.
+        let live = now.mono < s.expires_at;
+        for (id, pinhole) in &s.pinholes {
+            if pinhole.copy && live {
+                if let Some(recorder) = self.cfg.recorder.as_ref().map(|r| r.addr) {
+                    let op = FwOp::Copy {
+                        sink: recorder,
+                        on: false,
+                    };
+                    self.firewall_request(now, session, *id, op, rng);
+                }
             }
+            self.firewall_request(now, session, *id, FwOp::Close, rng);
         }
-        for pinhole in &s.pinholes {
-            self.firewall(FirewallCommand::Close { pinhole: *pinhole });
-        }
-        if let (Some(recording), Some(recorder)) = (s.recording, self.cfg.recorder.clone()) {
-            let txn = TxnId(rng.array());
-            let mut message = Message::RecordStop(RecordStop {
-                txn,
-                from: self.account().clone(),
-                session,
-                sig: unsigned(),
-                recording,
-                ext: Extensions::new(),
-            });
-            sign_message(&mut message, &self.cfg.identity.signing);
-            self.request(now, recorder.addr, txn, message, Pending::Recorder);
+        if let Some(recording) = s.recording {
+            self.record_stop(now, session, recording, rng);
         }
         self.kek.forget_session(&session);
-        // KW-SM-017: remembered until its term would have ended.
-        if self.ended.len() >= super::ENDED {
-            if let Some(oldest) = self.ended.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
-                self.ended.remove(&oldest);
-            }
-        }
-        self.ended.insert(session, s.expires_at);
-        self.emit(ServerEvent::SessionEnded(session, end));
-    }
-}
-
-/// The media keys of a description.
-fn media_keys(party: &Principal, number: u64, desc: &SessionDesc) -> Vec<MediaKey> {
-    desc.streams
-        .iter()
-        .map(|s| MediaKey {
-            sender: party.clone(),
-            stream: s.id,
-            epoch: number,
-            key: SecretBytes32(s.key.0),
-            ext: Extensions::new(),
-        })
-        .collect()
-}
-
-/// The routing fields of an in-session request.
-struct InSession {
-    txn: TxnId,
-    from: Principal,
-    to: Principal,
-    session: SessionId,
-    via: Option<crate::wire::Via>,
-    hops: crate::wire::Hops,
-}
-
-impl InSession {
-    fn of(m: &Message) -> Option<Self> {
-        macro_rules! route {
-            ($r:expr) => {
-                Some(Self {
-                    txn: $r.txn,
-                    from: $r.from.clone(),
-                    to: $r.to.clone(),
-                    session: $r.session,
-                    via: $r.via.clone(),
-                    hops: $r.hops,
-                })
-            };
-        }
-        match m {
-            Message::Ack(r) => route!(r),
-            Message::Info(r) => route!(r),
-            Message::Rekey(r) => route!(r),
-            Message::Bye(r) => route!(r),
-            _ => None,
-        }
-    }
-}
-
-/// The message with new `via` and `hops`.
-fn with_route(m: Message, via: Option<crate::wire::Via>, hops: crate::wire::Hops) -> Message {
-    match m {
-        Message::Ack(r) => Message::Ack(crate::wire::Ack { via, hops, ..r }),
-        Message::Info(r) => Message::Info(crate::wire::Info { via, hops, ..r }),
-        Message::Rekey(r) => Message::Rekey(crate::wire::Rekey { via, hops, ..r }),
-        Message::Bye(r) => Message::Bye(crate::wire::Bye { via, hops, ..r }),
-        other => other,
+        let ended = EndedSession {
+            until: now.wall_at_mono(s.expires_at),
+            pinholes: s.pinholes.keys().copied().collect(),
+            recording: s.recording,
+        };
+        self.store(StoreWrite::EndSession {
+            session,
+            ended: ended.clone(),
+        });
+        self.remember_ended(session, ended, s.expires_at);
+        self.event(ServerEvent::SessionEnded(session, end));
     }
 }
