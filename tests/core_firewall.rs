@@ -11,11 +11,11 @@
 )]
 
 use keyway::core::{
-    Addr, Firewall, FirewallAgent, FirewallEvent, MemoryFirewall, Now, Output, Party, PinholeView,
-    ProtocolError, Receive,
+    Addr, DeviceCommand, DeviceEvent, Firewall, FirewallAgent, FirewallEvent, MemoryFirewall, Now,
+    Output, Party, PinholeView, ProtocolError, Receive, ServerEvent, SessionEnd,
 };
 use keyway::crypto::{Identity, SeededEntropy, sign_message, unsigned};
-use keyway::testkit::{Plan, T0};
+use keyway::testkit::{Lab, LabOptions, Plan, Step, T0, TracingFirewall};
 use keyway::wire::{
     ErrorCode, Extensions, MediaCopy, Message, MsgType, PinholeClose, PinholeNarrow, PinholeOpen,
     Principal, SessionId, Time, Transport, TxnId,
@@ -390,163 +390,157 @@ fn kw_fw_004_the_agent_closes_pinholes_at_the_end_of_their_lifetime() {
     assert!(b.pinholes().is_empty() && b.agent.is_empty());
 }
 
-mod with_servers {
-    use keyway::core::{DeviceCommand, DeviceEvent, FirewallAgent, ServerEvent, SessionEnd};
-    use keyway::testkit::{Lab, LabOptions, Step, TracingFirewall};
-    use keyway::wire::{ErrorCode, Message, MsgType};
+// ------------------------------------------------------------ with servers
 
-    const CALLER: &str = "u1@a.example";
-    const CALLEE: &str = "u1@b.example";
-    const A: &str = "sc@a.example";
+const CALLER: &str = "u1@a.example";
+const CALLEE: &str = "u1@b.example";
+const A: &str = "sc@a.example";
 
-    fn lab() -> Lab {
-        let mut lab = Lab::new(LabOptions {
-            devices: 1,
-            ..LabOptions::default()
-        });
-        lab.register_all();
-        lab
-    }
+fn lab() -> Lab {
+    let mut lab = Lab::new(LabOptions {
+        devices: 1,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    lab
+}
 
-    fn sent_by(from: &'static str, f: impl Fn(&Message) -> bool) -> impl Fn(&Step) -> bool {
-        move |s| matches!(s, Step::Sent { from: x, message, .. } if x == from && f(message))
-    }
+fn sent_by(from: &'static str, f: impl Fn(&Message) -> bool) -> impl Fn(&Step) -> bool {
+    move |s| matches!(s, Step::Sent { from: x, message, .. } if x == from && f(message))
+}
 
-    /// KW-SM-026: the caller's server forwards the offer only once its
-    /// firewall has opened the caller's pinhole, and relays the answer only
-    /// once it has narrowed it; the callee's server relays the answer only
-    /// once its firewall has opened the callee's.
-    #[test]
-    fn kw_sm_026_offer_and_answer_wait_for_their_pinholes() {
-        let mut lab = lab();
-        let mark = lab.trace.len();
-        let session = lab.call(CALLER, CALLEE);
-        let ok_to = |server: &'static str, re: MsgType| move |s: &Step| matches!(s, Step::Sent { from, message: Message::Ok(ok), .. } if from.starts_with("fw@") && ok.re == re && from.ends_with(&server[3..]));
-        lab.assert_in_order(
-            mark,
-            "KW-SM-026, offer",
-            &[
-                ("caller's pinhole opened", &ok_to(A, MsgType::PinholeOpen)),
-                (
-                    "offer forwarded",
-                    &sent_by(
-                        A,
-                        |m| matches!(m, Message::Offer(o) if o.session == session),
-                    ),
-                ),
-            ],
-        );
-        lab.assert_in_order(
-            mark,
-            "KW-SM-026, answer",
-            &[
-                (
-                    "callee's pinhole opened",
-                    &ok_to("sc@b.example", MsgType::PinholeOpen),
-                ),
-                (
-                    "answer relayed by the callee's server",
-                    &sent_by("sc@b.example", |m| matches!(m, Message::Answer(_))),
-                ),
-                (
-                    "caller's pinhole narrowed",
-                    &ok_to(A, MsgType::PinholeNarrow),
-                ),
-                (
-                    "answer relayed",
-                    &sent_by(A, |m| matches!(m, Message::Answer(_))),
-                ),
-            ],
-        );
-    }
-
-    /// KW-SM-026: a firewall that refuses the caller's pinhole fails the
-    /// offer with `firewall-failure`; nothing is forwarded, the session
-    /// ends, no pinhole is left.
-    #[test]
-    fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
-        let mut lab = lab();
-        // The firewall no longer obeys the server.
-        let mut config = lab.deployment.domains[0].agent.clone();
-        config.servers.clear();
-        lab.agents[0].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
-        let mark = lab.trace.len();
-        lab.command(
-            CALLER,
-            DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
-        );
-        lab.settle();
-        let session = lab
-            .device_events(CALLER)
-            .iter()
-            .find_map(|e| match e {
-                DeviceEvent::CallFailed(s, code) => Some((*s, *code)),
-                _ => None,
-            })
-            .expect("the call failed");
-        assert_eq!(session.1, ErrorCode::FIREWALL_FAILURE);
-        assert!(lab.session_ended(0, session.0, SessionEnd::Failed));
-        assert!(
-            lab.server_events(A)
-                .iter()
-                .any(|e| matches!(e, ServerEvent::FirewallFailed { code, .. } if *code == ErrorCode::FORBIDDEN))
-        );
-        assert!(
-            lab.find(mark, sent_by(A, |m| matches!(m, Message::Offer(_))))
-                .is_none()
-        );
-        assert!(lab.firewall(0).is_empty());
-    }
-
-    /// KW-SM-026: a firewall that does not answer fails the offer after
-    /// the give-up time; nothing is forwarded and no session is left.
-    #[test]
-    fn kw_sm_026_an_unanswering_firewall_fails_the_offer() {
-        let mut lab = lab();
-        lab.drop_if = Some(Box::new(|m| matches!(m, Message::PinholeOpen(_))));
-        let mark = lab.trace.len();
-        lab.command(
-            CALLER,
-            DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
-        );
-        lab.advance(40_000);
-        assert!(
-            lab.find(
-                mark,
-                sent_by(
+/// KW-SM-026: the caller's server forwards the offer only once its
+/// firewall has opened the caller's pinhole, and relays the answer only
+/// once it has narrowed it; the callee's server relays the answer only
+/// once its firewall has opened the callee's.
+#[test]
+fn kw_sm_026_offer_and_answer_wait_for_their_pinholes() {
+    let mut lab = lab();
+    let mark = lab.trace.len();
+    let session = lab.call(CALLER, CALLEE);
+    let ok_to = |server: &'static str, re: MsgType| move |s: &Step| matches!(s, Step::Sent { from, message: Message::Ok(ok), .. } if from.starts_with("fw@") && ok.re == re && from.ends_with(&server[3..]));
+    lab.assert_in_order(
+        mark,
+        "KW-SM-026, offer",
+        &[
+            ("caller's pinhole opened", &ok_to(A, MsgType::PinholeOpen)),
+            (
+                "offer forwarded",
+                &sent_by(
                     A,
-                    |m| matches!(m, Message::Error(e) if e.code == ErrorCode::FIREWALL_FAILURE)
-                )
-            )
-            .is_some()
-        );
-        assert!(
-            lab.find(mark, sent_by(A, |m| matches!(m, Message::Offer(_))))
-                .is_none()
-        );
-        assert!(lab.server(0).session_ids().is_empty());
-        assert!(lab.device(CALLER).sessions().is_empty());
-    }
+                    |m| matches!(m, Message::Offer(o) if o.session == session),
+                ),
+            ),
+        ],
+    );
+    lab.assert_in_order(
+        mark,
+        "KW-SM-026, answer",
+        &[
+            (
+                "callee's pinhole opened",
+                &ok_to("sc@b.example", MsgType::PinholeOpen),
+            ),
+            (
+                "answer relayed by the callee's server",
+                &sent_by("sc@b.example", |m| matches!(m, Message::Answer(_))),
+            ),
+            (
+                "caller's pinhole narrowed",
+                &ok_to(A, MsgType::PinholeNarrow),
+            ),
+            (
+                "answer relayed",
+                &sent_by(A, |m| matches!(m, Message::Answer(_))),
+            ),
+        ],
+    );
+}
 
-    /// KW-SM-027: when the caller's `ack` never passes, the servers end
-    /// the session 64 s after relaying the answer and close its pinholes;
-    /// the callee gives up waiting for the `ack` before then.
-    #[test]
-    fn kw_sm_027_an_unacknowledged_answer_ends_the_session() {
-        let mut lab = lab();
-        lab.drop_if = Some(Box::new(|m| matches!(m, Message::Ack(_))));
-        let session = lab.call(CALLER, CALLEE);
-        assert!(!lab.firewall(0).is_empty() && !lab.firewall(1).is_empty());
-        lab.advance(40_000);
-        assert!(
-            lab.device_events(CALLEE)
-                .contains(&DeviceEvent::CallFailed(session, ErrorCode::TIMEOUT))
-        );
-        assert!(!lab.session_ended(0, session, SessionEnd::Unacknowledged));
-        lab.advance(30_000);
-        for server in [0, 1] {
-            assert!(lab.session_ended(server, session, SessionEnd::Unacknowledged));
-        }
-        assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
+/// KW-SM-026: a firewall that refuses the caller's pinhole fails the
+/// offer with `firewall-failure`; nothing is forwarded, the session
+/// ends, no pinhole is left.
+#[test]
+fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
+    let mut lab = lab();
+    // The firewall no longer obeys the server.
+    let mut config = lab.deployment.domains[0].agent.clone();
+    config.servers.clear();
+    lab.agents[0].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
+    let mark = lab.trace.len();
+    lab.command(
+        CALLER,
+        DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
+    );
+    lab.settle();
+    let session = lab
+        .device_events(CALLER)
+        .iter()
+        .find_map(|e| match e {
+            DeviceEvent::CallFailed(s, code) => Some((*s, *code)),
+            _ => None,
+        })
+        .expect("the call failed");
+    assert_eq!(session.1, ErrorCode::FIREWALL_FAILURE);
+    assert!(lab.session_ended(0, session.0, SessionEnd::Failed));
+    assert!(lab.server_events(A).iter().any(
+        |e| matches!(e, ServerEvent::FirewallFailed { code, .. } if *code == ErrorCode::FORBIDDEN)
+    ));
+    assert!(
+        lab.find(mark, sent_by(A, |m| matches!(m, Message::Offer(_))))
+            .is_none()
+    );
+    assert!(lab.firewall(0).is_empty());
+}
+
+/// KW-SM-026: a firewall that does not answer fails the offer after
+/// the give-up time; nothing is forwarded and no session is left.
+#[test]
+fn kw_sm_026_an_unanswering_firewall_fails_the_offer() {
+    let mut lab = lab();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::PinholeOpen(_))));
+    let mark = lab.trace.len();
+    lab.command(
+        CALLER,
+        DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
+    );
+    lab.advance(40_000);
+    assert!(
+        lab.find(
+            mark,
+            sent_by(
+                A,
+                |m| matches!(m, Message::Error(e) if e.code == ErrorCode::FIREWALL_FAILURE)
+            )
+        )
+        .is_some()
+    );
+    assert!(
+        lab.find(mark, sent_by(A, |m| matches!(m, Message::Offer(_))))
+            .is_none()
+    );
+    assert!(lab.server(0).session_ids().is_empty());
+    assert!(lab.device(CALLER).sessions().is_empty());
+}
+
+/// KW-SM-027: when the caller's `ack` never passes, the servers end
+/// the session 64 s after relaying the answer and close its pinholes;
+/// the callee gives up waiting for the `ack` before then.
+#[test]
+fn kw_sm_027_an_unacknowledged_answer_ends_the_session() {
+    let mut lab = lab();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Ack(_))));
+    let session = lab.call(CALLER, CALLEE);
+    assert!(!lab.firewall(0).is_empty() && !lab.firewall(1).is_empty());
+    lab.advance(40_000);
+    assert!(
+        lab.device_events(CALLEE)
+            .contains(&DeviceEvent::CallFailed(session, ErrorCode::TIMEOUT))
+    );
+    assert!(!lab.session_ended(0, session, SessionEnd::Unacknowledged));
+    lab.advance(30_000);
+    for server in [0, 1] {
+        assert!(lab.session_ended(server, session, SessionEnd::Unacknowledged));
     }
+    assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
 }

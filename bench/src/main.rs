@@ -7,6 +7,7 @@
 mod alloc;
 mod cases;
 mod harness;
+mod timers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ struct Args {
     /// Also runs the `diag/*` cases, which locate costs in the library.
     #[arg(long)]
     diag: bool,
+    /// Runs only the timer benchmark: one input's cost at 10³, 10⁵ and
+    /// 10⁶ live registrations (10⁵ at most with --quick).
+    #[arg(long)]
+    timers: bool,
 }
 
 /// How long each part of a run takes.
@@ -394,6 +399,17 @@ fn utc(secs: u64) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.timers {
+        let out = timers::run(args.quick);
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&out).unwrap_or_default();
+            if let Err(e) = std::fs::write(path, text + "\n") {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let plan = Plan::new(args.quick, args.rounds);
     let started = Instant::now();
     let date = utc(SystemTime::now()
