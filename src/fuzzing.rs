@@ -218,7 +218,7 @@ fn fuzz_deployment() -> &'static crate::testkit::Deployment {
 /// pass, and without the server's signature no pinhole opens.
 pub fn core_receive(data: &[u8]) {
     use crate::core::{
-        Device, FirewallAgent, MemoryFirewall, Now, Output, Party, Receive, Recorder, Server,
+        Device, FirewallAgent, MemoryFirewall, Now, Party, Receive, Recorder, Server, drain,
     };
     let deployment = fuzz_deployment();
     let Some(kit) = deployment.domains.first() else {
@@ -267,20 +267,52 @@ pub fn core_receive(data: &[u8]) {
         server.handle_timeout(now, &mut rng);
         device.handle_timeout(now, &mut rng);
         agent.handle_timeout(now, &mut rng);
-        while let Some(output) = server.poll_output() {
-            let asks_firewall =
-                matches!(&output, Output::Transmit(t) if t.destination == agent_addr);
-            assert!(
-                !matches!(output, Output::Store(_)) && !asks_firewall,
-                "a datagram from nowhere changed durable state or the firewall: {output:?}"
-            );
-        }
-        while device.poll_output().is_some() {}
-        while recorder.poll_output().is_some() {}
-        while agent.poll_output().is_some() {}
+        // Through the one driver loop, as any driver carries them out.
+        let mut nowhere = FromNowhere {
+            agent: agent_addr,
+            durable: None,
+        };
+        let carried = [
+            drain(&mut server, &mut nowhere),
+            drain(&mut device, &mut nowhere),
+            drain(&mut recorder, &mut nowhere),
+            drain(&mut agent, &mut nowhere),
+        ];
+        assert!(
+            carried.iter().all(Result::is_ok),
+            "a datagram from nowhere changed durable state: {:?}",
+            nowhere.durable
+        );
         assert!(
             agent.is_empty() && agent.firewall().is_empty(),
             "a datagram from nowhere opened a pinhole"
         );
     }
+}
+
+/// The driver of the `core_receive` body: datagrams from nowhere may be
+/// answered, never acted on — no write may reach a store, no request the
+/// firewall.
+struct FromNowhere {
+    agent: std::net::SocketAddr,
+    durable: Option<String>,
+}
+
+impl<E> crate::core::Driver<E> for FromNowhere {
+    fn transmit(&mut self, transmit: crate::core::Transmit) {
+        assert!(
+            transmit.destination != self.agent,
+            "a datagram from nowhere reached the firewall: {:?}",
+            transmit.message.msg_type()
+        );
+    }
+
+    fn commit(&mut self, group: &[crate::core::StoreWrite]) -> Result<(), crate::core::StoreError> {
+        self.durable = Some(format!("{group:?}"));
+        Err(crate::core::StoreError::Unavailable(
+            "nothing may be written".into(),
+        ))
+    }
+
+    fn event(&mut self, _event: E) {}
 }
