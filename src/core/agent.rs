@@ -17,7 +17,6 @@ use super::deadlines::Deadlines;
 use super::error::{ApiMisuse, ProtocolError};
 use super::firewall::{Firewall, FirewallCommand, FirewallError, MemoryFirewall};
 use super::party::{NoCommand, Outbox, Output, Party};
-use super::request::error_response;
 use super::transact::ServerTxns;
 use super::transport::{Receive, ReplyTo};
 use super::{Addr, Millis};
@@ -194,14 +193,9 @@ impl<F: Firewall> FirewallAgent<F> {
     ) -> Result<(), ProtocolError> {
         let re = message.msg_type();
         let pinhole = sender(message).map(|server| (server.clone(), pinhole_of(message)));
-        self.out.event(FirewallEvent::Refused { re, code, pinhole });
-        self.answer(now, to, txn, error_response(txn, re, code));
-        Err(ProtocolError::Refused { re, code })
-    }
-
-    fn answer(&mut self, now: Now, to: ReplyTo, txn: crate::wire::TxnId, response: Message) {
-        self.txns.answer(now.mono, txn, to.peer, response.clone());
-        self.out.reply(to, response);
+        let event = FirewallEvent::Refused { re, code, pinhole };
+        self.txns
+            .refuse(now.mono, to, txn, re, code, &mut self.out, event)
     }
 
     fn receive(&mut self, now: Now, receive: Receive<'_>) -> Result<(), ProtocolError> {
@@ -234,7 +228,7 @@ impl<F: Firewall> FirewallAgent<F> {
                     recording: None,
                     ext: Extensions::new(),
                 });
-                self.answer(now, to, txn, ok);
+                self.txns.respond(now.mono, to, txn, ok, &mut self.out);
                 Ok(())
             }
             Err(code) => self.refuse(now, to, &message, txn, code),

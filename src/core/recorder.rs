@@ -12,7 +12,6 @@ use std::ops::ControlFlow;
 use super::clock::Now;
 use super::error::{ApiMisuse, ProtocolError};
 use super::party::{NoCommand, Outbox, Output, Party};
-use super::request::error_response;
 use super::store::{RecordingRecord, StoreSnapshot, StoreWrite};
 use super::transact::ServerTxns;
 use super::transport::{Receive, ReplyTo};
@@ -269,8 +268,8 @@ impl Recorder {
     }
 
     fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
-        self.txns.answer(now.mono, txn, to.peer, response.clone());
-        self.out.reply(to, response);
+        self.txns
+            .respond(now.mono, to, txn, response, &mut self.out);
     }
 
     fn reject(
@@ -281,9 +280,9 @@ impl Recorder {
         re: MsgType,
         code: ErrorCode,
     ) -> Result<(), ProtocolError> {
-        self.emit(RecorderEvent::Rejected(code));
-        self.respond(now, to, txn, error_response(txn, re, code));
-        Err(ProtocolError::Refused { re, code })
+        let event = RecorderEvent::Rejected(code);
+        self.txns
+            .refuse(now.mono, to, txn, re, code, &mut self.out, event)
     }
 
     /// A datagram arrived. `Err` says why it was refused; an `error`

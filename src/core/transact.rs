@@ -10,10 +10,10 @@ use std::ops::ControlFlow;
 use super::deadlines::Deadlines;
 use super::error::{ProtocolError, repeated};
 use super::party::Outbox;
-use super::request::request_txn;
+use super::request::{error_response, request_txn};
 use super::transport::{ReplyTo, Transmit};
 use super::{Addr, Millis};
-use crate::wire::{ErrorCode, Message, TxnId};
+use crate::wire::{ErrorCode, Message, MsgType, TxnId};
 
 /// Retransmission timing (KW-FRAME-011).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +260,38 @@ impl ServerTxns {
             Seen::InProgress => ControlFlow::Break(Ok(())),
             Seen::New => ControlFlow::Continue(txn),
         }
+    }
+
+    /// Answers a request the way it came (KW-FRAME-004) and keeps the
+    /// answer for its duplicates (KW-FRAME-012).
+    pub fn respond<E>(
+        &mut self,
+        now: Millis,
+        to: ReplyTo,
+        txn: TxnId,
+        response: Message,
+        out: &mut Outbox<E>,
+    ) {
+        self.answer(now, txn, to.peer, response.clone());
+        out.reply(to, response);
+    }
+
+    /// Refuses a request with `code`: `event` told, the `error` answered
+    /// and kept for duplicates (KW-ERR-001), and the refusal returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn refuse<E>(
+        &mut self,
+        now: Millis,
+        to: ReplyTo,
+        txn: TxnId,
+        re: MsgType,
+        code: ErrorCode,
+        out: &mut Outbox<E>,
+        event: E,
+    ) -> Result<(), ProtocolError> {
+        out.event(event);
+        self.respond(now, to, txn, error_response(txn, re, code), out);
+        Err(ProtocolError::Refused { re, code })
     }
 
     /// Records the response to a request.

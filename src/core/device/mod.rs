@@ -434,8 +434,8 @@ impl Device {
     }
 
     fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
-        self.server.answer(now.mono, txn, to.peer, response.clone());
-        self.out.reply(to, response);
+        self.server
+            .respond(now.mono, to, txn, response, &mut self.out);
     }
 
     // ------------------------------------------------------------ commands
@@ -716,9 +716,9 @@ impl Device {
         re: MsgType,
         code: ErrorCode,
     ) -> Outcome {
-        self.emit(DeviceEvent::Rejected(code));
-        self.respond(now, to, txn, error_response(txn, re, code));
-        Err(ProtocolError::Refused { re, code })
+        let event = DeviceEvent::Rejected(code);
+        self.server
+            .refuse(now.mono, to, txn, re, code, &mut self.out, event)
     }
 }
 

@@ -516,8 +516,8 @@ impl Server {
 
     /// Answers a request and remembers the answer for duplicates.
     fn respond(&mut self, now: Now, to: ReplyTo, txn: TxnId, response: Message) {
-        self.server.answer(now.mono, txn, to.peer, response.clone());
-        self.out.reply(to, response);
+        self.server
+            .respond(now.mono, to, txn, response, &mut self.out);
     }
 
     /// Rejects a request: an `error` response, an event, and the error.
@@ -529,9 +529,9 @@ impl Server {
         re: MsgType,
         code: ErrorCode,
     ) -> Outcome {
-        self.event(ServerEvent::Rejected(re, code));
-        self.respond(now, to, txn, error_response(txn, re, code));
-        Err(ProtocolError::Refused { re, code })
+        let event = ServerEvent::Rejected(re, code);
+        self.server
+            .refuse(now.mono, to, txn, re, code, &mut self.out, event)
     }
 
     /// Whether a request with `txn` can be forwarded now: not when that
