@@ -373,3 +373,41 @@ fn kw_rec_005_recordings_survive_a_restart() {
             .any(|e| matches!(e, ServerEvent::Restored { sessions: 1, .. }))
     );
 }
+
+/// KW-SM-025: a server restarted while its offer waits for the firewall
+/// (KW-SM-026) ignores the caller's retransmissions of it, as before the
+/// restart, and forwards it once the firewall answers; the call is set up.
+#[test]
+fn kw_sm_025_an_offer_waiting_for_the_firewall_survives_a_restart() {
+    let mut lab = lab();
+    lab.command(CALLER, DeviceCommand::Register);
+    lab.command(CALLEE, DeviceCommand::Register);
+    lab.advance(1_000);
+    // The firewall hears nothing for a while.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::PinholeOpen(_))));
+    lab.command(CALLER, DeviceCommand::Call(principal(CALLEE)));
+    lab.settle();
+    let session = lab.device(CALLER).sessions()[0];
+    assert_eq!(lab.server(0).session_ids(), vec![session]);
+    lab.restart_server(0);
+    let mark = lab.trace.len();
+    // The caller retransmits its offer: ignored while it is carried out.
+    lab.advance(2_000);
+    assert!(
+        lab.find(mark, |s| matches!(s, Step::Sent { from, message: Message::Error(_), .. } if from == "sc@a.example"))
+            .is_none()
+    );
+    assert!(
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Sent { from, message: Message::Offer(_), .. } if from == CALLER)
+        )
+        .is_some()
+    );
+    lab.drop_if = None;
+    lab.advance(10_000);
+    assert!(
+        lab.device_events(CALLER)
+            .contains(&DeviceEvent::CallEstablished(session, principal(CALLEE)))
+    );
+}

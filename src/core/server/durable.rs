@@ -227,6 +227,11 @@ impl Server {
         let setup = self.sessions.get(&id).map(|s| s.setup.clone());
         match setup {
             Some(Setup::Opening { .. } | Setup::Answering { .. }) => {
+                // The offer is still being carried out: its requester's
+                // retransmissions are ignored until it is answered.
+                if let Some((txn, prev)) = setup.as_ref().and_then(offer_txn) {
+                    self.server.mark_in_progress(now.mono, (txn, prev.peer));
+                }
                 let none = opened.is_empty();
                 if let Some(waiting) = self.session_mut(&id).and_then(|s| s.waiting_mut()) {
                     *waiting = opened;
@@ -266,5 +271,19 @@ impl Server {
         {
             self.record_start(now, id, rng);
         }
+    }
+}
+
+/// The transaction of the offer a session's set-up is carrying out, and
+/// the hop it came from.
+fn offer_txn(setup: &Setup) -> Option<(crate::wire::TxnId, crate::core::ReplyTo)> {
+    match setup {
+        Setup::Opening { offer, prev, .. } | Setup::Offered { offer, prev, .. } => {
+            Some((offer.txn, *prev))
+        }
+        Setup::Answering { answer, prev, .. } | Setup::Answered { answer, prev } => {
+            Some((answer.txn, *prev))
+        }
+        Setup::Established => None,
     }
 }
