@@ -206,13 +206,13 @@ fn kw_fw_005_only_its_servers_signed_requests_are_obeyed() {
 fn kw_fw_007_requests_are_fresh_and_in_order() {
     let mut b = bench();
     let t = b.secs();
-    let stale = b.open(1, None, t - 31, 3600);
+    let stale = b.open(1, None, t - 61, 3600);
     assert_refused(
         b.send(stale),
         MsgType::PinholeOpen,
         ErrorCode::STALE_REQUEST,
     );
-    let early = b.open(1, None, t + 31, 3600);
+    let early = b.open(1, None, t + 61, 3600);
     assert_refused(
         b.send(early),
         MsgType::PinholeOpen,
@@ -220,7 +220,7 @@ fn kw_fw_007_requests_are_fresh_and_in_order() {
     );
     assert!(b.pinholes().is_empty());
 
-    let edge = b.open(1, None, t - 30, 40);
+    let edge = b.open(1, None, t - 60, 70);
     assert_ok(b.send(edge), MsgType::PinholeOpen, 1);
     assert_eq!(b.pinholes()[0].expires_at, (t + 10) * 1000);
 

@@ -42,8 +42,10 @@ pub struct FirewallAgentConfig {
     pub window_secs: u64,
 }
 
-/// The default freshness window (KW-FW-007).
-pub const FRESHNESS_WINDOW_SECS: u64 = 30;
+/// The default freshness window (KW-FW-007): longer than a request is
+/// retransmitted (32 s, KW-FRAME-011), with room for clocks a few seconds
+/// apart.
+pub const FRESHNESS_WINDOW_SECS: u64 = 60;
 
 /// What a firewall agent tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]

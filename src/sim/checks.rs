@@ -125,6 +125,9 @@ pub struct Report {
     pub datagrams_unreachable: u64,
     /// Virtual time simulated, in milliseconds.
     pub simulated_ms: u64,
+    /// Events the run processed (deliveries, timers, scripted actions); a
+    /// run cut short at the limit breaks an invariant.
+    pub events: u64,
     /// Invariants broken, in the order found; empty when all hold.
     pub invariant_violations: Vec<String>,
 }

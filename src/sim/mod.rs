@@ -89,6 +89,13 @@ pub fn run(cfg: &SimConfig) -> Result<Report, SimError> {
     if !(0.0..=0.5).contains(&cfg.loss) {
         return Err(SimError::Config("--loss must be in 0..=0.5"));
     }
+    // An attack that cannot act is refused, never silently a no-op.
+    if cfg.tamper && cfg.domains < 2 {
+        return Err(SimError::Config(
+            "--tamper needs two or more domains: the last domain's server changes what \
+             passes it between them",
+        ));
+    }
     let mut world = world::World::build(cfg);
     world.run();
     Ok(world.into_report())

@@ -294,6 +294,13 @@ impl World {
                 next_check = self.now + 1000;
             }
         }
+        self.ledger.report.events = events;
+        if events >= MAX_EVENTS {
+            // A run cut short proves nothing about what it did not reach.
+            let now = self.now;
+            self.ledger
+                .violation(now, format!("the run was cut short at {events} events"));
+        }
         self.now = self.end.max(self.now);
         self.check_state();
         self.check_quiescent();

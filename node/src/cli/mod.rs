@@ -87,6 +87,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 1 unless at least this fraction of the calls attempted
+        /// completed (0 to 1).
+        #[arg(long, value_name = "FRACTION")]
+        min_completion: Option<f64>,
     },
 }
 
@@ -155,6 +159,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             tamper,
             no_record,
             json,
+            min_completion,
         } => simulate(
             &keyway::sim::SimConfig {
                 domains,
@@ -166,6 +171,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
                 record: !no_record,
             },
             json,
+            min_completion,
         ),
     };
     match result {
@@ -179,7 +185,14 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
 
 /// `keyway simulate`: the report on standard output; exit 1 when an
 /// invariant broke.
-fn simulate(cfg: &keyway::sim::SimConfig, json: bool) -> Result<(), String> {
+fn simulate(
+    cfg: &keyway::sim::SimConfig,
+    json: bool,
+    min_completion: Option<f64>,
+) -> Result<(), String> {
+    if min_completion.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
+        return Err("--min-completion must be in 0..=1".into());
+    }
     let report = keyway::sim::run(cfg).map_err(|e| e.to_string())?;
     let text = if json {
         let mut t = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -192,14 +205,22 @@ fn simulate(cfg: &keyway::sim::SimConfig, json: bool) -> Result<(), String> {
         .lock()
         .write_all(text.as_bytes())
         .map_err(|e| e.to_string())?;
-    if report.invariant_violations.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !report.invariant_violations.is_empty() {
+        return Err(format!(
             "{} invariant violations",
             report.invariant_violations.len()
-        ))
+        ));
     }
+    if let Some(fraction) = min_completion {
+        let needed = fraction * report.calls_attempted as f64;
+        if (report.calls_completed as f64) < needed {
+            return Err(format!(
+                "{} of {} calls completed, below --min-completion {fraction}",
+                report.calls_completed, report.calls_attempted
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_input(file: &str, hex: bool, limit: usize) -> Result<Vec<u8>, InputError> {
