@@ -593,9 +593,10 @@ fn claims_6_8_11_13_15_certificate_query_own_domain_and_forwarded() {
         ]
     );
 
-    // Failures (KW-QUERY-005): claim 11's "is there a certificate?" no.
+    // Failures (KW-QUERY-005): claim 11's "is there a certificate?" no —
+    // for an account the domain does not have too (KW-SM-028).
     for (target, code) in [
-        ("u9@b.example", ErrorCode::UNKNOWN_ACCOUNT),
+        ("u9@b.example", ErrorCode::CERT_NOT_FOUND),
         ("u1@nowhere.example", ErrorCode::UNKNOWN_DOMAIN),
     ] {
         lab.command(DEVICE, DeviceCommand::QueryCertificate(principal(target)));

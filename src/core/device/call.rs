@@ -52,6 +52,7 @@ impl Device {
                 recipients: Vec::new(),
                 deferred: Vec::new(),
                 ack_deadline: None,
+                media_windows: BTreeMap::new(),
             },
         );
         self.continue_call(now, session, rng);
@@ -433,6 +434,7 @@ impl Device {
                 recipients: specs,
                 deferred: Vec::new(),
                 ack_deadline: Some(now.mono.saturating_add(self.cfg.retransmit.give_up)),
+                media_windows: BTreeMap::new(),
             },
         );
         self.respond(now, from, offer.txn, answer);

@@ -25,8 +25,8 @@ use super::transact::{ClientTxns, RetransmitPolicy, ServerTxns};
 use super::transport::{Proto, Receive, ReplyTo, Transmit};
 use super::{Addr, Millis};
 use crate::crypto::{
-    Entropy, Identity, KeyCache, KeyPolicy, RecipientSpec, Secret32, SessionKeys, TrustAnchor,
-    TrustStore,
+    Entropy, Identity, KeyCache, KeyPolicy, RecipientSpec, ReplayWindow, Secret32, SessionKeys,
+    TrustAnchor, TrustStore,
 };
 use crate::wire::{
     Certificate, Contact, ErrorCode, ErrorResponse, Message, MsgType, Nonce, Permission, Principal,
@@ -260,6 +260,9 @@ struct Call {
     deferred: Vec<(ReplyTo, Message)>,
     /// When an answered call gives up waiting for its `ack`.
     ack_deadline: Option<Millis>,
+    /// The media packets received, per stream and description of the peer
+    /// (KW-KEY-007).
+    media_windows: BTreeMap<(u64, u64), ReplayWindow>,
 }
 
 /// Most certificate queries, and received items waiting for them, at once.

@@ -592,6 +592,15 @@ impl Device {
         else {
             return dropped(ErrorCode::STALE_EPOCH);
         };
+        // KW-KEY-007: each packet once, per stream and description.
+        let window = call
+            .media_windows
+            .get(&(media.stream, media.epoch))
+            .copied()
+            .unwrap_or_default();
+        if let Err(e) = window.check(media.seq) {
+            return dropped(ErrorCode::from(&e));
+        }
         let ad = media_ad(
             &media.session,
             &media.from,
@@ -601,6 +610,17 @@ impl Device {
         );
         match open_media(&Secret32::new(stream.key.0), &ad, &media.payload) {
             Ok(frame) => {
+                if let Some(call) = self.calls.get_mut(&media.session) {
+                    // Windows of descriptions no longer kept are dropped
+                    // with them (KW-SM-019).
+                    let kept: Vec<u64> = call.peer_descs.keys().copied().collect();
+                    call.media_windows
+                        .retain(|(_, epoch), _| kept.contains(epoch));
+                    call.media_windows
+                        .entry((media.stream, media.epoch))
+                        .or_default()
+                        .record(media.seq);
+                }
                 self.emit(DeviceEvent::MediaReceived {
                     session: media.session,
                     epoch: media.epoch,

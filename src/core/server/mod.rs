@@ -81,9 +81,10 @@ pub struct ServerPolicy {
     /// Rewrite local parties' media addresses to the firewall's public
     /// address when permitted to modify (KW-SEAL-007, KW-FW-006).
     pub rewrite_media: bool,
-    /// Reject an offer from a local caller that does not make this server
-    /// a recipient (`recipient-missing`, KW-POLICY-002).
-    pub require_own_entry: bool,
+    /// Servers every offer from a local caller must make recipients —
+    /// this server by any entry it opens, others by an explicit entry —
+    /// or be refused with `recipient-missing` (KW-POLICY-002).
+    pub required_recipients: BTreeSet<Principal>,
     /// Longest life of a session without a `bye`, in seconds; every pinhole
     /// ends with it (KW-FW-004).
     pub session_secs: u64,
@@ -105,7 +106,7 @@ impl Default for ServerPolicy {
             challenge_secs: 30,
             decoy_iterations: 4096,
             rewrite_media: true,
-            require_own_entry: false,
+            required_recipients: BTreeSet::new(),
             session_secs: 3600,
             record: RecordPolicy::Nothing,
             max_sessions: 10_000,

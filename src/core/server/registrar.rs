@@ -35,6 +35,11 @@ impl Server {
         if r.from.domain() != self.cfg.ca.domain().as_str() {
             return reject(self, ErrorCode::FORBIDDEN);
         }
+        // KW-REG-017: a contact only at the address the request came from,
+        // so that no device points what others send at a third host.
+        if r.contact.addr.ip() != from.peer.ip() {
+            return reject(self, ErrorCode::FORBIDDEN);
+        }
         // KW-REG-013: checked before any work, with the minimum to retry with.
         if r.expires != 0 && r.expires < self.cfg.policy.min_expires {
             self.event(ServerEvent::Rejected(

@@ -57,9 +57,8 @@ impl Server {
             return Err(ErrorCode::HOP_LIMIT_EXCEEDED);
         }
         let (addr, proto) = if self.is_local(to) {
-            if !self.cfg.accounts.contains_key(to) {
-                return Err(ErrorCode::UNKNOWN_ACCOUNT);
-            }
+            // An account this domain does not have is not registered: the
+            // answer does not tell which accounts exist (KW-SM-028).
             self.current_registration(to, now)
                 .map(|g| (g.contact.addr, Proto::of(g.contact.transport)))
                 .ok_or(ErrorCode::NOT_REGISTERED)?
@@ -195,9 +194,9 @@ impl Server {
         if target == self.account() {
             return Ok(self.cfg.cert.clone());
         }
-        if !self.cfg.accounts.contains_key(target) {
-            return Err(ErrorCode::UNKNOWN_ACCOUNT);
-        }
+        // An account this domain does not have has no certificate either:
+        // one answer for both, so that a query does not tell which
+        // accounts exist (KW-QUERY-005, KW-SM-028).
         let registration = self
             .current_registration(target, now)
             .ok_or(ErrorCode::CERT_NOT_FOUND)?;
@@ -235,6 +234,10 @@ impl Server {
             return Err(ProtocolError::Unsolicited(response.msg_type()));
         };
         let mut outcome = Ok(());
+        let refused_answer = match &response {
+            Message::Answer(a) => self.own_certificate_refused(now, a.cert.as_ref(), &a.from),
+            _ => None,
+        };
         let response = match response {
             Message::CertNotify(n) => match self.attest_for(now, requester, target, n) {
                 Ok(n) => Message::CertNotify(n),
@@ -248,6 +251,20 @@ impl Server {
                     error_response(txn, re, code)
                 }
             },
+            // KW-CERT-006: a certificate of this domain this server has
+            // revoked is not carried on: the offer fails with its code.
+            Message::Answer(_) if refused_answer.is_some() => {
+                let code = refused_answer.unwrap_or(ErrorCode::CERT_INVALID);
+                if let Some(s) = session {
+                    self.end_session(now, s, super::SessionEnd::Failed, rng);
+                }
+                self.event(ServerEvent::Rejected(MsgType::Answer, code));
+                outcome = Err(ProtocolError::BadResponse {
+                    re: MsgType::Answer,
+                    code,
+                });
+                error_response(txn, re, code)
+            }
             // Read only if it answers the session the offer was for; the
             // server relays it itself, once its firewall is ready
             // (KW-SM-026).

@@ -366,16 +366,24 @@ impl Server {
             return reject(self, ErrorCode::BAD_STATE);
         }
         let caller_local = self.is_local(&o.from);
+        // KW-CERT-006: a certificate of this domain that this server has
+        // revoked (or that has expired) is not carried on, whether or not
+        // the server may read the offer.
+        if let Some(code) = self.own_certificate_refused(now, o.cert.as_ref(), &o.from) {
+            return reject(self, code);
+        }
         // KW-SEAL-003: our entry, explicit or by trial.
         let opened = match open(&o.body, &o.session, &self.cfg.identity, &mut self.kek) {
             Ok(opened) => Some(opened),
             Err(CryptoError::NoEntry) => None,
             Err(e) => return reject(self, ErrorCode::from(&e)),
         };
+        // KW-POLICY-002: the servers every offer of a local caller must
+        // make recipients.
+        if caller_local && !self.required_recipients_present(&o.body, opened.is_some()) {
+            return reject(self, ErrorCode::RECIPIENT_MISSING);
+        }
         let Some(opened) = opened else {
-            if caller_local && self.cfg.policy.require_own_entry {
-                return reject(self, ErrorCode::RECIPIENT_MISSING);
-            }
             // KW-SEAL-008: forwarded byte for byte.
             let forwarded = Message::Offer(Offer {
                 via: hop.via.clone(),
@@ -538,6 +546,42 @@ impl Server {
             };
         }
         Ok(())
+    }
+
+    /// Why a certificate a message carries for `subject` is refused, if
+    /// this server issued it and it is not valid now: revoked by this
+    /// server (KW-CERT-006), expired, or of another subject.
+    pub(super) fn own_certificate_refused(
+        &self,
+        now: Now,
+        cert: Option<&Certificate>,
+        subject: &Principal,
+    ) -> Option<ErrorCode> {
+        let cert = cert.filter(|c| c.tbs.issuer.as_str() == self.cfg.ca.domain().as_str())?;
+        let expect = Expect {
+            subject,
+            role: None,
+            now: now.wall_secs(),
+        };
+        self.trust
+            .check(cert, expect)
+            .err()
+            .map(|e| ErrorCode::from(&CryptoError::Cert(e)))
+    }
+
+    /// Whether a body makes every server the policy requires a recipient:
+    /// this server by an entry it opened (explicit or anonymous), any
+    /// other by an explicit entry (KW-POLICY-002).
+    fn required_recipients_present(&self, body: &Sealed, opened_own: bool) -> bool {
+        self.cfg.policy.required_recipients.iter().all(|server| {
+            if server == self.account() {
+                opened_own
+            } else {
+                body.recipients
+                    .iter()
+                    .any(|r| r.id.as_ref() == Some(server))
+            }
+        })
     }
 
     /// The answer this server relayed to `o`, if `o` is a retransmission
