@@ -4,8 +4,9 @@
 //! its register came from (KW-REG-017), a revoked certificate of a
 //! server's domain is not carried on (KW-CERT-006), the servers an offer
 //! must make recipients are policy (KW-POLICY-002), media packets are
-//! accepted once (KW-KEY-007), and an unsigned `error` ends no more than
-//! its transaction (KW-FRAME-014).
+//! accepted once (KW-KEY-007), an unsigned `error` ends no more than
+//! its transaction (KW-FRAME-014), and no one can keep an account from
+//! registering by asking for challenges (KW-REG-018).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -353,4 +354,207 @@ fn kw_frame_014_an_unsigned_error_ends_no_more_than_its_request() {
         Some(keyway::core::CallState::Established)
     );
     assert!(!lab.session_ended(0, session, SessionEnd::Bye));
+}
+
+/// The challenge waiting in the lab's queue for `to`, taken out of it.
+fn take_challenge(lab: &mut Lab, to: Addr) -> keyway::wire::Challenge {
+    let at = lab
+        .queue
+        .iter()
+        .position(|(_, dst, bytes)| {
+            *dst == to && matches!(Message::decode(bytes), Ok(Message::Challenge(_)))
+        })
+        .expect("a challenge is queued");
+    let (_, _, bytes) = lab.queue.remove(at).unwrap();
+    match Message::decode(&bytes).unwrap() {
+        Message::Challenge(c) => c,
+        _ => unreachable!(),
+    }
+}
+
+/// A `register` for `account` at `addr` echoing `nonce` with a proof
+/// that cannot pass: what someone who intercepted a challenge can send.
+fn forged_answer(account: &str, addr: Addr, nonce: keyway::wire::Nonce, txn: u8) -> Vec<u8> {
+    Message::Register(Register {
+        txn: TxnId([txn; 8]),
+        from: principal(account),
+        contact: Contact {
+            transport: Transport::Udp,
+            addr,
+        },
+        expires: 3600,
+        csr: None,
+        cert: None,
+        auth: Some(keyway::wire::AuthResponse {
+            nonce,
+            proof: keyway::wire::Mac32([0x55; 32]),
+            kx_proof: None,
+            ext: Extensions::new(),
+        }),
+        ext: Extensions::new(),
+    })
+    .encode()
+}
+
+/// A `register` without `auth`: a request for a challenge.
+fn challenge_request(account: &str, addr: Addr, txn: u32) -> Vec<u8> {
+    let mut id = [0u8; 8];
+    id[..4].copy_from_slice(&txn.to_be_bytes());
+    Message::Register(Register {
+        txn: TxnId(id),
+        from: principal(account),
+        contact: Contact {
+            transport: Transport::Udp,
+            addr,
+        },
+        expires: 3600,
+        csr: None,
+        cert: None,
+        auth: None,
+        ext: Extensions::new(),
+    })
+    .encode()
+}
+
+/// KW-REG-018, KW-SM-007, KW-SM-019, KW-ERR-004: between a device's
+/// challenge and its answer, an attacker asks for thousands of challenges
+/// for the same account and for others, and answers the intercepted
+/// challenge with a forged proof; nothing is written, and the device's
+/// answer still registers it. (With a bounded table of outstanding
+/// nonces the first would evict the device's, and with a nonce spent by
+/// any answer the second would.)
+#[test]
+fn kw_reg_018_asking_for_challenges_cannot_block_registration() {
+    let mut lab = one_domain();
+    let server = lab.servers[0].addr;
+    let device = lab.devices[0].contact;
+    let attacker: Addr = "203.0.113.9:5060".parse().unwrap();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    let (from, to, bytes) = lab.queue.pop_front().unwrap();
+    assert_eq!(to, server);
+    lab.inject(to, from, &bytes);
+    let challenge = take_challenge(&mut lab, device);
+    let writes = lab.servers[0].store.writes;
+
+    for n in 0..5000u32 {
+        lab.inject(
+            server,
+            attacker,
+            &challenge_request("u1@a.example", attacker, n),
+        );
+        let other = format!("x{}@a.example", n % 500);
+        lab.inject(
+            server,
+            attacker,
+            &challenge_request(&other, attacker, n + 5000),
+        );
+    }
+    let mark = lab.trace.len();
+    lab.inject(
+        server,
+        attacker,
+        &forged_answer("u1@a.example", attacker, challenge.nonce, 0x31),
+    );
+    assert_eq!(last_error(&lab, mark), Some(ErrorCode::AUTH_FAILED));
+    assert_eq!(lab.servers[0].store.writes, writes, "nothing written");
+    lab.queue.clear();
+
+    // The device's challenge arrives only now, and its answer passes.
+    let mark = lab.trace.len();
+    lab.inject(device, server, &Message::Challenge(challenge).encode());
+    lab.settle();
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+    assert_eq!(last_error(&lab, mark), None);
+}
+
+/// KW-REG-005, KW-REG-018, KW-CRYPTO-024, KW-SM-025: a nonce is accepted only for the
+/// account it was issued to, only as issued, only within its lifetime,
+/// and once; the one a restarted server issued before its crash is
+/// accepted, and the one spent before it is still refused.
+#[test]
+fn kw_reg_018_nonces_are_bound_checked_spent_and_survive_restarts() {
+    let mut lab = one_domain();
+    let server = lab.servers[0].addr;
+    let device = lab.devices[0].contact;
+    let attacker: Addr = "203.0.113.9:5060".parse().unwrap();
+
+    // Issued before a restart, answered after it.
+    lab.command("u1@a.example", DeviceCommand::Register);
+    let (from, to, bytes) = lab.queue.pop_front().unwrap();
+    lab.inject(to, from, &bytes);
+    let challenge = take_challenge(&mut lab, device);
+    lab.restart_server(0);
+    lab.inject(
+        device,
+        server,
+        &Message::Challenge(challenge.clone()).encode(),
+    );
+    lab.settle();
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+    // The device's answer, replayed under a new txn: spent, before and
+    // after another restart.
+    let answer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Register(r) if r.auth.is_some() => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(answer.auth.as_ref().unwrap().nonce, challenge.nonce);
+    for restart in [false, true] {
+        if restart {
+            lab.restart_server(0);
+        }
+        let writes = lab.servers[0].store.writes;
+        let mark = lab.trace.len();
+        let replay = Register {
+            txn: TxnId([0x40 + u8::from(restart); 8]),
+            ..answer.clone()
+        };
+        lab.inject(server, device, &Message::Register(replay).encode());
+        assert_eq!(last_error(&lab, mark), Some(ErrorCode::STALE_NONCE));
+        assert_eq!(lab.servers[0].store.writes, writes);
+    }
+
+    // u2's nonce: not u1's, not with a bit changed, not once expired.
+    let u2 = lab.devices[1].contact;
+    lab.settle();
+    lab.command("u2@a.example", DeviceCommand::Register);
+    let (from, to, bytes) = lab.queue.pop_front().unwrap();
+    lab.inject(to, from, &bytes);
+    let held = take_challenge(&mut lab, u2);
+    let mut flipped = held.nonce;
+    flipped.0[3] ^= 1;
+    let cases = [
+        ("u1@a.example", held.nonce, ErrorCode::STALE_NONCE),
+        ("u2@a.example", flipped, ErrorCode::STALE_NONCE),
+        ("u2@a.example", held.nonce, ErrorCode::AUTH_FAILED),
+    ];
+    for (i, (account, nonce, code)) in cases.into_iter().enumerate() {
+        let mark = lab.trace.len();
+        let txn = 0x50 + u8::try_from(i).unwrap();
+        lab.inject(
+            server,
+            attacker,
+            &forged_answer(account, attacker, nonce, txn),
+        );
+        assert_eq!(last_error(&lab, mark), Some(code), "{account} {i}");
+    }
+    lab.advance(held.expires * 1000);
+    let mark = lab.trace.len();
+    lab.inject(
+        server,
+        attacker,
+        &forged_answer("u2@a.example", attacker, held.nonce, 0x60),
+    );
+    assert_eq!(last_error(&lab, mark), Some(ErrorCode::STALE_NONCE));
 }

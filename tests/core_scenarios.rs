@@ -1934,7 +1934,7 @@ fn routing_refuses_loops_and_exhausted_hop_limits() {
 
 /// KW-REG-005, KW-REG-013, KW-REG-015, KW-REG-016, KW-CERT-006, KW-ERR-004,
 /// KW-SM-003, KW-SM-007, KW-SM-008: a replayed proof is refused and
-/// changes nothing but spending its nonce; a repeated request gets a fresh
+/// changes nothing; a repeated request gets a fresh
 /// challenge; an unknown account is challenged like a known one; a term
 /// below the minimum is refused with the minimum; de-registration revokes
 /// the certificate, which is no longer served; expiry removes the location.

@@ -51,11 +51,6 @@ impl<K: Ord + Clone> Deadlines<K> {
         self.order.first().map(|(at, _)| *at)
     }
 
-    /// The key with the earliest deadline, and the deadline.
-    pub fn first(&self) -> Option<(&K, Millis)> {
-        self.order.first().map(|(at, key)| (key, *at))
-    }
-
     /// Takes the keys whose deadline is not after `now`, earliest first.
     pub fn take_due(&mut self, now: Millis) -> Vec<K> {
         let mut due = Vec::new();

@@ -2,8 +2,7 @@
 //! ([`ProtocolError`]), and what an application asked of a device that it
 //! cannot do ([`ApiMisuse`]).
 //!
-//! A refused input changes no state (KW-ERR-004) but what the spec allows
-//! (a spent challenge nonce, KW-SM-007); where the protocol has an answer,
+//! A refused input changes no state (KW-ERR-004); where the protocol has an answer,
 //! the `error` response is already among the outputs when the error is
 //! returned, so the caller drains `poll_output` either way.
 

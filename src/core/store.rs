@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::Addr;
 use super::recorder::{RecordedPacket, StoredRecording};
 use super::server::StoredSession;
-use crate::wire::{Certificate, Contact, Domain, Principal, RecordingId, SessionId, TxnId};
+use crate::wire::{Certificate, Contact, Domain, Nonce, Principal, RecordingId, SessionId, TxnId};
 
 /// One registration: location, certificate and term, stored together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +118,17 @@ pub enum StoreWrite {
     },
     /// A mapping is given up.
     DeleteMapping(Addr),
+    /// A challenge nonce was spent by a register that passed; it stays
+    /// spent until its lifetime would have ended (KW-REG-005, KW-REG-018).
+    SpendNonce {
+        /// The nonce.
+        nonce: Nonce,
+        /// The end of its lifetime (wall milliseconds).
+        until: u64,
+    },
     /// Forget what stopped mattering before `wall` (milliseconds):
-    /// revocations of certificates that have ended, and ended sessions
-    /// whose term is over; so that the store does not grow for ever.
+    /// revocations of certificates that have ended, ended sessions whose
+    /// term is over, and spent nonces whose lifetime is over; so that the store does not grow for ever.
     Prune {
         /// The wall time.
         wall: u64,
@@ -153,6 +161,8 @@ pub struct StoreSnapshot {
     pub ended: BTreeMap<SessionId, EndedSession>,
     /// Public addresses by internal address.
     pub mappings: BTreeMap<Addr, Addr>,
+    /// Spent challenge nonces, until their lifetime ends (wall ms).
+    pub spent: BTreeMap<Nonce, u64>,
     /// Recordings with their packets, in the order appended.
     pub recordings: BTreeMap<RecordingId, (RecordingRecord, Vec<RecordedPacket>)>,
 }
@@ -188,10 +198,14 @@ impl StoreSnapshot {
             StoreWrite::DeleteMapping(internal) => {
                 self.mappings.remove(internal);
             }
+            StoreWrite::SpendNonce { nonce, until } => {
+                self.spent.insert(*nonce, *until);
+            }
             StoreWrite::Prune { wall } => {
                 self.revoked
                     .retain(|_, until| until.saturating_add(1).saturating_mul(1000) > *wall);
                 self.ended.retain(|_, e| e.until > *wall);
+                self.spent.retain(|_, until| *until > *wall);
             }
             StoreWrite::PutRecording(record) => {
                 let entry = self

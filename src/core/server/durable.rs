@@ -179,6 +179,12 @@ impl Server {
                 self.remember_ended(id, ended, until);
             }
         }
+        for (nonce, until) in snapshot.spent {
+            if until > now.wall {
+                self.spent.insert(nonce, until);
+                self.spent_ends.set(nonce, now.mono_at_wall(until));
+            }
+        }
         // Never an identifier the firewall may still remember (KW-FW-008).
         self.next_pinhole = highest_pinhole.saturating_add(1).max(self.next_pinhole);
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();

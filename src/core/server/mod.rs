@@ -19,7 +19,7 @@ mod registrar;
 mod relay;
 mod session;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::clock::Now;
@@ -303,12 +303,6 @@ pub enum ServerEvent {
     Dropped(ErrorCode),
 }
 
-/// A challenge issued and not yet answered (KW-REG-005).
-struct OutstandingNonce {
-    account: Principal,
-    kx: Option<crate::crypto::KxKeyPair>,
-}
-
 /// What a request this server sent or forwarded was for.
 #[derive(Debug, Clone)]
 enum Pending {
@@ -336,9 +330,6 @@ enum SessionTimer {
     Ack,
 }
 
-/// Most outstanding challenge nonces, and per account.
-const NONCES: usize = 4096;
-const NONCES_PER_ACCOUNT: usize = 4;
 /// Most requests a server forwards or sends at once.
 const OUTSTANDING: usize = 10_000;
 /// Sessions that ended, remembered so that a replayed offer cannot start
@@ -357,9 +348,13 @@ pub struct Server {
     /// When each revocation stops mattering.
     revocation_ends: Deadlines<(Domain, u64)>,
     next_serial: u64,
-    nonces: BTreeMap<Nonce, OutstandingNonce>,
-    nonce_ends: Deadlines<Nonce>,
-    nonces_of: BTreeMap<Principal, VecDeque<Nonce>>,
+    /// The key challenge nonces are made and checked with: a server keeps
+    /// no state per challenge, so no one can fill or evict it (KW-REG-018).
+    nonce_key: Secret32,
+    /// Nonces of registers that passed, until their lifetime ends
+    /// (KW-REG-005); nothing else can enter.
+    spent: BTreeMap<Nonce, u64>,
+    spent_ends: Deadlines<Nonce>,
     client: ClientTxns<Pending>,
     server: ServerTxns,
     sessions: BTreeMap<SessionId, ServerSession>,
@@ -404,9 +399,13 @@ impl Server {
             revoked: BTreeMap::new(),
             revocation_ends: Deadlines::default(),
             next_serial: 1,
-            nonces: BTreeMap::new(),
-            nonce_ends: Deadlines::default(),
-            nonces_of: BTreeMap::new(),
+            nonce_key: crate::crypto::primitives::hkdf32(
+                cfg.decoy_secret.expose(),
+                cfg.identity.account.as_str().as_bytes(),
+                b"keyway-v1 challenge nonces",
+            ),
+            spent: BTreeMap::new(),
+            spent_ends: Deadlines::default(),
             client: ClientTxns::new(cfg.retransmit),
             server: ServerTxns::new(4096),
             sessions: BTreeMap::new(),
@@ -721,8 +720,8 @@ impl Server {
             }
         }
         self.server.expire(now.mono);
-        for nonce in self.nonce_ends.take_due(now.mono) {
-            self.forget_nonce(&nonce);
+        for nonce in self.spent_ends.take_due(now.mono) {
+            self.spent.remove(&nonce);
         }
         self.expire_registrations(now);
         self.prune(now);
@@ -777,7 +776,7 @@ impl Server {
             self.registration_ends.next(),
             self.revocation_ends.next(),
             self.session_timers.next(),
-            self.nonce_ends.next(),
+            self.spent_ends.next(),
             self.ended_ends.next(),
         ]
         .into_iter()

@@ -1,13 +1,13 @@
 //! Registrar and certificate authority (F1, F2): challenge, proof, issue
 //! or confirm, store, answer; de-registration and expiry with revocation.
 
-use super::{NONCES, NONCES_PER_ACCOUNT, Outcome, OutstandingNonce, Server, ServerEvent};
+use super::{Outcome, Server, ServerEvent};
 use crate::core::clock::Now;
 use crate::core::error::ProtocolError;
 use crate::core::store::{Registration, StoreWrite};
 use crate::core::transport::ReplyTo;
-use crate::crypto::primitives::hkdf32;
-use crate::crypto::{CryptoError, Entropy, Expect, KxKeyPair, register};
+use crate::crypto::primitives::{hkdf32, hmac_sha256};
+use crate::crypto::{CryptoError, Entropy, Expect, KxKeyPair, ct_eq, register};
 use crate::wire::{
     Certificate, Challenge, ErrorCode, ErrorResponse, Extensions, Message, MsgType, Nonce,
     Principal, Register, RegisterOk, Role, Time, TxnId,
@@ -66,16 +66,15 @@ impl Server {
             self.challenge(now, from, &r, rng);
             return Ok(());
         };
-        // KW-REG-005: the nonce is spent by this answer whatever happens next.
-        // Expired even if the timer that removes it has not run yet.
-        let alive = self
-            .nonce_ends
-            .get(&auth.nonce)
-            .is_some_and(|end| end > now.mono);
-        let outstanding = self.forget_nonce(&auth.nonce);
-        let Some(outstanding) = outstanding.filter(|n| alive && n.account == r.from) else {
+        // KW-REG-005, KW-REG-018: a nonce this server issued to this
+        // account, within its lifetime, not yet spent by a register that
+        // passed.
+        let issued = self
+            .nonce_issued(&auth.nonce, &r.from, now)
+            .filter(|_| !self.spent.contains_key(&auth.nonce));
+        if issued.is_none() {
             return reject(self, ErrorCode::STALE_NONCE);
-        };
+        }
         let Some(verifier) = self.cfg.accounts.get(&r.from) else {
             // Decoy challenge of an unknown account: no proof can pass.
             return reject(self, ErrorCode::AUTH_FAILED);
@@ -102,7 +101,10 @@ impl Server {
                     ext: Extensions::new(),
                 })
             }
-            Kind::Issue => self.issue(now, from, &r, outstanding.kx.as_ref(), &auth.nonce),
+            Kind::Issue => {
+                let kx = self.nonce_kx(&auth.nonce);
+                self.issue(now, from, &r, Some(&kx), &auth.nonce)
+            }
             Kind::Confirm(cert) => self.confirm(now, from, &r, cert),
             Kind::Refresh => match self.registrations.get(&r.from).map(|g| g.cert.clone()) {
                 Some(cert) => self.confirm(now, from, &r, &cert),
@@ -111,11 +113,89 @@ impl Server {
         };
         match outcome {
             Ok(ok) => {
+                // Spent only now: a register that fails changes nothing
+                // (KW-ERR-004), and only one that passed can be replayed.
+                self.spend_nonce(now, auth.nonce);
                 self.respond(now, from, r.txn, Message::RegisterOk(ok));
                 Ok(())
             }
             Err(code) => reject(self, code),
         }
+    }
+
+    /// A challenge nonce (KW-REG-018): the second it was issued at (4
+    /// bytes), 4 random bytes, and 8 bytes of a MAC of both and the
+    /// account under a key only this server holds; nothing is kept until
+    /// it is answered.
+    fn make_nonce(&self, account: &Principal, issued: u32, random: [u8; 4]) -> Nonce {
+        let mut head = [0u8; 8];
+        for (slot, byte) in head
+            .iter_mut()
+            .zip(issued.to_be_bytes().into_iter().chain(random))
+        {
+            *slot = byte;
+        }
+        let mac = self.nonce_mac(account, &head);
+        let mut nonce = [0u8; 16];
+        for (slot, byte) in nonce.iter_mut().zip(head.into_iter().chain(mac)) {
+            *slot = byte;
+        }
+        Nonce(nonce)
+    }
+
+    fn nonce_mac(&self, account: &Principal, head: &[u8; 8]) -> [u8; 8] {
+        let mut input = Vec::with_capacity(32 + account.as_str().len());
+        input.extend_from_slice(b"keyway-v1 nonce");
+        input.extend_from_slice(head);
+        input.extend_from_slice(account.as_str().as_bytes());
+        let full = hmac_sha256(self.nonce_key.expose(), &input);
+        let mut mac = [0u8; 8];
+        for (slot, byte) in mac.iter_mut().zip(full) {
+            *slot = byte;
+        }
+        mac
+    }
+
+    /// When a nonce echoed for `account` was issued, if this server issued
+    /// it to that account and its lifetime has not ended.
+    fn nonce_issued(&self, nonce: &Nonce, account: &Principal, now: Now) -> Option<u32> {
+        let mut head = [0u8; 8];
+        for (slot, byte) in head.iter_mut().zip(nonce.0) {
+            *slot = byte;
+        }
+        let mac = self.nonce_mac(account, &head);
+        let echoed = nonce.0.get(8..).unwrap_or_default();
+        if !ct_eq(&mac, echoed) {
+            return None;
+        }
+        let mut issued = [0u8; 4];
+        for (slot, byte) in issued.iter_mut().zip(head) {
+            *slot = byte;
+        }
+        let issued = u32::from_be_bytes(issued);
+        let age = now.wall_secs().checked_sub(u64::from(issued))?;
+        (age < self.cfg.policy.challenge_secs).then_some(issued)
+    }
+
+    /// The X25519 key pair of a challenge's `kx-challenge`, derived from
+    /// its nonce, so that nothing is kept for it either (KW-REG-007).
+    fn nonce_kx(&self, nonce: &Nonce) -> KxKeyPair {
+        KxKeyPair::from_secret(&hkdf32(
+            self.nonce_key.expose(),
+            &nonce.0,
+            b"keyway-v1 challenge kx",
+        ))
+    }
+
+    /// Spends the nonce of a register that passed, until its lifetime
+    /// would have ended, durably (KW-REG-005, KW-SM-025).
+    fn spend_nonce(&mut self, now: Now, nonce: Nonce) {
+        let lifetime = self.cfg.policy.challenge_secs.saturating_mul(1000);
+        let until = now.wall.saturating_add(lifetime);
+        self.spent.insert(nonce, until);
+        self.spent_ends
+            .set(nonce, now.mono.saturating_add(lifetime));
+        self.store(StoreWrite::SpendNonce { nonce, until });
     }
 
     /// KW-REG-004: a challenge with a fresh nonce; a decoy salt for an
@@ -134,40 +214,10 @@ impl Server {
                 (Nonce(salt), self.cfg.policy.decoy_iterations)
             }
         };
-        let nonce = Nonce(rng.array());
-        let kx = r.csr.as_ref().map(|_| KxKeyPair::generate(rng));
-        let kx_challenge = kx.as_ref().map(KxKeyPair::public);
-        // Bounded per account, so one account's requests cannot push out
-        // every other's, and in all (KW-SM-019).
-        let oldest_of_account = self
-            .nonces_of
-            .get(&r.from)
-            .filter(|held| held.len() >= NONCES_PER_ACCOUNT)
-            .and_then(|held| held.front().copied());
-        if let Some(oldest) = oldest_of_account {
-            self.forget_nonce(&oldest);
-        }
-        if self.nonces.len() >= NONCES {
-            if let Some((oldest, _)) = self.nonce_ends.first().map(|(k, t)| (*k, t)) {
-                self.forget_nonce(&oldest);
-            }
-        }
+        let wall = u32::try_from(now.wall_secs()).unwrap_or(u32::MAX);
+        let nonce = self.make_nonce(&r.from, wall, rng.array());
+        let kx_challenge = r.csr.as_ref().map(|_| self.nonce_kx(&nonce).public());
         let lifetime = self.cfg.policy.challenge_secs;
-        self.nonces.insert(
-            nonce,
-            OutstandingNonce {
-                account: r.from.clone(),
-                kx,
-            },
-        );
-        self.nonce_ends.set(
-            nonce,
-            now.mono.saturating_add(lifetime.saturating_mul(1000)),
-        );
-        self.nonces_of
-            .entry(r.from.clone())
-            .or_default()
-            .push_back(nonce);
         let challenge = Message::Challenge(Challenge {
             txn: r.txn,
             to: r.from.clone(),
@@ -182,20 +232,6 @@ impl Server {
         // challenge, and only the nonce answered counts (KW-SM-003).
         self.server.abandon(r.txn, from.peer);
         self.out.reply(from, challenge);
-    }
-
-    /// Takes a nonce out of every index; what it was issued for, if it was
-    /// outstanding (an expired one is already gone).
-    pub(super) fn forget_nonce(&mut self, nonce: &Nonce) -> Option<OutstandingNonce> {
-        self.nonce_ends.remove(nonce);
-        let outstanding = self.nonces.remove(nonce)?;
-        if let Some(held) = self.nonces_of.get_mut(&outstanding.account) {
-            held.retain(|n| n != nonce);
-            if held.is_empty() {
-                self.nonces_of.remove(&outstanding.account);
-            }
-        }
-        Some(outstanding)
     }
 
     /// F1: check both proofs of possession, issue, store, answer
