@@ -17,7 +17,8 @@
 use std::collections::BTreeSet;
 
 use keyway::core::{
-    Addr, DeviceCommand, DeviceEvent, DevicePolicy, ProtocolError, ServerPolicy, SessionEnd,
+    Addr, DeviceCommand, DeviceEvent, DevicePolicy, Firewall, ProtocolError, ServerPolicy,
+    SessionEnd,
 };
 use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::{
@@ -557,4 +558,205 @@ fn kw_reg_018_nonces_are_bound_checked_spent_and_survive_restarts() {
         &forged_answer("u2@a.example", attacker, held.nonce, 0x60),
     );
     assert_eq!(last_error(&lab, mark), Some(ErrorCode::STALE_NONCE));
+}
+
+/// An in-session request from `from` to `to` under `keys`, signed by
+/// `signer` (KW-CRYPTO-061).
+fn in_session(
+    kind: MsgType,
+    keys: &mut keyway::crypto::DirectionKeys,
+    session: keyway::wire::SessionId,
+    txn: u8,
+    signer: &keyway::crypto::SigningKeyPair,
+) -> Message {
+    let header = |txn: u8| {
+        (
+            TxnId([txn; 8]),
+            principal("u1@a.example"),
+            principal("u1@b.example"),
+            keyway::wire::Hops::new(8).unwrap(),
+        )
+    };
+    let (txn, from, to, hops) = header(txn);
+    let mut message = match kind {
+        MsgType::Info => {
+            let update = keyway::wire::SessionUpdate {
+                text: keyway::wire::Text::new("from u1@a".to_string()),
+                desc: None,
+                ext: Extensions::new(),
+            };
+            let sealed = keys
+                .seal(MsgType::Info, &keyway::wire::encode_plaintext(&update))
+                .unwrap();
+            Message::Info(keyway::wire::Info {
+                txn,
+                from,
+                to,
+                session,
+                hops,
+                via: None,
+                sig: keyway::crypto::unsigned(),
+                epoch: sealed.epoch,
+                seq: sealed.seq,
+                payload: keyway::wire::Bytes::new(sealed.payload).unwrap(),
+                ext: Extensions::new(),
+            })
+        }
+        MsgType::Bye => {
+            let sealed = keys.seal(MsgType::Bye, &[]).unwrap();
+            Message::Bye(keyway::wire::Bye {
+                txn,
+                from,
+                to,
+                session,
+                hops,
+                via: None,
+                sig: keyway::crypto::unsigned(),
+                epoch: sealed.epoch,
+                seq: sealed.seq,
+                payload: keyway::wire::Bytes::new(sealed.payload).unwrap(),
+                ext: Extensions::new(),
+            })
+        }
+        _ => {
+            let r = keys
+                .rekey_wrapped_with(keyway::crypto::Secret32::new([0x66; 32]), 0)
+                .unwrap();
+            Message::Rekey(keyway::wire::Rekey {
+                txn,
+                from,
+                to,
+                session,
+                hops,
+                via: None,
+                sig: keyway::crypto::unsigned(),
+                body: None,
+                epoch: r.epoch,
+                seq: r.seq,
+                payload: None,
+                wrapped: keyway::wire::Bytes::new(r.wrapped.to_vec()),
+                ext: Extensions::new(),
+            })
+        }
+    };
+    keyway::crypto::sign_message(&mut message, signer).unwrap();
+    message
+}
+
+/// KW-KEY-008, KW-CRYPTO-061, KW-ERR-004: a server holds the session key
+/// and can make `info`, `bye` and wrapped `rekey` payloads that decrypt;
+/// signed with its own key they are refused with `signature-invalid` by
+/// the callee and by the next server, which neither acts on them nor
+/// carries them on, and nothing changes: a genuine `info` with the same
+/// sequence number is taken afterwards. A genuine request replayed under
+/// a fresh `txn`, or with its signature bytes changed, is refused too.
+#[test]
+fn kw_key_008_servers_read_in_session_traffic_but_cannot_forge_it() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    let callee = lab.dev("u1@b.example");
+    let callee_addr = lab.devices[callee].contact;
+    let sc_b = lab.servers[1].addr;
+    let hub = lab.servers[2].addr;
+    // The session key of the caller's direction, as every server on the
+    // path holds it (KW-KEY-006).
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Offer(o) if o.via.is_some() && o.session == session => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let key = keyway::crypto::open(
+        &offer.body,
+        &session,
+        &lab.devices[callee].identity,
+        &mut keyway::crypto::KeyCache::new(4),
+    )
+    .unwrap()
+    .cek;
+    let keys = || {
+        keyway::crypto::DirectionKeys::new(
+            session,
+            principal("u1@a.example"),
+            principal("u1@b.example"),
+            key.clone(),
+            0,
+        )
+    };
+    let server_key = lab.servers[0].config.identity.signing.clone();
+    let caller_key = lab.devices[lab.dev("u1@a.example")]
+        .identity
+        .signing
+        .clone();
+    let signature_invalid = |re| ProtocolError::Refused {
+        re,
+        code: ErrorCode::SIGNATURE_INVALID,
+    };
+    let pinholes = lab.firewall(1).pinholes().len();
+    for (i, kind) in [MsgType::Info, MsgType::Rekey, MsgType::Bye]
+        .into_iter()
+        .enumerate()
+    {
+        let forged = in_session(kind, &mut keys(), session, 0x80 + i as u8, &server_key);
+        let writes = lab.servers[1].store.writes;
+        let mark = lab.trace.len();
+        lab.inject(sc_b, hub, &forged.encode());
+        assert_eq!(
+            lab.refusals(mark, "sc@b.example"),
+            [signature_invalid(kind)]
+        );
+        assert_eq!(lab.servers[1].store.writes, writes, "{kind:?}");
+        assert!(lab.queue.iter().all(|(_, to, _)| *to != callee_addr));
+        let mark = lab.trace.len();
+        lab.inject(callee_addr, sc_b, &forged.encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@b.example"),
+            [signature_invalid(kind)]
+        );
+        lab.settle();
+    }
+    assert!(lab.server(1).session_ids().contains(&session));
+    assert_eq!(lab.firewall(1).pinholes().len(), pinholes);
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(keyway::core::CallState::Established)
+    );
+    assert!(!lab.device_events("u1@b.example").iter().any(|e| matches!(
+        e,
+        DeviceEvent::InfoReceived(..) | DeviceEvent::Rekeyed { .. }
+    )));
+
+    // The genuine info, sequence number 0 as the forged one had.
+    let genuine = in_session(MsgType::Info, &mut keys(), session, 0x90, &caller_key);
+    let Message::Info(info) = &genuine else {
+        unreachable!()
+    };
+    // Replayed under a fresh txn, or with its signature changed.
+    let fresh_txn = Message::Info(keyway::wire::Info {
+        txn: TxnId([0x91; 8]),
+        ..info.clone()
+    });
+    let mut bad_sig = info.clone();
+    bad_sig.sig.sig.0[5] ^= 1;
+    // From elsewhere: the refusal is remembered for its txn and source
+    // (KW-FRAME-012), and the genuine one comes from sc@b.
+    let elsewhere: Addr = "203.0.113.9:5060".parse().unwrap();
+    for refused in [fresh_txn, Message::Info(bad_sig)] {
+        let mark = lab.trace.len();
+        lab.inject(callee_addr, elsewhere, &refused.encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@b.example"),
+            [signature_invalid(MsgType::Info)]
+        );
+    }
+    let mark = lab.trace.len();
+    lab.inject(callee_addr, sc_b, &genuine.encode());
+    assert_eq!(lab.refusals(mark, "u1@b.example"), []);
+    assert!(
+        lab.device_events("u1@b.example")
+            .contains(&DeviceEvent::InfoReceived(session, "from u1@a".into()))
+    );
 }

@@ -260,20 +260,24 @@ fn kw_err_004_a_refused_info_spends_no_sequence_number() {
     let (_, key) = delivered_offer(&lab, session);
     let callee = lab.devices[lab.dev(CALLEE)].contact;
     let server = lab.servers[1].addr;
+    let signing = lab.devices[lab.dev(CALLER)].identity.signing.clone();
     let info = |keys: &mut DirectionKeys, plaintext: &[u8], txn: u8| {
         let sealed = keys.seal(MsgType::Info, plaintext).unwrap();
-        Message::Info(Info {
+        let mut info = Message::Info(Info {
             txn: keyway::wire::TxnId([txn; 8]),
             from: principal(CALLER),
             to: principal(CALLEE),
             session,
             hops: keyway::wire::Hops::new(4).unwrap(),
             via: None,
+            sig: keyway::crypto::unsigned(),
             epoch: sealed.epoch,
             seq: sealed.seq,
             payload: Bytes::new(sealed.payload).unwrap(),
             ext: Default::default(),
-        })
+        });
+        keyway::crypto::sign_message(&mut info, &signing).unwrap();
+        info
     };
     let keys = || {
         DirectionKeys::new(

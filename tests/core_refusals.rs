@@ -568,6 +568,10 @@ fn kw_err_004_reading_a_request_cannot_starve_its_forward() {
     let server = lab.servers[0].addr;
     let u2 = lab.devices[1].contact;
     let thief: Addr = "203.0.113.7:5060".parse().unwrap();
+    let signing = lab.devices[lab.dev("u1@a.example")]
+        .identity
+        .signing
+        .clone();
     // Fill sc@a's outstanding requests with forwards that go nowhere.
     lab.drop_if = Some(Box::new(
         |m| matches!(m, Message::Info(i) if i.txn.0[0] == 0xee),
@@ -576,11 +580,14 @@ fn kw_err_004_reading_a_request_cannot_starve_its_forward() {
     for k in 0u32.. {
         let mut txn = [0xee; 8];
         txn[4..].copy_from_slice(&k.to_be_bytes());
-        let filler = Message::Info(keyway::wire::Info {
+        let mut filler = Message::Info(keyway::wire::Info {
             txn: TxnId(txn),
             seq: 1_000_000 + u64::from(k),
             ..info.clone()
         });
+        // Signed as the device would (KW-CRYPTO-061): the server carries
+        // it on, and only then finds it does not open.
+        keyway::crypto::sign_message(&mut filler, &signing).unwrap();
         let mark = lab.trace.len();
         lab.inject(server, thief, &filler.encode());
         if !lab.refusals(mark, "sc@a.example").is_empty() {

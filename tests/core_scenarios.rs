@@ -2390,13 +2390,14 @@ fn bodies_are_accepted_only_from_their_senders() {
         &mut rng,
     )
     .unwrap();
-    let rekey = Message::Rekey(keyway::wire::Rekey {
+    let mut rekey = Message::Rekey(keyway::wire::Rekey {
         txn: keyway::wire::TxnId([0x77; 8]),
         from: principal("u1@a.example"),
         to: principal("u2@a.example"),
         session,
         hops: keyway::wire::Hops::new(8).unwrap(),
         via: None,
+        sig: keyway::crypto::unsigned(),
         body: Some(body),
         epoch: 1,
         seq: 40,
@@ -2404,6 +2405,7 @@ fn bodies_are_accepted_only_from_their_senders() {
         wrapped: None,
         ext: Default::default(),
     });
+    keyway::crypto::sign_message(&mut rekey, &forger.signing).unwrap();
     let mark = lab.trace.len();
     lab.inject(lab.servers[0].addr, lab.devices[0].contact, &rekey.encode());
     lab.settle();
@@ -2436,18 +2438,20 @@ fn bodies_are_accepted_only_from_their_senders() {
     );
     forged.switch_sending(1, keyway::crypto::Secret32::new([0x42; 32]), 0);
     let sealed = forged.seal(MsgType::Bye, &[]).unwrap();
-    let bye = Message::Bye(keyway::wire::Bye {
+    let mut bye = Message::Bye(keyway::wire::Bye {
         txn: keyway::wire::TxnId([0x78; 8]),
         from: principal("u1@a.example"),
         to: principal("u2@a.example"),
         session,
         hops: keyway::wire::Hops::new(8).unwrap(),
         via: None,
+        sig: keyway::crypto::unsigned(),
         epoch: sealed.epoch,
         seq: sealed.seq,
         payload: keyway::wire::Bytes::new(sealed.payload).unwrap(),
         ext: Default::default(),
     });
+    keyway::crypto::sign_message(&mut bye, &forger.signing).unwrap();
     lab.inject(lab.servers[0].addr, lab.devices[0].contact, &bye.encode());
     lab.settle();
     assert!(

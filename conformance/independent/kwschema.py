@@ -263,6 +263,21 @@ def _msg(type_code, fields):
 
 T_recording_id = T_bstr(16)
 
+_IN_SESSION = {
+    3: ("from", T_account, True),
+    4: ("to", T_account, True),
+    5: ("session", T_session, True),
+    6: ("hops", T_uint_le(16), True),
+    7: ("via", T_array(T_account, 1, 16), False),
+    8: ("sig", T_signature, True),
+}
+
+
+def _in_session(fields):
+    both = dict(_IN_SESSION)
+    both.update(fields)
+    return both
+
 MESSAGES = {
     1: ("register", _msg(1, {
         3: ("from", T_account, True),
@@ -271,6 +286,22 @@ MESSAGES = {
         12: ("csr", S_map(CERT_REQUEST, "cert-request"), False),
         13: ("cert", T_certificate, False),
         14: ("auth", S_map(AUTH_RESPONSE, "auth-response"), False)})),
+    # in-session requests, signed by their sender (KW-CRYPTO-061)
+    8: ("ack", _msg(8, _in_session({}))),
+    9: ("info", _msg(9, _in_session({
+        23: ("epoch", T_uint, True),
+        24: ("seq", T_uint, True),
+        25: ("payload", T_ciphertext, True)}))),
+    10: ("rekey", _msg(10, _in_session({
+        22: ("body", T_sealed, False),
+        23: ("epoch", T_uint, True),
+        24: ("seq", T_uint, True),
+        25: ("payload", T_ciphertext, False),
+        26: ("wrapped", T_wrapped_key, False)}))),
+    11: ("bye", _msg(11, _in_session({
+        23: ("epoch", T_uint, True),
+        24: ("seq", T_uint, True),
+        25: ("payload", T_ciphertext, True)}))),
     20: ("pinhole-open", _msg(20, {
         3: ("from", T_account, True),
         5: ("session", T_session, True),
@@ -331,7 +362,9 @@ MESSAGES = {
         56: ("index", T_uint, True)})),
 }
 
-SIGNED_TYPES = {20, 21, 22, 23, 30, 31, 32, 33, 35}
+SIGNED_TYPES = {8, 9, 10, 11, 20, 21, 22, 23, 30, 31, 32, 33, 35}
+# what a signature of each leaves out (KW-CRYPTO-060, KW-CRYPTO-061)
+IN_SESSION_TYPES = {8, 9, 10, 11}
 
 
 def check_message(m, expect_types=None):

@@ -25,7 +25,7 @@ from kwcrypto import (  # noqa: E402
     ed25519_public, ed25519_sign, ed25519_verify_strict, self_test,
     siv_decrypt, siv_encrypt, u64be, x25519, x25519_public, xor)
 from kwschema import (  # noqa: E402
-    ATTESTATION, CERT_REQUEST, CERT_TBS, SEALED, SIGNED_TYPES, Reject,
+    ATTESTATION, CERT_REQUEST, CERT_TBS, IN_SESSION_TYPES, SEALED, SIGNED_TYPES, Reject,
     T_certificate, check_map, check_message, domain_of, schema)
 
 SUITE = 1
@@ -501,20 +501,29 @@ def k_media(t, p, notes):
 # KW-CRYPTO-060: role server for pinhole-*, media-copy, record-start,
 # record-key, record-stop; any role for record-list and record-fetch
 MSGSIG_SERVER_ROLE = {20, 21, 22, 23, 30, 31, 32}
+# KW-CRYPTO-061: ack, info, rekey, bye are signed by the device in `from`,
+# over the message without hops (6), via (7) and sig (8)
+MSGSIG_DEVICE_ROLE = IN_SESSION_TYPES
 
 
 def k_msgsig(t, p, notes):
     msg = hx(t["message"])
     m = strict(msg, "message")
     name = check_message(m, SIGNED_TYPES)
-    mw = without_key(msg, 8)
-    same("m (cut from the bytes) vs m (re-encoded)", enc({k: v for k, v in m.items() if k != 8}), mw)
+    cut = (6, 7, 8) if m[1] in IN_SESSION_TYPES else (8,)
+    mw = msg
+    for k in cut:
+        if k in m:
+            mw = without_key(mw, k)
+    same("m (cut from the bytes) vs m (re-encoded)", enc({k: v for k, v in m.items() if k not in cut}), mw)
+    if m[1] == 10 and (22 in m) == (26 in m):
+        raise Reject("schema", "rekey carries exactly one of body and wrapped")
     si = enc(["keyway-v1 msg-sig", mw])
     same("signature_input", si, hx(t["signature_input"]))
     # the receiver confirms `from`'s certificate (KW-CERT-002) with the role
     # the message type requires, against its anchor, at now
     anchors = [{"domain": p["domain"], "public": p["anchor"]}]
-    role = 1 if m[1] in MSGSIG_SERVER_ROLE else None
+    role = 1 if m[1] in MSGSIG_SERVER_ROLE else 0 if m[1] in MSGSIG_DEVICE_ROLE else None
     tbs = validate_cert(hx(t["certificate"]), anchors, p["now"], subject=m[3], role=role,
                         what="certificate of %s" % m[3])
     skid, s = m[8]

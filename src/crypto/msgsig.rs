@@ -1,4 +1,5 @@
-//! Signatures of firewall and recording requests (KW-CRYPTO-060).
+//! Signatures of firewall and recording requests (KW-CRYPTO-060) and of
+//! in-session requests (KW-CRYPTO-061).
 
 use super::error::CryptoError;
 use super::keys::{KeyUse, SigningKeyPair, key_id, verify};
@@ -14,7 +15,8 @@ fn unsigned_bytes(message: &Message) -> Option<Vec<u8>> {
 }
 
 /// The signed input: `cbor(["keyway-v1 msg-sig", m])`, `m` the message
-/// encoded without key 8.
+/// encoded without key 8 (and, for an in-session request, without keys 6
+/// and 7).
 pub fn message_signature_input(message: &Message) -> Option<Vec<u8>> {
     let m = unsigned_bytes(message)?;
     Some(structure(MSG_SIG, &[Part::Bytes(&m)]))
@@ -31,6 +33,10 @@ fn set_signature(message: &mut Message, sig: Option<Signature>) -> Option<()> {
         Message::RecordStop(m) => &mut m.sig,
         Message::RecordList(m) => &mut m.sig,
         Message::RecordFetch(m) => &mut m.sig,
+        Message::Ack(m) => &mut m.sig,
+        Message::Info(m) => &mut m.sig,
+        Message::Rekey(m) => &mut m.sig,
+        Message::Bye(m) => &mut m.sig,
         _ => return None,
     };
     if let Some(sig) = sig {
@@ -50,6 +56,10 @@ fn signature_of(message: &Message) -> Option<&Signature> {
         Message::RecordStop(m) => Some(&m.sig),
         Message::RecordList(m) => Some(&m.sig),
         Message::RecordFetch(m) => Some(&m.sig),
+        Message::Ack(m) => Some(&m.sig),
+        Message::Info(m) => Some(&m.sig),
+        Message::Rekey(m) => Some(&m.sig),
+        Message::Bye(m) => Some(&m.sig),
         _ => None,
     }
 }

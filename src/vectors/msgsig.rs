@@ -1,5 +1,5 @@
 //! Signatures of firewall and recording requests (KW-CRYPTO-060,
-//! KW-FW-005).
+//! KW-FW-005) and of in-session requests (KW-CRYPTO-061, KW-KEY-008).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +40,7 @@ pub struct MsgSigTest {
     signature_input: Option<Hex>,
 }
 
-const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server; decode message; m = its encoding without key 8; signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
+const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server (device for ack, info, rekey, bye); decode message; m = its encoding without key 8 (and without keys 6 and 7 for ack, info, rekey, bye: KW-CRYPTO-061); signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
 sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed (the certificate's key), signing reproduces the message.";
 
 pub fn generate() -> String {
@@ -102,6 +102,7 @@ pub fn generate() -> String {
             &changed,
         ));
     }
+    in_session(&params, &ca, &mut rng, &mut tests);
     // The request re-encoded with a non-shortest integer and signed over
     // those bytes: a verifier that checks the signature over the bytes
     // received without the determinism check would accept it
@@ -146,6 +147,100 @@ pub fn generate() -> String {
     VectorFile::new("msgsig", "spec/crypto.md §7", RECIPE, &notes, params, tests).to_json()
 }
 
+/// KW-CRYPTO-061: `ack`, `info`, `rekey` and `bye` signed by the device in
+/// `from`; valid again after a server rewrote `hops` and `via`, forged
+/// once anything else changed.
+fn in_session(
+    params: &MsgSigParams,
+    ca: &CertificateAuthority,
+    rng: &mut crate::crypto::SeededEntropy,
+    tests: &mut Vec<MsgSigTest>,
+) {
+    let key = SigningKeyPair::generate(rng);
+    let alice = Principal("alice@a.example".into());
+    let cert = ca.issue(&CertProfile {
+        serial: 10,
+        subject: alice.clone(),
+        role: Role::Device,
+        sig_key: key.public(),
+        kx_key: crate::crypto::KxKeyPair::generate(rng).public(),
+        not_before: NOW - 60,
+        not_after: NOW + 3600,
+    });
+    let reqs = ["KW-CRYPTO-061", "KW-KEY-008"];
+    let kinds = [MsgType::Ack, MsgType::Info, MsgType::Rekey, MsgType::Bye];
+    for m in examples::all() {
+        let t = m.msg_type();
+        if !kinds.contains(&t) {
+            continue;
+        }
+        let mut m = match m {
+            // Sent by alice, whose certificate this is.
+            Message::Rekey(r) => Message::Rekey(crate::wire::Rekey {
+                from: alice.clone(),
+                to: r.from.clone(),
+                ..r
+            }),
+            other => other,
+        };
+        if sign_message(&mut m, &key).is_none() {
+            continue;
+        }
+        let tc = format!("msgsig/{}", t.name());
+        let valid = |tc: &str, comment: &str, m: &Message, key: Option<&SigningKeyPair>| {
+            make(params, tc, comment, &reqs, &[], &cert, key, m)
+        };
+        tests.push(valid(
+            &tc,
+            "an in-session request signed by its sender",
+            &m,
+            Some(&key),
+        ));
+        let hop = crate::wire::Hops::new(3).unwrap_or_default();
+        let via = crate::wire::List::new(vec![
+            Principal("sc@a.example".into()),
+            Principal("hub@hub.example".into()),
+        ]);
+        let mut rerouted = m.clone();
+        let mut changed = m.clone();
+        match (&mut rerouted, &mut changed) {
+            (Message::Ack(r), Message::Ack(c)) => {
+                (r.hops, r.via) = (hop, via);
+                c.session.0[0] ^= 1;
+            }
+            (Message::Info(r), Message::Info(c)) => {
+                (r.hops, r.via) = (hop, via);
+                c.seq += 1;
+            }
+            (Message::Rekey(r), Message::Rekey(c)) => {
+                (r.hops, r.via) = (hop, via);
+                c.epoch += 1;
+            }
+            (Message::Bye(r), Message::Bye(c)) => {
+                (r.hops, r.via) = (hop, via);
+                c.txn.0[0] ^= 1;
+            }
+            _ => continue,
+        }
+        tests.push(valid(
+            &format!("{tc}-rerouted"),
+            "hops and via rewritten by the servers on the way: still valid",
+            &rerouted,
+            None,
+        ));
+        tests.push(make(
+            params,
+            &format!("{tc}-changed"),
+            "a signed field changed on the way (session, seq, epoch or txn)",
+            &reqs,
+            &["Forged"],
+            &cert,
+            None,
+            &changed,
+        ));
+    }
+}
+
 /// `bytes` (a map whose first key is a small integer) with that key
 /// written in two bytes: the same value, not deterministically encoded.
 fn widen_first_key(bytes: &[u8]) -> Vec<u8> {
@@ -180,6 +275,14 @@ fn make(
     complete(params, &t).unwrap_or(t)
 }
 
+/// The role a receiver confirms the signer's certificate with.
+fn signer_role(t: MsgType) -> Role {
+    match t {
+        MsgType::Ack | MsgType::Info | MsgType::Rekey | MsgType::Bye => Role::Device,
+        _ => Role::Server,
+    }
+}
+
 fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
     let bad = |e: String| Failure {
         code: "vector".into(),
@@ -196,7 +299,7 @@ fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
             &cert,
             Expect {
                 subject: &cert.tbs.subject,
-                role: Some(Role::Server),
+                role: Some(signer_role(message.msg_type())),
                 now: params.now,
             },
         )

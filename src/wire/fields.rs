@@ -184,7 +184,7 @@ impl<'r, 'a> Fields<'r, 'a> {
 pub(crate) struct MapOut {
     body: Vec<u8>,
     count: u64,
-    skip: Option<u64>,
+    skip: &'static [u64],
 }
 
 impl MapOut {
@@ -192,22 +192,22 @@ impl MapOut {
         Self {
             body: Vec::new(),
             count: 0,
-            skip: None,
+            skip: &[],
         }
     }
 
-    /// A map that leaves out field `key` (to compute a signature over the
-    /// rest of a message).
-    pub fn without(key: u64) -> Self {
+    /// A map that leaves out the fields `keys` (to compute a signature
+    /// over the rest of a message).
+    pub fn without(keys: &'static [u64]) -> Self {
         Self {
-            skip: Some(key),
+            skip: keys,
             ..Self::new()
         }
     }
 
     /// Writes field `key`. Keys must be written in ascending order.
     pub fn req<T: WireValue>(&mut self, key: u64, value: &T) {
-        if self.skip == Some(key) {
+        if self.skip.contains(&key) {
             return;
         }
         cbor::write_uint(&mut self.body, key);

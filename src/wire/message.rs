@@ -154,6 +154,8 @@ wire_map! {
         5 => session: req SessionId,
         6 => hops: req Hops,
         7 => via: opt Via,
+        /// The sender's signature (KW-CRYPTO-061).
+        8 => sig: req Signature,
     }
 }
 
@@ -166,6 +168,8 @@ wire_map! {
         5 => session: req SessionId,
         6 => hops: req Hops,
         7 => via: opt Via,
+        /// The sender's signature (KW-CRYPTO-061).
+        8 => sig: req Signature,
         /// Key epoch.
         23 => epoch: req u64,
         /// Sequence number within the epoch and direction.
@@ -185,6 +189,8 @@ wire_map! {
         5 => session: req SessionId,
         6 => hops: req Hops,
         7 => via: opt Via,
+        /// The sender's signature (KW-CRYPTO-061).
+        8 => sig: req Signature,
         /// The new key, sealed for each recipient's key.
         22 => body: opt Sealed,
         /// The new epoch.
@@ -217,6 +223,8 @@ wire_map! {
         5 => session: req SessionId,
         6 => hops: req Hops,
         7 => via: opt Via,
+        /// The sender's signature (KW-CRYPTO-061).
+        8 => sig: req Signature,
         23 => epoch: req u64,
         24 => seq: req u64,
         /// Authenticates the bye under the session key.
@@ -509,7 +517,12 @@ messages! {
 
 const KEY_VERSION: u64 = 0;
 const KEY_TYPE: u64 = 1;
-const KEY_SIGNATURE: u64 = 8;
+/// What a message signature leaves out (KW-CRYPTO-060): the signature.
+const UNSIGNED: &[u64] = &[8];
+/// What the signature of an in-session request leaves out
+/// (KW-CRYPTO-061): `hops` and `via`, which servers rewrite on the way,
+/// and the signature.
+const UNSIGNED_IN_SESSION: &[u64] = &[6, 7, 8];
 
 impl Message {
     /// Decodes one message (KW-WIRE-001): deterministic CBOR within the
@@ -551,10 +564,15 @@ impl Message {
         self.encode_into(MapOut::new())
     }
 
-    /// The encoding without the `sig` field (key 8), the input of a message
-    /// signature (KW-CRYPTO-060).
+    /// The encoding without the `sig` field (key 8), and for an in-session
+    /// request without `hops` and `via` (keys 6 and 7): the input of a
+    /// message signature (KW-CRYPTO-060, KW-CRYPTO-061).
     pub fn encode_without_signature(&self) -> Vec<u8> {
-        self.encode_into(MapOut::without(KEY_SIGNATURE))
+        let skip = match self.msg_type() {
+            MsgType::Ack | MsgType::Info | MsgType::Rekey | MsgType::Bye => UNSIGNED_IN_SESSION,
+            _ => UNSIGNED,
+        };
+        self.encode_into(MapOut::without(skip))
     }
 
     fn encode_into(&self, mut m: MapOut) -> Vec<u8> {

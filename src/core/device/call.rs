@@ -13,7 +13,7 @@ use super::{Call, CallState, Device, DeviceEvent, Outcome, PENDING, Pending};
 use crate::core::error::ProtocolError;
 use crate::core::{Now, ReplyTo};
 use crate::crypto::{
-    Entropy, RecipientSpec, SealContext, SessionKeys, open, seal, verify_sealed_with,
+    Entropy, RecipientSpec, SealContext, SessionKeys, open, seal, unsigned, verify_sealed_with,
 };
 use crate::wire::{
     Ack, Answer, Bye, Certificate, ErrorCode, Extensions, List, MediaKind, Message, MsgType, Nonce,
@@ -215,6 +215,7 @@ impl Device {
                 session,
                 hops,
                 via: None,
+                sig: unsigned(),
                 epoch: sealed.epoch,
                 seq: sealed.seq,
                 payload: crate::wire::Bytes::new(sealed.payload)?,
@@ -580,6 +581,7 @@ impl Device {
             session,
             hops: UpTo::new(self.cfg.policy.hops).unwrap_or_default(),
             via: None,
+            sig: unsigned(),
             ext: Extensions::new(),
         });
         self.request(now, txn, ack, Pending::InSession(session, MsgType::Ack));

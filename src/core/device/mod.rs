@@ -425,7 +425,12 @@ impl Device {
 
     /// Sends a request to the device's server, kept to retransmit until
     /// answered (every request of a device goes to its server).
-    fn request(&mut self, now: Now, txn: TxnId, message: Message, pending: Pending) {
+    fn request(&mut self, now: Now, txn: TxnId, mut message: Message, pending: Pending) {
+        // KW-CRYPTO-061: every in-session request is signed by its sender,
+        // so that servers, which hold the session key, cannot forge one.
+        if let Some(identity) = &self.identity {
+            let _ = crate::crypto::sign_message(&mut message, &identity.signing);
+        }
         let transmit = Transmit {
             proto: Proto::of(self.cfg.contact.transport),
             source: self.cfg.contact.addr,
@@ -699,6 +704,9 @@ impl Device {
             ControlFlow::Continue(txn) => txn,
             ControlFlow::Break(outcome) => return outcome,
         };
+        if let Some(code) = self.forged_in_session(&request) {
+            return self.reject_request(now, from, txn, re, code);
+        }
         match request {
             Message::Offer(offer) => self.on_offer(now, from, offer, false, rng),
             Message::Ack(ack) => self.on_ack(now, from, ack),
@@ -708,6 +716,29 @@ impl Device {
             // A request only servers and recorders carry out (KW-ERR-001).
             _ => self.reject_request(now, from, txn, re, ErrorCode::UNKNOWN_MESSAGE_TYPE),
         }
+    }
+
+    /// Why an in-session request of one of this device's calls is not its
+    /// peer's: it is only when signed with the key of the certificate
+    /// confirmed when the call was set up (KW-CRYPTO-061, KW-SM-020), so
+    /// that a server holding the session key cannot forge it. `None` for
+    /// other messages, and for a call this device does not have, which its
+    /// handler answers.
+    fn forged_in_session(&self, request: &Message) -> Option<ErrorCode> {
+        let (session, sender) = match request {
+            Message::Ack(m) => (&m.session, &m.from),
+            Message::Info(m) => (&m.session, &m.from),
+            Message::Rekey(m) => (&m.session, &m.from),
+            Message::Bye(m) => (&m.session, &m.from),
+            _ => return None,
+        };
+        let call = self.calls.get(session).filter(|c| &c.peer == sender)?;
+        let Some(cert) = &call.peer_cert else {
+            return Some(ErrorCode::BAD_STATE);
+        };
+        crate::crypto::verify_message(request, cert)
+            .err()
+            .map(|e| ErrorCode::from(&e))
     }
 
     /// Refuses a request: an `error` response, an event, and the error.

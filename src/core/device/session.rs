@@ -13,7 +13,7 @@ use crate::core::request::request_txn;
 use crate::core::{Now, ReplyTo};
 use crate::crypto::{
     CertError, CryptoError, Entropy, KeyPolicy, SealContext, Secret32, media_ad, open_media, seal,
-    seal_media,
+    seal_media, unsigned,
 };
 use crate::wire::{
     Ack, Bye, ErrorCode, Extensions, Info, Message, MsgType, OkResponse, Principal, Rekey,
@@ -69,6 +69,7 @@ impl Device {
             session,
             hops: UpTo::new(self.cfg.policy.hops).unwrap_or_default(),
             via: None,
+            sig: unsigned(),
             epoch: sealed.epoch,
             seq: sealed.seq,
             payload,
@@ -150,6 +151,7 @@ impl Device {
             session,
             hops: UpTo::new(self.cfg.policy.hops).unwrap_or_default(),
             via: None,
+            sig: unsigned(),
             body: sealed_body,
             epoch,
             seq,
@@ -245,6 +247,7 @@ impl Device {
             session,
             hops: UpTo::new(self.cfg.policy.hops).unwrap_or_default(),
             via: None,
+            sig: unsigned(),
             epoch: sealed.epoch,
             seq: sealed.seq,
             payload,

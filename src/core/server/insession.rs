@@ -43,6 +43,18 @@ impl Server {
             Ok(hop) => hop,
             Err(code) => return self.reject(now, from, route.txn, re, code),
         };
+        // KW-CRYPTO-061: a request of a session this server follows is
+        // carried on only when its sender signed it, with the key of the
+        // certificate confirmed at set-up (KW-SM-020); what a server
+        // holding the session key forges stops at the next that checks.
+        let forged = self
+            .sessions
+            .get(&route.session)
+            .and_then(|s| s.certs.get(&route.from))
+            .and_then(|cert| crate::crypto::verify_message(&m, cert).err());
+        if let Some(e) = forged {
+            return self.reject(now, from, route.txn, re, ErrorCode::from(&e));
+        }
         let forwarded = self.start_forward(
             now,
             from,
