@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use keyway::core::{
     Addr, DeviceCommand, DeviceEvent, DevicePolicy, Firewall, ProtocolError, ServerPolicy,
-    SessionEnd,
+    SessionEnd, Store,
 };
 use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::{
@@ -759,4 +759,35 @@ fn kw_key_008_servers_read_in_session_traffic_but_cannot_forge_it() {
         lab.device_events("u1@b.example")
             .contains(&DeviceEvent::InfoReceived(session, "from u1@a".into()))
     );
+}
+
+/// KW-SM-019, KW-CERT-006: a revocation is kept, in memory and in the
+/// store, only until the certificate it revokes ends (from then on the
+/// certificate is refused as expired): what a server keeps of revocations
+/// is bounded by the certificates of one term.
+#[test]
+fn kw_sm_019_revocations_end_with_their_certificates() {
+    let mut lab = one_domain();
+    for who in ["u1@a.example", "u2@a.example"] {
+        lab.command(who, DeviceCommand::Register);
+    }
+    lab.settle();
+    let cert = lab.device("u2@a.example").certificate().unwrap().clone();
+    let key = (cert.tbs.issuer.clone(), cert.tbs.serial);
+    lab.command("u2@a.example", DeviceCommand::Deregister);
+    lab.settle();
+    assert!(lab.server(0).revoked().any(|k| *k == key));
+    let stored = lab.servers[0].store.load().unwrap();
+    assert!(stored.revoked.contains_key(&key));
+
+    let ends_in = cert.tbs.not_after.0 * 1000 - lab.clock().wall;
+    lab.advance(ends_in + 1000);
+    assert!(!lab.server(0).revoked().any(|k| *k == key));
+    let stored = lab.servers[0].store.load().unwrap();
+    assert!(!stored.revoked.contains_key(&key));
+    // u1's refreshes revoked its earlier certificates meanwhile; only
+    // those still within their term are kept.
+    let now = lab.clock().wall_secs();
+    assert!(stored.revoked.values().all(|until| *until >= now));
+    assert_eq!(lab.server(0).revoked().count(), stored.revoked.len());
 }

@@ -361,7 +361,11 @@ const UNCHECKED: &[Unchecked] = &[
     Unchecked {
         why: "a bit of a failing signature",
         file: "msgsig.json",
-        tests: &["msgsig/info-changed", "msgsig/rekey-changed", "msgsig/bye-changed"],
+        tests: &[
+            "msgsig/info-changed",
+            "msgsig/rekey-changed",
+            "msgsig/bye-changed",
+        ],
         fields: &["message"],
     },
     Unchecked {

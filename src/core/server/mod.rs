@@ -467,6 +467,12 @@ impl Server {
         self.registrations.len()
     }
 
+    /// The certificates it holds revoked, by issuer and serial: each only
+    /// until the certificate ends (KW-SM-019).
+    pub fn revoked(&self) -> impl Iterator<Item = &(Domain, u64)> {
+        self.revoked.keys()
+    }
+
     /// Sessions this server follows, by identifier.
     pub fn session_ids(&self) -> Vec<SessionId> {
         self.sessions.keys().copied().collect()
