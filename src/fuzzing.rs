@@ -92,6 +92,8 @@ fn seal_fixture() -> Option<&'static SealFixture> {
             let ctx = SealContext {
                 session: &FUZZ_SESSION,
                 cid: 0,
+                re: crate::wire::MsgType::Offer,
+                to: Some(&bob.account),
             };
             let recipients = [spec(&bob, false), spec(&alice, true)];
             let (sealed, _) = seal(
@@ -137,7 +139,12 @@ pub fn seal_open(data: &[u8]) {
         Ok(opened) => {
             let _ = verify_sealed(
                 &sealed,
-                &FUZZ_SESSION,
+                SealContext::of(
+                    &sealed,
+                    &FUZZ_SESSION,
+                    crate::wire::MsgType::Offer,
+                    Some(&f.bob.account),
+                ),
                 &opened.plaintext,
                 &opened.cek,
                 &f.alice_cert,

@@ -791,3 +791,150 @@ fn kw_sm_019_revocations_end_with_their_certificates() {
     assert!(stored.revoked.values().all(|until| *until >= now));
     assert_eq!(lab.server(0).revoked().count(), stored.revoked.len());
 }
+
+/// A one-domain lab in which u1 has called u2 and the server's forward of
+/// the offer was lost: the offer as u1 sent it, and as the server
+/// forwarded it.
+fn offer_held_back() -> (Lab, keyway::wire::Offer, keyway::wire::Offer) {
+    let mut lab = one_domain();
+    for who in ["u1@a.example", "u2@a.example"] {
+        lab.command(who, DeviceCommand::Register);
+    }
+    lab.settle();
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Offer(o) if o.via.is_some()),
+    ));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    lab.drop_if = None;
+    let offers: Vec<keyway::wire::Offer> = lab
+        .sent()
+        .into_iter()
+        .filter_map(|(_, _, m)| match m {
+            Message::Offer(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    let original = offers.iter().find(|o| o.via.is_none()).unwrap().clone();
+    let signed = offers.iter().find(|o| o.via.is_some()).unwrap().clone();
+    (lab, original, signed)
+}
+
+/// KW-SEAL-011: the offer as the caller sealed it, before its server (named
+/// read-modify) signed it, put back on the path after that server — the
+/// callee refuses it with `permission-denied`, reports tampering, and
+/// takes no call; the offer as the server signed it is taken.
+#[test]
+fn kw_seal_011_the_callee_refuses_an_offer_its_editor_did_not_sign() {
+    let (mut lab, original, _) = offer_held_back();
+    let (server, callee) = (lab.servers[0].addr, lab.devices[1].contact);
+    assert!(original.body.edits.is_none());
+    let session = original.session;
+    let mark = lab.trace.len();
+    lab.inject(callee, server, &Message::Offer(original).encode());
+    lab.settle();
+    // Refused once the callee has fetched its server's certificate.
+    let refused = lab.find(mark, |s| {
+        matches!(s, Step::Sent { message: Message::Error(e), .. }
+            if e.code == ErrorCode::PERMISSION_DENIED && e.re == Some(MsgType::Offer))
+    });
+    assert!(refused.is_some());
+    assert!(lab.device_events("u2@a.example").iter().any(|e| matches!(
+        e,
+        DeviceEvent::TamperDetected(s, ErrorCode::PERMISSION_DENIED) if *s == session
+    )));
+    assert_eq!(lab.device("u2@a.example").call_state(&session), None);
+
+    let (mut lab, _, signed) = offer_held_back();
+    assert!(signed.body.edits.is_some());
+    lab.inject(callee, server, &Message::Offer(signed).encode());
+    lab.settle();
+    assert!(
+        lab.device_events("u2@a.example")
+            .contains(&DeviceEvent::IncomingCall(
+                session,
+                principal("u1@a.example")
+            ))
+    );
+}
+
+/// KW-SEAL-011: a callee's server that the offer did not name (the caller
+/// gave the peer's server no entry) does not follow the session, but the
+/// callee names it read-modify in its answer: it checks and signs the
+/// answer it relays, so the caller finds the edit it requires and the
+/// call is set up.
+#[test]
+fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
+    let mut lab = Lab::new(LabOptions {
+        device_policy: DevicePolicy {
+            peer_server: None,
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    assert!(!lab.server(1).session_ids().contains(&session));
+    let answer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Answer(a) if from == "sc@b.example" => Some(a),
+            _ => None,
+        })
+        .unwrap();
+    let editors: Vec<String> = answer
+        .body
+        .edits
+        .iter()
+        .flat_map(|e| e.iter())
+        .map(|e| e.editor.to_string())
+        .collect();
+    assert_eq!(editors, ["sc@b.example"]);
+    assert_eq!(
+        lab.device("u1@a.example").call_state(&session),
+        Some(keyway::core::CallState::Established)
+    );
+}
+
+/// KW-SEAL-011: a server named read-modify that has nothing to change
+/// (the callee's server, on an offer from another domain) signs the offer
+/// unchanged (`next` = `prev`), and the callee takes it.
+#[test]
+fn kw_seal_011_a_server_signs_what_it_does_not_change() {
+    let mut lab = Lab::new(LabOptions {
+        device_policy: DevicePolicy {
+            peer_server: Some(keyway::wire::Permission::ReadModify),
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == "sc@b.example" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let edits: Vec<keyway::wire::Edit> = offer
+        .body
+        .edits
+        .iter()
+        .flat_map(|e| e.iter())
+        .cloned()
+        .collect();
+    let editors: Vec<String> = edits.iter().map(|e| e.editor.to_string()).collect();
+    assert_eq!(editors, ["sc@a.example", "sc@b.example"]);
+    let passed = edits.last().unwrap();
+    assert_eq!(passed.prev, passed.next, "unchanged");
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(keyway::core::CallState::Established)
+    );
+}

@@ -64,10 +64,13 @@ fn answer_as_callee(lab: &Lab, session: SessionId, key: &Secret32) -> Message {
         perm: Permission::Read,
         anonymous: false,
     };
+    let caller = principal(CALLER);
     let (body, _) = seal(
         SealContext {
             session: &session,
             cid: 0,
+            re: MsgType::Answer,
+            to: Some(&caller),
         },
         callee,
         &[spec],

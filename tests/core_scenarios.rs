@@ -2381,6 +2381,8 @@ fn bodies_are_accepted_only_from_their_senders() {
         SealContext {
             session: &session,
             cid: 0,
+            re: MsgType::Rekey,
+            to: Some(&principal("u2@a.example")),
         },
         &forger,
         &[spec],

@@ -14,15 +14,30 @@ mod support;
 
 use keyway::crypto::{
     CryptoError, KekBinding, KeyCache, KxKeyPair, RecipientSpec, Rekeying, SealContext, Secret32,
-    SeededEntropy, edit, open, reencrypt_without_edit, seal, verify_sealed, wrap_full,
+    SeededEntropy, edit, every_editor_signed, open, reencrypt_without_edit, seal, verify_sealed,
+    wrap_full,
 };
 use keyway::wire::{
-    Bytes, ErrorCode, List, Permission, PublicKey, RecipientKind, Sealed, SessionDesc, SessionId,
-    decode_plaintext, encode_plaintext, examples,
+    Bytes, ErrorCode, List, MsgType, Permission, Principal, PublicKey, RecipientKind, Sealed,
+    SessionDesc, SessionId, decode_plaintext, encode_plaintext, examples,
 };
 use support::pki::{NOW, Party, Pki, pki};
 
 const SESSION: SessionId = SessionId([0x5e; 16]);
+
+/// The destination every body here is sealed for.
+static BOB: std::sync::LazyLock<Principal> =
+    std::sync::LazyLock::new(|| Principal::new("bob@b.example").unwrap());
+
+/// The context of an offer to bob in `SESSION` (KW-CRYPTO-032).
+fn offer() -> SealContext<'static> {
+    SealContext {
+        session: &SESSION,
+        cid: 0,
+        re: MsgType::Offer,
+        to: Some(&BOB),
+    }
+}
 
 fn spec(p: &Party, kind: RecipientKind, perm: Permission) -> RecipientSpec {
     RecipientSpec {
@@ -47,10 +62,7 @@ fn plaintext() -> Vec<u8> {
 }
 
 fn sealed_offer(pki: &Pki) -> Sealed {
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: 0,
-    };
+    let ctx = offer();
     let mut rng = SeededEntropy::from_label("seal");
     let (sealed, _) = seal(
         ctx,
@@ -69,7 +81,7 @@ fn destination_check(pki: &Pki, sealed: &Sealed) -> Result<Vec<u8>, CryptoError>
     let opened = open(sealed, &SESSION, &pki.bob.id, &mut KeyCache::new(8))?;
     verify_sealed(
         sealed,
-        &SESSION,
+        offer(),
         &opened.plaintext,
         &opened.cek,
         &pki.alice.cert,
@@ -128,10 +140,7 @@ fn trial_unwrap_finds_anonymous_entries() {
     for s in &mut specs {
         s.anonymous = true;
     }
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: 0,
-    };
+    let ctx = offer();
     let (sealed, cek) = seal(
         ctx,
         &pki.alice.id,
@@ -275,7 +284,7 @@ fn a_permitted_server_edits_keeping_the_key() {
     let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
     let (edited, cek) = edit(
         &sealed,
-        &SESSION,
+        offer(),
         &pki.sc_a.id,
         &pki.sc_a.cert,
         &opened.cek,
@@ -313,7 +322,7 @@ fn a_permitted_server_edits_with_a_new_key() {
     let via = [];
     let (edited, cek) = edit(
         &sealed,
-        &SESSION,
+        offer(),
         &pki.sc_a.id,
         &pki.sc_a.cert,
         &opened.cek,
@@ -351,7 +360,7 @@ fn a_read_only_server_cannot_change_the_content() {
     // It cannot edit through the API…
     let refused = edit(
         &sealed,
-        &SESSION,
+        offer(),
         &pki.sc_b.id,
         &pki.sc_b.cert,
         &opened.cek,
@@ -379,7 +388,7 @@ fn a_read_only_server_cannot_change_the_content() {
     // or with an edit signed by itself.
     let (permitted, _) = edit(
         &sealed,
-        &SESSION,
+        offer(),
         &pki.sc_a.id,
         &pki.sc_a.cert,
         &opened.cek,
@@ -444,7 +453,7 @@ fn a_broken_edit_chain_is_detected() {
     let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
     let (once, cek) = edit(
         &sealed,
-        &SESSION,
+        offer(),
         &pki.sc_a.id,
         &pki.sc_a.cert,
         &opened.cek,
@@ -456,7 +465,7 @@ fn a_broken_edit_chain_is_detected() {
     .unwrap();
     let (twice, _) = edit(
         &once,
-        &SESSION,
+        offer(),
         &pki.sc_a.id,
         &pki.sc_a.cert,
         &cek,
@@ -480,10 +489,7 @@ fn small_order_recipient_keys_are_refused() {
     let pki = pki();
     let mut specs = recipients(&pki);
     specs[2].kx_key = PublicKey([0; 32]);
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: 0,
-    };
+    let ctx = offer();
     let result = seal(
         ctx,
         &pki.alice.id,
@@ -502,10 +508,7 @@ fn small_order_recipient_keys_are_refused() {
 #[test]
 fn sealing_draws_randomness_only_from_the_caller() {
     let pki = pki();
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: 0,
-    };
+    let ctx = offer();
     let run = |label: &str| {
         seal(
             ctx,
@@ -584,4 +587,136 @@ fn kw_crypto_031_a_reader_cannot_seal_again_under_another_key() {
         ))
     );
     assert_eq!(destination_check(&pki, &sealed), Ok(plaintext()));
+}
+
+/// KW-CRYPTO-032, KW-CRYPTO-035: the sender's and each editor's signatures
+/// bind the message the body travels in, its type and the account it is
+/// addressed to: the same body checked as an answer's, a rekey's or as
+/// addressed to another account fails `signature-invalid`; so does an edit
+/// signed for another message, though the sender's signature holds.
+#[test]
+fn kw_crypto_032_a_body_is_bound_to_the_message_it_was_sealed_for() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let opened = open(&sealed, &SESSION, &pki.bob.id, &mut KeyCache::new(8)).unwrap();
+    let check = |body: &Sealed, ctx: SealContext<'_>| {
+        verify_sealed(
+            body,
+            ctx,
+            &opened.plaintext,
+            &opened.cek,
+            &pki.alice.cert,
+            &pki.trust,
+            NOW,
+        )
+    };
+    assert_eq!(check(&sealed, offer()), Ok(()));
+    let carol = Principal::new("carol@b.example").unwrap();
+    for ctx in [
+        SealContext {
+            re: MsgType::Answer,
+            ..offer()
+        },
+        SealContext {
+            re: MsgType::Rekey,
+            ..offer()
+        },
+        SealContext {
+            to: Some(&carol),
+            ..offer()
+        },
+        SealContext {
+            to: None,
+            ..offer()
+        },
+    ] {
+        assert_eq!(
+            ErrorCode::from(&check(&sealed, ctx).unwrap_err()),
+            ErrorCode::SIGNATURE_INVALID,
+            "{:?} {:?}",
+            ctx.re,
+            ctx.to
+        );
+    }
+    // sc@a's edit signed as if the body were in an answer.
+    let as_answer = SealContext {
+        re: MsgType::Answer,
+        ..offer()
+    };
+    let mut rng = SeededEntropy::from_label("edit for another message");
+    let (edited, _) = edit(
+        &sealed,
+        as_answer,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &opened.plaintext,
+        Rekeying::KeepKey,
+        &mut KeyCache::new(8),
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(
+        ErrorCode::from(&check(&edited, offer()).unwrap_err()),
+        ErrorCode::SIGNATURE_INVALID
+    );
+}
+
+/// KW-SEAL-011, KW-CRYPTO-036 step 5: at the destination of an offer, the
+/// body as the sender sealed it, with sc@a (read-modify) named and no edit
+/// of sc@a, is refused with `permission-denied` — what an on-path party
+/// sends when it puts back the version before sc@a's edit; signed by sc@a,
+/// changed or not, it passes. An anonymous read-modify entry cannot edit
+/// and is not required to.
+#[test]
+fn kw_seal_011_an_edit_cannot_be_undone_by_putting_back_the_earlier_version() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    assert_eq!(destination_check(&pki, &sealed), Ok(plaintext()));
+    assert_eq!(
+        every_editor_signed(&sealed),
+        Err(CryptoError::EditMissing(pki.sc_a.id.account.clone()))
+    );
+    assert_eq!(
+        ErrorCode::from(&every_editor_signed(&sealed).unwrap_err()),
+        ErrorCode::PERMISSION_DENIED
+    );
+    let opened = open(&sealed, &SESSION, &pki.sc_a.id, &mut KeyCache::new(8)).unwrap();
+    let (signed, _) = edit(
+        &sealed,
+        offer(),
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &opened.cek,
+        &opened.plaintext,
+        Rekeying::KeepKey,
+        &mut KeyCache::new(8),
+        &mut SeededEntropy::from_label("pass"),
+    )
+    .unwrap();
+    let edit = signed
+        .edits
+        .as_ref()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(edit.prev, edit.next, "unchanged: next = prev");
+    assert_eq!(destination_check(&pki, &signed), Ok(plaintext()));
+    assert_eq!(every_editor_signed(&signed), Ok(()));
+    // Anonymous entries: none can edit, none is required to.
+    let mut anonymous = sealed.clone();
+    let entries: Vec<_> = anonymous
+        .recipients
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.id = None;
+            r.kid = None;
+            r
+        })
+        .collect();
+    anonymous.recipients = List::new(entries).unwrap();
+    assert_eq!(every_editor_signed(&anonymous), Ok(()));
 }

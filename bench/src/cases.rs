@@ -254,6 +254,8 @@ pub fn all(diag: bool) -> (Vec<Case>, Params) {
     let ctx = SealContext {
         session: &w.session,
         cid: CID,
+        re: keyway::wire::MsgType::Offer,
+        to: None,
     };
     let control: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
     let (sealed, _) = seal(
@@ -305,6 +307,8 @@ fn sig_input_len(sealed: &Sealed, session: &SessionId) -> usize {
     let ctx = SealContext {
         session,
         cid: sealed.cid,
+        re: keyway::wire::MsgType::Offer,
+        to: None,
     };
     seal_signature_input(ctx, &sealed.sender, &sealed.hash, &map).len()
 }
@@ -727,6 +731,8 @@ fn diag_cases(
     let ctx = SealContext {
         session: &w.session,
         cid: CID,
+        re: keyway::wire::MsgType::Offer,
+        to: None,
     };
     let (sealed_first, _) = seal(
         ctx,

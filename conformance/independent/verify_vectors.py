@@ -606,7 +606,7 @@ def current_wrapper(m):
     return W, E
 
 
-def check_edit(e, i, recipients, pmap, session, cid, anchors, now):
+def check_edit(e, i, recipients, pmap, session, cid, anchors, now, carrier):
     """Step 3 of KW-CRYPTO-036 for one edit, except the chain."""
     editor = e[0]
     if not any(r.get(0) == editor and r[2] == 1 and r[3] == 1 for r in recipients):
@@ -615,16 +615,20 @@ def check_edit(e, i, recipients, pmap, session, cid, anchors, now):
     etbs = validate_cert(e[6], anchors, now, subject=editor, role=1, what="edit %d certificate" % i)
     if kid(etbs[6], 0) != e[1]:
         raise Reject("signature-invalid", "edit %d: kid is not the editor certificate key's identifier" % i)
-    ei = enc(["keyway-v1 edit", SUITE, session, cid, editor, e[2], e[3], e.get(5), pmap])
+    re, to = carrier
+    ei = enc(["keyway-v1 edit", SUITE, session, cid, re, to, editor, e[2], e[3], e.get(5), pmap])
     ok, why = verify(etbs[6], ei, e[4])
     if not ok:
         raise Reject("signature-invalid", "edit %d sig: %s" % (i, why))
 
 
-def open_sealed(body, session, reader, p, notes):
+def open_sealed(body, session, reader, p, notes, carrier):
     """The destination's handling of KW-CRYPTO-036 (with KW-CRYPTO-033/034):
-    open its entry and decrypt, then the four checks in their order.
+    open its entry and decrypt, then the checks in their order. `carrier`
+    is (re, to): the type of the message the body travels in and the
+    account it is addressed to, which the signatures bind (KW-CRYPTO-032).
     Returns (plaintext, cek, decoded)."""
+    re, to = carrier
     now, anchors = p["now"], p["anchors"]
     m = strict(body, "sealed")
     check_map(m, SEALED, "sealed")   # with KW-CRYPTO-034's id/kid rule
@@ -647,7 +651,7 @@ def open_sealed(body, session, reader, p, notes):
         raise Reject("signature-invalid", "sender-kid is not the sender certificate key's identifier")
     # 2. sig over the current map
     pmap = perm_map(recipients)
-    si = enc(["keyway-v1 seal", SUITE, session, cid, sender, m[8], pmap])
+    si = enc(["keyway-v1 seal", SUITE, session, cid, re, sender, to, m[8], pmap])
     ok, why = verify(stbs[6], si, m[9])
     if not ok:
         raise Reject("signature-invalid", "sender sig: " + why)
@@ -655,10 +659,10 @@ def open_sealed(body, session, reader, p, notes):
     version = m[8]
     for i, e in enumerate(edits):
         try:
-            check_edit(e, i, recipients, pmap, session, cid, anchors, now)
+            check_edit(e, i, recipients, pmap, session, cid, anchors, now, carrier)
         except Reject as r:
             if r.code == "permission-denied":
-                notes.append(diagnose_edit(e, i, pmap, session, cid, anchors, now))
+                notes.append(diagnose_edit(e, i, pmap, session, cid, anchors, now, carrier))
             raise
         if e[2] != version:
             raise Reject("permission-denied", "edit %d: prev does not continue the chain" % i)
@@ -666,16 +670,23 @@ def open_sealed(body, session, reader, p, notes):
     # 4. the plaintext is the last signed version
     if content_digest(session, cid, cek, pt) != version:
         raise Reject("permission-denied", "plaintext digest is not the last signed version")
+    # 5. KW-SEAL-011: of an offer (6) or answer (7), at its destination,
+    #    every explicit read-modify server entry signed an edit
+    if re in (6, 7) and reader == to:
+        editors = {e[0] for e in edits}
+        for r in recipients:
+            if 0 in r and r[2] == 1 and r[3] == 1 and r[0] not in editors:
+                raise Reject("permission-denied", "%s has read-modify and signed no edit" % r[0])
     return pt, cek, m
 
 
-def diagnose_edit(e, i, pmap, session, cid, anchors, now):
+def diagnose_edit(e, i, pmap, session, cid, anchors, now, carrier):
     """For a note: would the edit pass the checks after the permission?"""
     try:
         etbs = validate_cert(e[6], anchors, now, subject=e[0], role=1, what="edit %d certificate" % i)
     except Reject as r:
         return "edit %d by %s: besides, its certificate fails (%s)" % (i, e[0], r.code)
-    ei = enc(["keyway-v1 edit", SUITE, session, cid, e[0], e[2], e[3], e.get(5), pmap])
+    ei = enc(["keyway-v1 edit", SUITE, session, cid, carrier[0], carrier[1], e[0], e[2], e[3], e.get(5), pmap])
     good_kid = kid(etbs[6], 0) == e[1]
     good_sig = verify(etbs[6], ei, e[4])[0]
     if good_kid and good_sig:
@@ -738,7 +749,7 @@ def check_intermediate(t, cek, digest, pmap, si):
     same("intermediate.signature_input", si, hx(im["signature_input"]))
 
 
-def seal_body(t, p, sender, e, cek, nonce, pt, session, cid):
+def seal_body(t, p, sender, e, cek, nonce, pt, session, cid, carrier):
     """KW-CRYPTO-030 to KW-CRYPTO-033 for the sender: the encoded body, its
     intermediates checked against the test's."""
     now, anchors = p["now"], p["anchors"]
@@ -766,7 +777,7 @@ def seal_body(t, p, sender, e, cek, nonce, pt, session, cid):
             entry[0], entry[1] = r["id"], kid(P, 1)
         recips.append(entry)
     pmap = perm_map(recips)
-    si = enc(["keyway-v1 seal", SUITE, session, cid, sender, digest, pmap])
+    si = enc(["keyway-v1 seal", SUITE, session, cid, carrier[0], sender, carrier[1], digest, pmap])
     body = {0: SUITE, 1: cid, 2: sender, 3: kid(stbs[6], 0), 4: E, 5: recips, 6: nonce, 7: ct,
             8: digest, 9: ed25519_sign(seed, si)}
     check_intermediate(t, cek, digest, pmap, si)
@@ -775,7 +786,7 @@ def seal_body(t, p, sender, e, cek, nonce, pt, session, cid):
     return out
 
 
-def open_rekey(body, session, reader, frm, epoch, p, notes):
+def open_rekey(body, session, reader, frm, epoch, p, notes, carrier):
     """The receiver of a body-form rekey (KW-CRYPTO-042, KW-SM-016), in the
     order crypto.md gives: sealed by `from` with the certificate confirmed
     for it (permission-denied); its entry and decryption (decrypt-failed);
@@ -787,7 +798,8 @@ def open_rekey(body, session, reader, frm, epoch, p, notes):
     ftbs, _, _ = decode_certificate(hx(fp["certificate"]), "certificate of %s" % frm)
     if m[2] != frm or ftbs[4] != frm:
         raise Reject("permission-denied", "rekey body sealed by %s, the rekey is from %s" % (m[2], frm))
-    pt, cek, _ = open_sealed(body, session, reader, p, notes)
+    same("re of a rekey body's message", carrier[0], 10)
+    pt, cek, _ = open_sealed(body, session, reader, p, notes, carrier)
     try:
         named = strict(pt, "rekey body content")
     except Reject as r:
@@ -813,12 +825,16 @@ def check_parties(p):
 def k_seal(t, p, notes):
     op = t["operation"]
     session, cid = hx(t["session"]), t["cid"]
+    carrier = (t["re"], t.get("to"))
+    # the vectors' convention: alice's offer to the reader, or her rekey
+    same("re (6 offer, 10 rekey)", t["re"], 10 if op in ("rekey", "open-rekey") else 6)
+    same("to (the reader)", t.get("to"), t["reader"])
     now, anchors = p["now"], p["anchors"]
     check_parties(p)
     if op == "seal":
         rnd = hx(t["randomness"])
         same("randomness length", len(rnd), 80)
-        result = seal_body(t, p, t["actor"], rnd[:32], rnd[32:64], rnd[64:80], hx(t["plaintext"]), session, cid)
+        result = seal_body(t, p, t["actor"], rnd[:32], rnd[32:64], rnd[64:80], hx(t["plaintext"]), session, cid, carrier)
     elif op == "rekey":
         # KW-CRYPTO-042, body form: the new key is the content key of a
         # body whose plaintext is cbor(epoch), sealed by the rekey's sender
@@ -827,7 +843,7 @@ def k_seal(t, p, notes):
         same("randomness length (ephemeral, nonce)", len(rnd), 48)
         pt = enc(t["epoch"])
         same("plaintext (cbor(epoch))", pt, hx(t["plaintext"]))
-        result = seal_body(t, p, t["actor"], rnd[:32], hx(t["rekey_key"]), rnd[32:48], pt, session, cid)
+        result = seal_body(t, p, t["actor"], rnd[:32], hx(t["rekey_key"]), rnd[32:48], pt, session, cid, carrier)
     elif op == "edit":
         actor = t["actor"]
         ap = party(p, actor)
@@ -835,7 +851,7 @@ def k_seal(t, p, notes):
         inp = hx(t["input"])
         same("cid (the input body's)", strict(inp, "sealed")[1], cid)
         check_entry(t, "actor_entry", inp, session, actor, p)
-        _, cek, m = open_sealed(inp, session, actor, p, notes)
+        _, cek, m = open_sealed(inp, session, actor, p, notes, carrier)
         # KW-CRYPTO-035/036: an editor needs an explicit server entry with
         # read-modify (found by id) and a certificate with role server
         if not any(r.get(0) == actor and r[2] == 1 and r[3] == 1 for r in m[5]):
@@ -885,7 +901,7 @@ def k_seal(t, p, notes):
         # KW-CRYPTO-035: next is the version under the key it now has.
         nxt = content_digest(session, cid, cek, pt)
         pmap = perm_map(m[5])
-        ei = enc(["keyway-v1 edit", SUITE, session, cid, actor, prev, nxt, Enew, pmap])
+        ei = enc(["keyway-v1 edit", SUITE, session, cid, carrier[0], carrier[1], actor, prev, nxt, Enew, pmap])
         edit = {0: actor, 1: kid(atbs[6], 0), 2: prev, 3: nxt, 4: ed25519_sign(seed, ei),
                 6: strict(hx(ap["certificate"]), "editor certificate")}
         if Enew is not None:
@@ -904,10 +920,10 @@ def k_seal(t, p, notes):
         raise Mismatch("unknown operation %r" % op)
     check_entry(t, "reader_entry", result, session, t["reader"], p)
     if op in ("rekey", "open-rekey"):
-        key = open_rekey(result, session, t["reader"], t["from"], t["epoch"], p, notes)
+        key = open_rekey(result, session, t["reader"], t["from"], t["epoch"], p, notes, carrier)
         same("rekey_key (the key the reader obtains)", key, hx(need(t, "rekey_key")))
         return
-    pt, _, opened = open_sealed(result, session, t["reader"], p, notes)
+    pt, _, opened = open_sealed(result, session, t["reader"], p, notes, carrier)
     if op == "open":
         same("plaintext opened by %s" % t["reader"], pt, hx(need(t, "plaintext")))
     else:

@@ -353,7 +353,8 @@ impl Recorder {
         verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
         let recording = match message {
             Message::RecordStart(m) => {
-                let (keys, pending) = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                let (keys, pending) =
+                    self.open_keys(now, &m.keys, &m.session, MsgType::RecordStart, &cert)?;
                 if let Some(existing) = self.recordings.get_mut(&m.recording) {
                     // A retransmission that outlived the transaction cache,
                     // or its server restarted (KW-SM-025): the keys it
@@ -398,7 +399,8 @@ impl Recorder {
                 m.recording
             }
             Message::RecordKey(m) => {
-                let (keys, pending) = self.open_keys(now, &m.keys, &m.session, &cert)?;
+                let (keys, pending) =
+                    self.open_keys(now, &m.keys, &m.session, MsgType::RecordKey, &cert)?;
                 let rec = self
                     .recordings
                     .get_mut(&m.recording)
@@ -453,13 +455,14 @@ impl Recorder {
         now: Now,
         sealed: &crate::wire::Sealed,
         session: &SessionId,
+        re: MsgType,
         server_cert: &Certificate,
     ) -> Result<(MediaKeys, Option<PendingKek>), ErrorCode> {
         let opened = open(sealed, session, &self.cfg.identity, &mut self.kek)
             .map_err(|e| ErrorCode::from(&e))?;
         verify_sealed(
             sealed,
-            session,
+            crate::crypto::SealContext::of(sealed, session, re, None),
             &opened.plaintext,
             &opened.cek,
             server_cert,

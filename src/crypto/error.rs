@@ -70,6 +70,10 @@ pub enum CryptoError {
     /// An editor without a read-modify entry.
     #[error("{0} has no read-modify permission")]
     EditorNotPermitted(Principal),
+    /// A server named with read-modify permission on an offer or answer
+    /// signed no edit of it (KW-SEAL-011).
+    #[error("{0} has read-modify permission and signed no edit")]
+    EditMissing(Principal),
     /// The echoed nonce is not the outstanding challenge's.
     #[error("the echoed nonce is not the outstanding challenge")]
     StaleNonce,
@@ -127,7 +131,8 @@ impl From<&CryptoError> for ErrorCode {
             },
             CryptoError::BrokenChain
             | CryptoError::PermissionDenied(_)
-            | CryptoError::EditorNotPermitted(_) => ErrorCode::PERMISSION_DENIED,
+            | CryptoError::EditorNotPermitted(_)
+            | CryptoError::EditMissing(_) => ErrorCode::PERMISSION_DENIED,
             CryptoError::AuthFailed => ErrorCode::AUTH_FAILED,
             CryptoError::StaleNonce => ErrorCode::STALE_NONCE,
             CryptoError::PopFailed => ErrorCode::POP_FAILED,

@@ -32,9 +32,9 @@ pub use keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 pub use msgsig::{message_signature_input, sign_message, unsigned, verify_message};
 pub use seal::{
     Opened, RecipientSpec, Rekeying, SealContext, content_digest, current_wrapper, edit,
-    edit_signature_input, key_commitment, open, open_rekey_body, open_with_key, permission_map,
-    reencrypt_without_edit, rekey_body_plaintext, seal, seal_signature_input, verify_sealed,
-    verify_sealed_with,
+    edit_signature_input, every_editor_signed, key_commitment, open, open_rekey_body,
+    open_with_key, permission_map, reencrypt_without_edit, rekey_body_plaintext, seal,
+    seal_signature_input, verify_sealed, verify_sealed_with,
 };
 pub use secret::{Secret32, ct_eq};
 pub use session::{

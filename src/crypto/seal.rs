@@ -13,8 +13,8 @@ use super::secret::Secret32;
 use super::structure::{BODY, CONTENT, EDIT, KEY_COMMIT, Part, SEAL, opt_bytes, structure};
 use crate::cbor;
 use crate::wire::{
-    Bytes, Certificate, Edit, Extensions, Hash32, List, Nonce, Permission, Principal, PublicKey,
-    Recipient, RecipientKind, Role, Sealed, SessionId, Suite,
+    Bytes, Certificate, Edit, Extensions, Hash32, List, MsgType, Nonce, Permission, Principal,
+    PublicKey, Recipient, RecipientKind, Role, Sealed, SessionId, Suite,
 };
 
 /// Who a sealed body is for.
@@ -33,23 +33,58 @@ pub struct RecipientSpec {
     pub anonymous: bool,
 }
 
-/// The context of a sealed body.
+/// The context of a sealed body: where it belongs, and the message that
+/// carries it, which the sender's and editors' signatures bind
+/// (KW-CRYPTO-032, KW-CRYPTO-035).
 #[derive(Debug, Clone, Copy)]
 pub struct SealContext<'a> {
     /// The session.
     pub session: &'a SessionId,
     /// The content identifier.
     pub cid: u64,
+    /// The type of the message that carries the body.
+    pub re: MsgType,
+    /// The account that message is addressed to, if it names one.
+    pub to: Option<&'a Principal>,
+}
+
+impl<'a> SealContext<'a> {
+    /// The context of `sealed` as a receiver finds it: in `session`, in a
+    /// message of type `re` addressed to `to`.
+    pub fn of(
+        sealed: &Sealed,
+        session: &'a SessionId,
+        re: MsgType,
+        to: Option<&'a Principal>,
+    ) -> Self {
+        Self {
+            session,
+            cid: sealed.cid,
+            re,
+            to,
+        }
+    }
+
+    /// The carrying message's fields the signatures bind.
+    fn carrier(&self) -> [Part<'a>; 2] {
+        [
+            Part::Uint(self.re.code()),
+            match self.to {
+                Some(to) => Part::Text(to.as_str()),
+                None => Part::Null,
+            },
+        ]
+    }
 }
 
 /// `cbor(["keyway-v1 body", suite, session, cid, sender])`.
-fn body_ad(ctx: SealContext<'_>, sender: &Principal) -> Vec<u8> {
+fn body_ad(session: &SessionId, cid: u64, sender: &Principal) -> Vec<u8> {
     structure(
         BODY,
         &[
             Part::Uint(Suite::KeywayV1.code()),
-            Part::Bytes(&ctx.session.0),
-            Part::Uint(ctx.cid),
+            Part::Bytes(&session.0),
+            Part::Uint(cid),
             Part::Text(sender.as_str()),
         ],
     )
@@ -104,13 +139,16 @@ pub fn seal_signature_input(
     hash: &Hash32,
     map: &[u8],
 ) -> Vec<u8> {
+    let [re, to] = ctx.carrier();
     structure(
         SEAL,
         &[
             Part::Uint(Suite::KeywayV1.code()),
             Part::Bytes(&ctx.session.0),
             Part::Uint(ctx.cid),
+            re,
             Part::Text(sender.as_str()),
+            to,
             Part::Bytes(&hash.0),
             Part::Encoded(map),
         ],
@@ -126,12 +164,15 @@ pub fn edit_signature_input(
     epk: Option<&PublicKey>,
     map: &[u8],
 ) -> Vec<u8> {
+    let [re, to] = ctx.carrier();
     structure(
         EDIT,
         &[
             Part::Uint(Suite::KeywayV1.code()),
             Part::Bytes(&ctx.session.0),
             Part::Uint(ctx.cid),
+            re,
+            to,
             Part::Text(editor.as_str()),
             Part::Bytes(&prev.0),
             Part::Bytes(&next.0),
@@ -154,7 +195,8 @@ pub fn current_wrapper(sealed: &Sealed) -> (&Principal, &PublicKey) {
 }
 
 fn encrypt_content(
-    ctx: SealContext<'_>,
+    session: &SessionId,
+    cid: u64,
     sender: &Principal,
     cek: &Secret32,
     nonce: &Nonce,
@@ -162,7 +204,7 @@ fn encrypt_content(
 ) -> Result<Bytes<16, 8192>, CryptoError> {
     let ct = siv_seal(
         &mut siv_cipher(cek.expose()),
-        &[&body_ad(ctx, sender), &nonce.0],
+        &[&body_ad(session, cid, sender), &nonce.0],
         plaintext,
     );
     let len = ct.len();
@@ -205,7 +247,14 @@ pub fn seal(
         None => Secret32::new(entropy.array()),
     };
     let nonce = Nonce(entropy.array());
-    let ct = encrypt_content(ctx, &sender.account, &cek, &nonce, plaintext)?;
+    let ct = encrypt_content(
+        ctx.session,
+        ctx.cid,
+        &sender.account,
+        &cek,
+        &nonce,
+        plaintext,
+    )?;
     let hash = content_digest(ctx, &cek, plaintext);
     let mut entries = Vec::with_capacity(recipients.len());
     for spec in recipients {
@@ -327,11 +376,7 @@ pub fn open(
         }
         None => trial_unwrap(sealed, me, cache, &binding)?,
     };
-    let ctx = SealContext {
-        session,
-        cid: sealed.cid,
-    };
-    let ad = body_ad(ctx, &sealed.sender);
+    let ad = body_ad(session, sealed.cid, &sealed.sender);
     let plaintext = siv_open(
         &mut siv_cipher(cek.expose()),
         &[&ad, &sealed.nonce.0],
@@ -400,11 +445,7 @@ pub fn open_with_key(
     session: &SessionId,
     cek: &Secret32,
 ) -> Result<Vec<u8>, CryptoError> {
-    let ctx = SealContext {
-        session,
-        cid: sealed.cid,
-    };
-    let ad = body_ad(ctx, &sealed.sender);
+    let ad = body_ad(session, sealed.cid, &sealed.sender);
     siv_open(
         &mut siv_cipher(cek.expose()),
         &[&ad, &sealed.nonce.0],
@@ -422,12 +463,15 @@ pub fn reencrypt_without_edit(
     cek: &Secret32,
     new_plaintext: &[u8],
 ) -> Result<Sealed, CryptoError> {
-    let ctx = SealContext {
-        session,
-        cid: sealed.cid,
-    };
     let mut out = sealed.clone();
-    out.ct = encrypt_content(ctx, &sealed.sender, cek, &sealed.nonce, new_plaintext)?;
+    out.ct = encrypt_content(
+        session,
+        sealed.cid,
+        &sealed.sender,
+        cek,
+        &sealed.nonce,
+        new_plaintext,
+    )?;
     Ok(out)
 }
 
@@ -442,10 +486,12 @@ pub fn rekey_body_plaintext(epoch: u64) -> Vec<u8> {
 /// was sealed and signed by `from` — checked with `sender_cert` and
 /// `validate` as [`verify_sealed_with`] does — and names `epoch`.
 #[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 pub fn open_rekey_body(
     body: &Sealed,
     session: &SessionId,
     from: &Principal,
+    to: &Principal,
     epoch: u64,
     me: &Identity,
     sender_cert: &Certificate,
@@ -463,7 +509,7 @@ pub fn open_rekey_body(
     let opened = open(body, session, me, &mut KeyCache::new(1))?;
     verify_sealed_with(
         body,
-        session,
+        SealContext::of(body, session, MsgType::Rekey, Some(to)),
         &opened.plaintext,
         &opened.cek,
         sender_cert,
@@ -492,7 +538,7 @@ fn find_editor_entry<'a>(sealed: &'a Sealed, editor: &Principal) -> Option<&'a R
 /// last signed version.
 pub fn verify_sealed(
     sealed: &Sealed,
-    session: &SessionId,
+    ctx: SealContext<'_>,
     plaintext: &[u8],
     cek: &Secret32,
     sender_cert: &Certificate,
@@ -501,7 +547,7 @@ pub fn verify_sealed(
 ) -> Result<(), CryptoError> {
     verify_sealed_with(
         sealed,
-        session,
+        ctx,
         plaintext,
         cek,
         sender_cert,
@@ -515,7 +561,7 @@ pub fn verify_sealed(
 #[allow(clippy::type_complexity)]
 pub fn verify_sealed_with(
     sealed: &Sealed,
-    session: &SessionId,
+    ctx: SealContext<'_>,
     plaintext: &[u8],
     cek: &Secret32,
     sender_cert: &Certificate,
@@ -525,9 +571,10 @@ pub fn verify_sealed_with(
         Option<Role>,
     ) -> Result<(), super::error::CertError>,
 ) -> Result<(), CryptoError> {
+    // The content is the body's own, whatever the caller named.
     let ctx = SealContext {
-        session,
         cid: sealed.cid,
+        ..ctx
     };
     validate(sender_cert, &sealed.sender, None)?;
     if key_id(&sender_cert.tbs.sig_key, KeyUse::Signing) != sealed.sender_kid {
@@ -570,6 +617,31 @@ pub fn verify_sealed_with(
     Ok(())
 }
 
+/// The destination's last check of an offer or answer (KW-SEAL-011,
+/// KW-CRYPTO-036): every server the sender named with read-modify
+/// permission signed an edit, changed or not, so that an earlier version
+/// put back without the edits after it is missing one. Servers on the
+/// way do not check it: those after them have not edited yet.
+pub fn every_editor_signed(sealed: &Sealed) -> Result<(), CryptoError> {
+    let edited = |id: &Principal| {
+        sealed
+            .edits
+            .iter()
+            .flat_map(|e| e.iter())
+            .any(|e| &e.editor == id)
+    };
+    let unsigned = sealed
+        .recipients
+        .iter()
+        .filter(|r| r.kind == RecipientKind::Server && r.perm == Permission::ReadModify)
+        .filter_map(|r| r.id.as_ref())
+        .find(|id| !edited(id));
+    match unsigned {
+        Some(id) => Err(CryptoError::EditMissing(id.clone())),
+        None => Ok(()),
+    }
+}
+
 /// How an editor re-encrypts (KW-CRYPTO-035).
 pub enum Rekeying<'a> {
     /// Keep the content key and nonce.
@@ -590,7 +662,7 @@ pub enum Rekeying<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn edit(
     sealed: &Sealed,
-    session: &SessionId,
+    ctx: SealContext<'_>,
     editor: &Identity,
     editor_cert: &Certificate,
     cek: &Secret32,
@@ -600,9 +672,10 @@ pub fn edit(
     entropy: &mut impl Entropy,
 ) -> Result<(Sealed, Secret32), CryptoError> {
     let ctx = SealContext {
-        session,
         cid: sealed.cid,
+        ..ctx
     };
+    let session = ctx.session;
     if find_editor_entry(sealed, &editor.account).is_none() {
         return Err(CryptoError::EditorNotPermitted(editor.account.clone()));
     }
@@ -643,7 +716,14 @@ pub fn edit(
             (cek, Some(epk))
         }
     };
-    out.ct = encrypt_content(ctx, &sealed.sender, &cek, &out.nonce, new_plaintext)?;
+    out.ct = encrypt_content(
+        ctx.session,
+        ctx.cid,
+        &sealed.sender,
+        &cek,
+        &out.nonce,
+        new_plaintext,
+    )?;
     // The version the edit signs is under the key it ends up under.
     let next = content_digest(ctx, &cek, new_plaintext);
     let map = permission_map(&out.recipients);

@@ -9,12 +9,13 @@ use crate::crypto::{
     CertProfile, CertificateAuthority, Entropy, Expect, Identity, KekBinding, KeyCache, KxKeyPair,
     RecipientSpec, RecordingEntropy, Rekeying, ScriptedEntropy, SealContext, Secret32,
     SigningKeyPair, TrustAnchor, TrustStore, current_wrapper, derive_kek, edit,
-    edit_signature_input, open, open_rekey_body, permission_map, reencrypt_without_edit,
-    rekey_body_plaintext, seal, seal_signature_input, unwrap_with, verify_sealed,
+    edit_signature_input, every_editor_signed, open, open_rekey_body, permission_map,
+    reencrypt_without_edit, rekey_body_plaintext, seal, seal_signature_input, unwrap_with,
+    verify_sealed,
 };
 use crate::wire::{
-    Certificate, Domain, Hash32, List, Permission, Principal, PublicKey, Recipient, RecipientKind,
-    Role, Sealed, SessionId, decode_plaintext, encode_plaintext, examples,
+    Certificate, Domain, Hash32, List, MsgType, Permission, Principal, PublicKey, Recipient,
+    RecipientKind, Role, Sealed, SessionId, decode_plaintext, encode_plaintext, examples,
 };
 
 /// The parties and anchors all tests share.
@@ -89,6 +90,12 @@ pub struct SealTest {
     session: Hex,
     /// An input of `seal` and `rekey`; the body's otherwise.
     cid: u64,
+    /// The type of the message that carries the body, which the sender's
+    /// and editors' signatures bind (KW-CRYPTO-032).
+    re: u64,
+    /// The account that message is addressed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
     /// The party that seals or edits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     actor: Option<String>,
@@ -145,6 +152,7 @@ impl SealTest {
         operation: String,
         session: Hex,
         cid: u64,
+        (re, to): (u64, Option<String>),
         actor: Option<String>,
         reader: String,
     ) -> Self {
@@ -153,6 +161,8 @@ impl SealTest {
             operation,
             session,
             cid,
+            re,
+            to,
             actor,
             recipients: vec![],
             plaintext: None,
@@ -176,8 +186,8 @@ const RECIPE: &str = "seal: with `randomness` as the random source (ephemeral pr
 the encoding equals output and the intermediates match. edit: actor opens input (actor_entry), checks it as a destination would (KW-CRYPTO-036), then with `randomness` (new_key: ephemeral 32, cek 32, nonce 16; else none) rewrites it to plaintext; \
 equals output, with the intermediates. rekey: actor seals rekey_key as the content key of a body whose plaintext is cbor(epoch) (KW-CRYPTO-042; randomness: ephemeral 32, nonce 16). \
 Then (all operations) reader opens the result (input for open and open-rekey; reader_entry) and verifies it with the sender's certificate from params and the anchors at `now` \
-(KW-CRYPTO-036): valid tests yield the plaintext, invalid ones fail with the error. For rekey and open-rekey the reader takes the body as a rekey from `from` for `epoch` \
-(sealed and signed by `from`, naming `epoch`, KW-SM-016) and obtains rekey_key. cid is the body's. Every party's keys are its certificate's.";
+(KW-CRYPTO-036; the signatures bind re, the type of the message carrying the body, and to, the account it is addressed to: KW-CRYPTO-032, KW-CRYPTO-035); the reader is that account, so for an offer or answer every explicit read-modify server entry must have signed an edit (KW-SEAL-011): valid tests yield the plaintext, invalid ones fail with the error. For rekey and open-rekey the reader takes the body as a rekey from `from` for `epoch` \
+(sealed and signed by `from`, naming `epoch`, KW-SM-016) and obtains rekey_key. cid is the body's. re is 6 (an offer) for seal, edit and open and 10 (a rekey) for rekey and open-rekey; to is the reader. Every party's keys are its certificate's.";
 
 const NOTES: &[(&str, &str)] = &[
     ("Trial", "Anonymous entries, found by trial unwrap."),
@@ -190,6 +200,10 @@ const NOTES: &[(&str, &str)] = &[
         "A server with read permission changed the content (KW-SEAL-006).",
     ),
     ("ChainTampered", "The edit chain was cut or altered."),
+    (
+        "EditMissing",
+        "A server named with read-modify permission on an offer or answer signed no edit: the version before it, put back (KW-SEAL-011).",
+    ),
     ("Modified", "A ciphertext bit flipped."),
     (
         "ReEncoded",
@@ -456,33 +470,58 @@ fn open_checked(
     Ok(opened)
 }
 
-/// The destination's verdict on a body (KW-CRYPTO-036).
+/// The destination's verdict on a body (KW-CRYPTO-036), or a server's on
+/// the way when the carrying message is not addressed to `reader`.
 fn destination(
     params: &SealParams,
-    session: &SessionId,
+    carrier: Carrier<'_>,
     reader: &Identity,
     body: &Sealed,
     view: Option<&EntryJson>,
 ) -> Result<Vec<u8>, Failure> {
     let (_, sender_cert) = party(params, body.sender.as_str()).map_err(bad)?;
-    let opened = open_checked(body, session, reader, view)?;
+    let opened = open_checked(body, carrier.session, reader, view)?;
     verify_sealed(
         body,
-        session,
+        carrier.context(body.cid),
         &opened.plaintext,
         &opened.cek,
         &sender_cert,
         &trust(params).map_err(bad)?,
         params.now,
     )?;
+    // KW-SEAL-011, at the destination of an offer or answer only.
+    let offer_or_answer = matches!(carrier.re, MsgType::Offer | MsgType::Answer);
+    if offer_or_answer && carrier.to == Some(&reader.account) {
+        every_editor_signed(body)?;
+    }
     Ok(opened.plaintext)
+}
+
+/// The message a test's body travels in.
+#[derive(Clone, Copy)]
+struct Carrier<'a> {
+    session: &'a SessionId,
+    re: MsgType,
+    to: Option<&'a Principal>,
+}
+
+impl<'a> Carrier<'a> {
+    fn context(self, cid: u64) -> SealContext<'a> {
+        SealContext {
+            session: self.session,
+            cid,
+            re: self.re,
+            to: self.to,
+        }
+    }
 }
 
 /// The reader's verdict on a body-form rekey from `from` for `epoch`
 /// (KW-CRYPTO-042, KW-SM-016): the key it carries.
 fn rekey_reader(
     params: &SealParams,
-    session: &SessionId,
+    carrier: Carrier<'_>,
     reader: &Identity,
     body: &Sealed,
     from: &str,
@@ -501,10 +540,14 @@ fn rekey_reader(
             },
         )
     };
+    let to = carrier
+        .to
+        .ok_or_else(|| bad("a rekey names its `to`".into()))?;
     let key = open_rekey_body(
         body,
-        session,
+        carrier.session,
         &sender.account,
+        to,
         epoch,
         reader,
         &sender_cert,
@@ -556,9 +599,36 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
         t.operation.clone(),
         t.session.clone(),
         t.cid,
+        (t.re, t.to.clone()),
         None,
         t.reader.clone(),
     );
+    // The vectors' convention: alice's offer to the reader, or her rekey.
+    let re = match t.operation.as_str() {
+        "rekey" | "open-rekey" => MsgType::Rekey,
+        _ => MsgType::Offer,
+    };
+    if t.re != re.code() {
+        return Err(format!(
+            "re {} is not {} for {}",
+            t.re,
+            re.code(),
+            t.operation
+        ));
+    }
+    if t.to.as_deref() != Some(t.reader.as_str()) {
+        return Err("to is not the reader".into());
+    }
+    let to =
+        t.to.as_deref()
+            .map(Principal::new)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+    let carrier = Carrier {
+        session: &sid,
+        re,
+        to: to.as_ref(),
+    };
     let actor = || t.actor.clone().ok_or("no actor");
     let outcome: Result<(), Failure> = match t.operation.as_str() {
         "seal" | "rekey" => {
@@ -581,10 +651,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                 (t.plaintext.clone().ok_or("no plaintext")?.0, None)
             };
             out.plaintext = Some(Hex(pt.clone()));
-            let ctx = SealContext {
-                session: &sid,
-                cid: t.cid,
-            };
+            let ctx = carrier.context(t.cid);
             let mut entropy = scripted(t);
             let sealed = seal(
                 ctx,
@@ -603,7 +670,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                 let input = seal_signature_input(ctx, &sealed.sender, &sealed.hash, &map);
                 out.intermediate = Some(intermediate(&cek, &sealed.hash, map, input));
                 out.output = Some(Hex(encode_plaintext(&sealed)));
-                read(params, &sid, &reader, &sealed, &mut out)
+                read(params, carrier, &reader, &sealed, &mut out)
             })
         }
         "edit" => {
@@ -633,7 +700,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
             let mut entropy = scripted(t);
             // The editor checks the body as a destination would before it
             // edits (KW-CRYPTO-035), then rewrites it.
-            let edited = destination(params, &sid, &editor, &input, out.actor_entry.as_ref())
+            let edited = destination(params, carrier, &editor, &input, out.actor_entry.as_ref())
                 .and_then(|_| {
                     let opened = open(&input, &sid, &editor, &mut KeyCache::new(16))?;
                     let rekeying = if t.new_key {
@@ -646,7 +713,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                     };
                     Ok(edit(
                         &input,
-                        &sid,
+                        carrier.context(input.cid),
                         &editor,
                         &cert,
                         &opened.cek,
@@ -663,10 +730,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                 let map = permission_map(&sealed.recipients);
                 let last = sealed.edits.as_ref().and_then(|e| e.iter().last());
                 let last = last.ok_or_else(|| bad("edit appended no edit".into()))?;
-                let ctx = SealContext {
-                    session: &sid,
-                    cid: sealed.cid,
-                };
+                let ctx = carrier.context(sealed.cid);
                 let input = edit_signature_input(
                     ctx,
                     &last.editor,
@@ -677,7 +741,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                 );
                 out.intermediate = Some(intermediate(&cek, &last.next, map, input));
                 out.output = Some(Hex(encode_plaintext(&sealed)));
-                read(params, &sid, &reader, &sealed, &mut out)
+                read(params, carrier, &reader, &sealed, &mut out)
             })
         }
         "open" | "open-rekey" => {
@@ -688,7 +752,7 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
                 out.from = Some(t.from.clone().ok_or("no from")?);
                 out.epoch = Some(t.epoch.ok_or("no epoch")?);
             }
-            read(params, &sid, &reader, &body, &mut out)
+            read(params, carrier, &reader, &body, &mut out)
         }
         other => return Err(format!("unknown operation {other:?}")),
     };
@@ -702,18 +766,19 @@ fn complete(params: &SealParams, t: &SealTest) -> Result<SealTest, String> {
 /// a rekey (`rekey`, `open-rekey`: the key).
 fn read(
     params: &SealParams,
-    sid: &SessionId,
+    carrier: Carrier<'_>,
     reader: &Identity,
     body: &Sealed,
     out: &mut SealTest,
 ) -> Result<(), Failure> {
+    let sid = carrier.session;
     out.reader_entry = entry_view(body, sid, reader);
     let view = out.reader_entry.as_ref();
     match out.operation.as_str() {
         "rekey" | "open-rekey" => {
             let from = out.from.clone().unwrap_or_default();
             let epoch = out.epoch.unwrap_or_default();
-            let key = rekey_reader(params, sid, reader, body, &from, epoch, view)?;
+            let key = rekey_reader(params, carrier, reader, body, &from, epoch, view)?;
             if out.operation == "open-rekey" {
                 out.rekey_key = Some(Hex(key.expose().to_vec()));
             } else if out.rekey_key.as_ref().map(|k| k.0.as_slice()) != Some(key.expose()) {
@@ -721,7 +786,7 @@ fn read(
             }
         }
         _ => {
-            let pt = destination(params, sid, reader, body, view)?;
+            let pt = destination(params, carrier, reader, body, view)?;
             if out.operation == "open" {
                 out.plaintext = Some(Hex(pt));
             } else if out.plaintext.as_ref().map(|p| p.0.as_slice()) != Some(pt.as_slice()) {
@@ -738,6 +803,21 @@ pub fn verify_json(text: &str) -> Result<usize, Vec<String>> {
 
 // -------------------------------------------------------------- generating
 
+/// The destination of every test's message.
+fn bob() -> Principal {
+    Principal("bob@b.example".into())
+}
+
+/// The context of a body alice seals for `bob` in an offer.
+fn offer_to(bob: &Principal, cid: u64) -> SealContext<'_> {
+    SealContext {
+        session: &SESSION,
+        cid,
+        re: MsgType::Offer,
+        to: Some(bob),
+    }
+}
+
 /// A test of `operation` with nothing but its context filled in.
 fn blank(
     f: &Fixture,
@@ -747,11 +827,17 @@ fn blank(
     flags: &[&str],
     op: &str,
 ) -> SealTest {
+    // Sealed by alice for bob: an offer, or her rekey.
+    let re = match op {
+        "rekey" | "open-rekey" => MsgType::Rekey,
+        _ => MsgType::Offer,
+    };
     SealTest::bare(
         Meta::valid(tc, comment, reqs, flags),
         op.into(),
         Hex(SESSION.0.to_vec()),
         0,
+        (re.code(), Some("bob@b.example".into())),
         Some(f.alice.account.as_str().into()),
         "bob@b.example".into(),
     )
@@ -779,10 +865,8 @@ fn sealed_test(
     for r in &mut recipients {
         r.anonymous = anonymous;
     }
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: 0,
-    };
+    let bob = bob();
+    let ctx = offer_to(&bob, 0);
     // Recorded draws: the seal below makes them, `complete` replays them.
     let specs = specs(&f.params, &recipients).unwrap_or_default();
     let cek = seal(
@@ -802,6 +886,7 @@ fn sealed_test(
         "KW-CRYPTO-033",
         "KW-SEAL-001",
         "KW-SEAL-002",
+        "KW-SEAL-011",
     ];
     let test = filled(
         f,
@@ -848,7 +933,7 @@ fn edit_test(
     comment: &str,
     input: &Sealed,
     cek: &Secret32,
-    new_key: bool,
+    (content, new_key): (&[u8], bool),
 ) -> (SealTest, Sealed) {
     let mut rng = RecordingEntropy::new(entropy_for(tc));
     let (editor, cert) = &f.sc_a;
@@ -868,13 +953,14 @@ fn edit_test(
         Rekeying::KeepKey
     };
     // Recorded draws, replayed by `complete`.
+    let bob = bob();
     let _ = edit(
         input,
-        &SESSION,
+        offer_to(&bob, input.cid),
         editor,
         cert,
         cek,
-        &rewritten(),
+        content,
         rekeying,
         &mut KeyCache::new(16),
         &mut rng,
@@ -884,12 +970,13 @@ fn edit_test(
         "KW-CRYPTO-036",
         "KW-SEAL-007",
         "KW-SEAL-009",
+        "KW-SEAL-011",
     ];
     let test = filled(
         f,
         SealTest {
             actor: Some(editor.account.as_str().into()),
-            plaintext: Some(Hex(rewritten())),
+            plaintext: Some(Hex(content.to_vec())),
             randomness: new_key.then(|| Hex(rng.drawn.clone())),
             new_key,
             input: Some(Hex(encode_plaintext(input))),
@@ -941,8 +1028,8 @@ pub fn generate() -> String {
     let (sealed_t, sealed, cek) = sealed_test(
         &f,
         "seal/explicit",
-        "sealed for a read-modify server, a read server and the destination",
-        &[],
+        "sealed for a read-modify server, a read server and the destination; as alice sealed it, before sc@a signed it, the destination refuses it",
+        &["EditMissing"],
         false,
     );
     let (anon_t, _, _) = sealed_test(
@@ -958,7 +1045,7 @@ pub fn generate() -> String {
         "sc@a rewrites the media address, keeping the content key",
         &sealed,
         &cek,
-        false,
+        (&rewritten(), false),
     );
     let (new_t, _) = edit_test(
         &f,
@@ -966,7 +1053,15 @@ pub fn generate() -> String {
         "sc@a rewrites the media address under a new content key",
         &sealed,
         &cek,
-        true,
+        (&rewritten(), true),
+    );
+    let (pass_t, _) = edit_test(
+        &f,
+        "seal/edit-unchanged",
+        "sc@a passes the content on unchanged and signs it (next = prev)",
+        &sealed,
+        &cek,
+        (&plaintext(), false),
     );
     let map_reqs = ["KW-SEAL-005", "KW-CRYPTO-036"];
     let pt = plaintext();
@@ -1040,10 +1135,8 @@ pub fn generate() -> String {
         (forged.edits.take(), party(&f.params, "sc@b.example"))
     {
         let map = permission_map(&forged.recipients);
-        let ctx = SealContext {
-            session: &SESSION,
-            cid: 0,
-        };
+        let bob = bob();
+        let ctx = offer_to(&bob, 0);
         let mut list = edits.into_vec();
         if let Some(e) = list.first_mut() {
             e.editor = sc_b.account.clone();
@@ -1069,9 +1162,10 @@ pub fn generate() -> String {
         &forged,
     ));
     // A second edit on top, then the first cut out.
+    let bob = bob();
     let twice = edit(
         &kept,
-        &SESSION,
+        offer_to(&bob, kept.cid),
         &f.sc_a.0,
         &f.sc_a.1,
         &cek,
@@ -1106,10 +1200,7 @@ pub fn generate() -> String {
     // map (its array head in two bytes): the destination's own, deterministic
     // map does not verify (KW-CRYPTO-003).
     let mut reencoded = sealed.clone();
-    let ctx = SealContext {
-        session: &SESSION,
-        cid: sealed.cid,
-    };
+    let ctx = offer_to(&bob, sealed.cid);
     let wide = widen_head(&permission_map(&sealed.recipients));
     reencoded.sig = f.alice.signing.sign(&seal_signature_input(
         ctx,
@@ -1125,6 +1216,7 @@ pub fn generate() -> String {
         &["KW-CRYPTO-003", "KW-CRYPTO-032", "KW-CRYPTO-036"],
         &reencoded,
     ));
+    tests.push(pass_t);
     tests.extend(rekey_tests(&f));
     VectorFile::new("seal", "spec/crypto.md §4", RECIPE, NOTES, f.params, tests).to_json()
 }
@@ -1140,9 +1232,10 @@ fn rekey_tests(f: &Fixture) -> Vec<SealTest> {
     let mut recorded = RecordingEntropy::new(rng);
     let sealed_by = |who: &Identity, rng: &mut dyn crate::crypto::Entropy| {
         let specs = specs(&f.params, &recipients()).unwrap_or_default();
+        let bob = bob();
         let ctx = SealContext {
-            session: &SESSION,
-            cid: 0,
+            re: MsgType::Rekey,
+            ..offer_to(&bob, 0)
         };
         seal(
             ctx,

@@ -13,7 +13,8 @@ use super::{Call, CallState, Device, DeviceEvent, Outcome, PENDING, Pending};
 use crate::core::error::ProtocolError;
 use crate::core::{Now, ReplyTo};
 use crate::crypto::{
-    Entropy, RecipientSpec, SealContext, SessionKeys, open, seal, unsigned, verify_sealed_with,
+    Entropy, RecipientSpec, SealContext, SessionKeys, every_editor_signed, open, seal, unsigned,
+    verify_sealed_with,
 };
 use crate::wire::{
     Ack, Answer, Bye, Certificate, ErrorCode, Extensions, List, MediaKind, Message, MsgType, Nonce,
@@ -163,6 +164,8 @@ impl Device {
         let ctx = SealContext {
             session: &session,
             cid: 0,
+            re: MsgType::Offer,
+            to: Some(&peer),
         };
         let (body, cek) = match seal(ctx, &identity, &specs, &plaintext, None, &mut self.kek, rng) {
             Ok(x) => x,
@@ -339,12 +342,13 @@ impl Device {
             let validate = self.validator(now);
             verify_sealed_with(
                 &offer.body,
-                &offer.session,
+                SealContext::of(&offer.body, &offer.session, MsgType::Offer, Some(&offer.to)),
                 &opened.plaintext,
                 &opened.cek,
                 &caller_cert,
                 &validate,
             )
+            .and_then(|()| every_editor_signed(&offer.body))
         };
         if let Err(e) = verdict {
             // KW-SEAL-009: a change nobody may have made is reported.
@@ -383,6 +387,8 @@ impl Device {
         let ctx = SealContext {
             session: &offer.session,
             cid: 0,
+            re: MsgType::Answer,
+            to: Some(&offer.from),
         };
         let plaintext = encode_plaintext(&my_desc);
         let body = match seal(
@@ -539,12 +545,13 @@ impl Device {
             let validate = self.validator(now);
             verify_sealed_with(
                 &answer.body,
-                &session,
+                SealContext::of(&answer.body, &session, MsgType::Answer, Some(&answer.to)),
                 &opened.plaintext,
                 &opened.cek,
                 &peer_cert,
                 &validate,
             )
+            .and_then(|()| every_editor_signed(&answer.body))
         };
         if let Err(e) = verdict {
             let code = ErrorCode::from(&e);

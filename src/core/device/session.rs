@@ -115,6 +115,8 @@ impl Device {
             let ctx = SealContext {
                 session: &session,
                 cid: 0,
+                re: MsgType::Rekey,
+                to: Some(&peer),
             };
             // KW-SM-016: the body names the epoch it starts.
             let next = keys.send.current_epoch().saturating_add(1);
@@ -429,6 +431,7 @@ impl Device {
                             body,
                             &rekey.session,
                             &rekey.from,
+                            &rekey.to,
                             rekey.epoch,
                             identity,
                             cert,

@@ -261,6 +261,7 @@ impl Server {
                         body,
                         &r.session,
                         &r.from,
+                        &r.to,
                         r.epoch,
                         &self.cfg.identity,
                         &cert,

@@ -9,7 +9,7 @@ use crate::core::clock::Now;
 use crate::core::transport::Proto;
 use crate::crypto::{Entropy, RecipientSpec, SealContext, seal, sign_message, unsigned};
 use crate::wire::{
-    Extensions, List, MediaKey, MediaKeys, Message, Permission, Principal, RecipientKind,
+    Extensions, List, MediaKey, MediaKeys, Message, MsgType, Permission, Principal, RecipientKind,
     RecordKey, RecordStart, RecordStop, RecordingId, Sealed, SecretBytes32, SessionDesc, SessionId,
     TxnId, encode_plaintext,
 };
@@ -66,7 +66,7 @@ impl Server {
             .iter()
             .flat_map(|((party, n), d)| media_keys(party, *n, d))
             .collect();
-        let Some(sealed) = self.seal_keys(session, keys, rng) else {
+        let Some(sealed) = self.seal_keys(session, MsgType::RecordStart, keys, rng) else {
             return;
         };
         let Some(parties) = List::new(parties) else {
@@ -100,7 +100,7 @@ impl Server {
         rng: &mut impl Entropy,
     ) {
         let keys = media_keys(sender, number, desc);
-        let Some(sealed) = self.seal_keys(session, keys, rng) else {
+        let Some(sealed) = self.seal_keys(session, MsgType::RecordKey, keys, rng) else {
             return;
         };
         let txn = TxnId(rng.array());
@@ -153,6 +153,7 @@ impl Server {
     fn seal_keys(
         &mut self,
         session: SessionId,
+        re: MsgType,
         keys: Vec<MediaKey>,
         rng: &mut impl Entropy,
     ) -> Option<Sealed> {
@@ -174,9 +175,12 @@ impl Server {
             perm: Permission::Read,
             anonymous: false,
         };
+        // A recorder's request names no `to` (KW-CRYPTO-032).
         let ctx = SealContext {
             session: &session,
             cid,
+            re,
+            to: None,
         };
         seal(
             ctx,

@@ -273,7 +273,7 @@ impl Server {
                     self.on_answer(now, prev, a, rng);
                     return outcome;
                 }
-                _ => Message::Answer(a),
+                _ => Message::Answer(self.sign_unfollowed(now, a, rng)),
             },
             Message::Error(e) => {
                 if let (MsgType::Offer, Some(s)) = (re, session) {

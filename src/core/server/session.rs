@@ -15,8 +15,8 @@ use crate::core::store::{EndedSession, StoreWrite};
 use crate::core::transport::ReplyTo;
 use crate::core::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, Entropy, Expect, KeyCache, Rekeying, Secret32, SessionKeys, edit, open,
-    open_with_key, reencrypt_without_edit, verify_sealed_with,
+    CryptoError, Entropy, Expect, KeyCache, Rekeying, SealContext, Secret32, SessionKeys, edit,
+    open, open_with_key, reencrypt_without_edit, verify_sealed_with,
 };
 use crate::wire::{
     Answer, Certificate, ErrorCode, Message, MsgType, Offer, Permission, Principal, RecordingId,
@@ -146,7 +146,7 @@ impl Server {
         &self,
         now: Now,
         body: &Sealed,
-        session: &SessionId,
+        ctx: SealContext<'_>,
         plaintext: &[u8],
         cek: &Secret32,
         sender_cert: &Certificate,
@@ -154,7 +154,7 @@ impl Server {
         let trust = &self.trust;
         verify_sealed_with(
             body,
-            session,
+            ctx,
             plaintext,
             cek,
             sender_cert,
@@ -243,7 +243,7 @@ impl Server {
         now: Now,
         body: &Sealed,
         session: SessionId,
-        re: MsgType,
+        (re, to): (MsgType, &Principal),
         cek: &Secret32,
         desc: &SessionDesc,
         local: bool,
@@ -251,6 +251,7 @@ impl Server {
         passed: Option<&[Principal]>,
         rng: &mut impl Entropy,
     ) -> (Sealed, SessionDesc, Option<Secret32>) {
+        let ctx = SealContext::of(body, &session, re, Some(to));
         let rewritten = match local {
             true => self.rewrite(desc, perm),
             false => None,
@@ -271,7 +272,7 @@ impl Server {
                 };
                 let rekeyed = edit(
                     body,
-                    &session,
+                    ctx,
                     &self.cfg.identity,
                     &self.cfg.cert,
                     cek,
@@ -292,7 +293,7 @@ impl Server {
             if rewritten.is_some() {
                 let edited = edit(
                     body,
-                    &session,
+                    ctx,
                     &self.cfg.identity,
                     &self.cfg.cert,
                     cek,
@@ -305,6 +306,25 @@ impl Server {
                     self.event(ServerEvent::Edited(session, re));
                     return (edited, changed, None);
                 }
+            }
+        }
+        if perm == Some(Permission::ReadModify) {
+            // KW-SEAL-011: a server that may change a body signs what it
+            // passes on even unchanged, so that no one downstream can put
+            // back the version before it.
+            let passed_on = edit(
+                body,
+                ctx,
+                &self.cfg.identity,
+                &self.cfg.cert,
+                cek,
+                &encode_plaintext(desc),
+                Rekeying::KeepKey,
+                &mut self.kek,
+                rng,
+            );
+            if let Ok((signed, _)) = passed_on {
+                return (signed, desc.clone(), None);
             }
         }
         if self.faults.tamper_read_only && perm != Some(Permission::ReadModify) {
@@ -408,7 +428,7 @@ impl Server {
         if let Err(e) = self.check_body(
             now,
             &o.body,
-            &o.session,
+            SealContext::of(&o.body, &o.session, MsgType::Offer, Some(&o.to)),
             &opened.plaintext,
             &opened.cek,
             &caller_cert,
@@ -436,7 +456,7 @@ impl Server {
             now,
             &o.body,
             o.session,
-            MsgType::Offer,
+            (MsgType::Offer, &o.to),
             &opened.cek,
             &desc,
             caller_local,
@@ -703,7 +723,7 @@ impl Server {
         if let Err(e) = self.check_body(
             now,
             &a.body,
-            &a.session,
+            SealContext::of(&a.body, &a.session, MsgType::Answer, Some(&a.to)),
             &plaintext,
             &body_key,
             &callee_cert,
@@ -749,7 +769,7 @@ impl Server {
             now,
             &a.body,
             a.session,
-            MsgType::Answer,
+            (MsgType::Answer, &a.to),
             &body_key,
             &desc,
             callee_local,
@@ -782,6 +802,69 @@ impl Server {
     fn unreadable(&mut self, a: Answer, e: CryptoError) -> Box<Answer> {
         self.event(ServerEvent::Rejected(MsgType::Answer, ErrorCode::from(&e)));
         Box::new(a)
+    }
+
+    /// An answer to an offer this server did not read, on which the callee
+    /// gave it read-modify permission by name: checked as the answer of a
+    /// followed session would be, and signed unchanged (KW-SEAL-011), so
+    /// that the caller finds the edit it requires. Relayed as it is when it
+    /// does not pass: the caller decides.
+    pub(super) fn sign_unfollowed(
+        &mut self,
+        now: Now,
+        a: Answer,
+        rng: &mut impl Entropy,
+    ) -> Answer {
+        let me = self.account().clone();
+        let named = a.body.recipients.iter().any(|r| {
+            r.id.as_ref() == Some(&me)
+                && r.kind == crate::wire::RecipientKind::Server
+                && r.perm == Permission::ReadModify
+        });
+        if !named {
+            return a;
+        }
+        let Ok(opened) = open(
+            &a.body,
+            &a.session,
+            &self.cfg.identity,
+            &mut KeyCache::new(1),
+        ) else {
+            return a;
+        };
+        let Some(callee_cert) = self.sender_cert(now, a.cert.as_ref(), &a.from) else {
+            return a;
+        };
+        if a.body.sender != a.from || callee_cert.tbs.subject != a.from {
+            return a;
+        }
+        let ctx = SealContext::of(&a.body, &a.session, MsgType::Answer, Some(&a.to));
+        let signed = self
+            .check_body(
+                now,
+                &a.body,
+                ctx,
+                &opened.plaintext,
+                &opened.cek,
+                &callee_cert,
+            )
+            .and_then(|()| {
+                edit(
+                    &a.body,
+                    ctx,
+                    &self.cfg.identity,
+                    &self.cfg.cert,
+                    &opened.cek,
+                    &opened.plaintext,
+                    Rekeying::KeepKey,
+                    &mut KeyCache::new(1),
+                    rng,
+                )
+            });
+        match signed {
+            Ok((body, _)) => Answer { body, ..a },
+            Err(_) => a,
+        }
     }
 
     /// Relays an answer to the hop the offer came from; while the session
