@@ -109,6 +109,7 @@ enum Event {
     Established { call: usize, peer: usize },
     Failed { call: usize, code: ErrorCode },
     Ended { call: usize },
+    Info { call: usize },
     Registered,
     Deregistered,
 }
@@ -129,7 +130,8 @@ impl Event {
             Event::Incoming { call, .. }
             | Event::Established { call, .. }
             | Event::Failed { call, .. }
-            | Event::Ended { call } => Some(*call),
+            | Event::Ended { call }
+            | Event::Info { call } => Some(*call),
             Event::Registered | Event::Deregistered => None,
         }
     }
@@ -157,8 +159,8 @@ struct Model {
     /// the caller must first fetch its certificate, with `not-registered`
     /// if it holds it, as the spec leaves caching to the device).
     outcomes: Vec<Outcome>,
-    /// The call the last step hung up.
-    hung_up: Option<usize>,
+    /// The call the last step hung up, or sent text in.
+    picked: Option<usize>,
     /// The call the last step placed and hung up during its set-up.
     cancelled: Option<usize>,
 }
@@ -291,7 +293,7 @@ impl Model {
         }
         self.advance(STEP, &mut outcome);
         self.outcomes = vec![outcome];
-        self.hung_up = Some(i);
+        self.picked = Some(i);
     }
 
     /// `from` calls `to` and hangs up at some point of the set-up — before
@@ -372,6 +374,38 @@ impl Model {
         caller_ok && callee_ok && consistent && others_silent && servers_ok
     }
 
+    /// `who` sends text in call `i` (an `info`): it reaches the peer if
+    /// that is registered and still has the call; otherwise the peer
+    /// answers `unknown-session`, or its server `not-registered`
+    /// (KW-ROUTE-001), and `who` ends the call (KW-SM-023). The servers
+    /// carry it on and keep following the session.
+    fn info(&mut self, who: usize, i: usize) {
+        let mut outcome = Outcome::default();
+        let call = &mut self.calls[i];
+        let peer = call.peer(who);
+        let code = if !self.registered[peer] {
+            Some(ErrorCode::NOT_REGISTERED)
+        } else if !call.has(peer) {
+            Some(ErrorCode::UNKNOWN_SESSION)
+        } else {
+            None
+        };
+        match code {
+            None => outcome.devices[peer].push(Event::Info { call: i }),
+            Some(code) => {
+                outcome.devices[who].push(Event::Failed { call: i, code });
+                if call.caller == who {
+                    call.caller_has = false;
+                } else {
+                    call.callee_has = false;
+                }
+            }
+        }
+        self.advance(STEP, &mut outcome);
+        self.outcomes = vec![outcome];
+        self.picked = Some(i);
+    }
+
     /// KW-REG-015, F1: registrations end and begin; calls go on.
     fn set_registered(&mut self, who: usize, registered: bool) {
         let mut outcome = Outcome::default();
@@ -415,6 +449,12 @@ enum Transition {
     },
     Register {
         who: usize,
+        fault: Option<Fault>,
+    },
+    /// `who` sends text in one of its calls (`pick` modulo their number).
+    Info {
+        who: usize,
+        pick: usize,
         fault: Option<Fault>,
     },
     /// `from` calls `to` and hangs up after `after` datagrams.
@@ -462,6 +502,26 @@ impl ReferenceStateMachine for CallModel {
                     fault,
                 }
             });
+        // Devices left with a call their peer no longer has, or cannot
+        // be reached in: text from them is what ends such calls
+        // (KW-SM-023).
+        let stale: Vec<usize> = (0..4)
+            .filter(|d| {
+                state
+                    .calls
+                    .iter()
+                    .any(|c| c.has(*d) && (!state.registered[c.peer(*d)] || !c.has(c.peer(*d))))
+            })
+            .collect();
+        let info = match stale.is_empty() {
+            true => (0..4usize).boxed(),
+            false => prop_oneof![1 => 0..4usize, 3 => prop::sample::select(stale)].boxed(),
+        };
+        let info = (info, 0..4usize, fault()).prop_map(|(who, pick, fault)| Transition::Info {
+            who,
+            pick,
+            fault,
+        });
         let hang_up = (0..4usize, 0..4usize, fault())
             .prop_map(|(who, pick, fault)| Transition::HangUp { who, pick, fault });
         let deregister =
@@ -472,12 +532,12 @@ impl ReferenceStateMachine for CallModel {
             prop_oneof![Just(1u64), Just(6), Just(13), Just(25)].prop_map(Transition::Advance);
         let restart = (0..3usize).prop_map(Transition::Restart);
         let calls = if state.calls.iter().any(|c| c.caller_has || c.callee_has) {
-            4
+            5
         } else {
             1
         };
         let unregistered = if state.registered.contains(&false) {
-            3
+            4
         } else {
             0
         };
@@ -485,7 +545,8 @@ impl ReferenceStateMachine for CallModel {
             6 => call,
             2 => cancel,
             calls => hang_up,
-            1 => deregister,
+            calls => info,
+            2 => deregister,
             unregistered => register,
             2 => advance,
             1 => restart,
@@ -501,7 +562,9 @@ impl ReferenceStateMachine for CallModel {
         };
         state.now + time <= HORIZON
             && match transition {
-                Transition::HangUp { who, .. } => !state.calls_of(*who).is_empty(),
+                Transition::HangUp { who, .. } | Transition::Info { who, .. } => {
+                    !state.calls_of(*who).is_empty()
+                }
                 Transition::Cancel { from, to, .. } => {
                     state.registered[*from] && state.registered[*to]
                 }
@@ -512,7 +575,7 @@ impl ReferenceStateMachine for CallModel {
     }
 
     fn apply(mut state: Model, transition: &Transition) -> Model {
-        state.hung_up = None;
+        state.picked = None;
         state.cancelled = None;
         match transition {
             Transition::Call { from, to, .. } => state.call(*from, *to),
@@ -520,6 +583,10 @@ impl ReferenceStateMachine for CallModel {
             Transition::HangUp { who, pick, .. } => {
                 let calls = state.calls_of(*who);
                 state.hang_up(*who, calls[pick % calls.len()]);
+            }
+            Transition::Info { who, pick, .. } => {
+                let calls = state.calls_of(*who);
+                state.info(*who, calls[pick % calls.len()]);
             }
             Transition::Deregister { who, .. } => state.set_registered(*who, false),
             Transition::Register { who, .. } => state.set_registered(*who, true),
@@ -713,6 +780,12 @@ impl Deployment {
                         DeviceEvent::CallEnded(s) => Event::Ended {
                             call: self.call_of(s),
                         },
+                        DeviceEvent::InfoReceived(s, text) => {
+                            assert_eq!(text, "model");
+                            Event::Info {
+                                call: self.call_of(s),
+                            }
+                        }
                         DeviceEvent::Registered { .. } => Event::Registered,
                         DeviceEvent::Deregistered => Event::Deregistered,
                         // The certificate cache is the device's own
@@ -797,9 +870,17 @@ impl StateMachineTest for CallTest {
                 (None, fault)
             }
             Transition::HangUp { who, fault, .. } => {
-                let i = model.hung_up.expect("the model hung a call up");
+                let i = model.picked.expect("the model picked a call");
                 sut.lab
                     .command(DEVICES[who], DeviceCommand::HangUp(sut.sessions[i]));
+                (None, fault)
+            }
+            Transition::Info { who, fault, .. } => {
+                let i = model.picked.expect("the model picked a call");
+                sut.lab.command(
+                    DEVICES[who],
+                    DeviceCommand::Info(sut.sessions[i], "model".into()),
+                );
                 (None, fault)
             }
             Transition::Deregister { who, fault } => {
@@ -951,5 +1032,32 @@ fn run(cases: u32, steps: usize) {
 /// step against the model.
 #[test]
 fn calls_follow_the_model() {
-    run(24, 24);
+    run(32, 28);
+}
+
+/// KW-SM-025, KW-FW-008, KW-SM-013: the first sequence the model found
+/// failing. A session's term ended, its firewall agent expired the
+/// pinholes and then remembered them as closed when the server's close
+/// came; the server restarted, its store no longer held the ended
+/// session, and it counted pinhole identifiers from 1 again — so the
+/// next call's `pinhole-open` named a pinhole the agent remembered as
+/// closed, was refused with `bad-state`, and the call failed with
+/// `firewall-failure`, which it would not have without the restart.
+#[test]
+fn regression_a_restarted_server_does_not_reuse_pinhole_identifiers() {
+    let steps = vec![
+        Transition::Call {
+            from: 0,
+            to: 1,
+            fault: None,
+        },
+        Transition::Advance(25),
+        Transition::Restart(0),
+        Transition::Call {
+            from: 0,
+            to: 1,
+            fault: None,
+        },
+    ];
+    CallTest::test_sequential(config(1), Model::new(), steps, None);
 }
