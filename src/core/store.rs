@@ -99,6 +99,10 @@ pub enum StoreWrite {
     },
     /// The next serial to issue.
     NextSerial(u64),
+    /// The next identifier of a pinhole a server asks its firewall for:
+    /// never one the firewall may still remember (KW-FW-008), after a
+    /// restart too (KW-SM-025).
+    NextPinhole(u64),
     /// Create or replace a live session.
     PutSession(SessionRecord),
     /// A session ended: its live record goes, its end is remembered.
@@ -155,6 +159,8 @@ pub struct StoreSnapshot {
     pub revoked: BTreeMap<(Domain, u64), u64>,
     /// The next serial.
     pub next_serial: u64,
+    /// The next pinhole identifier.
+    pub next_pinhole: u64,
     /// Live sessions.
     pub sessions: BTreeMap<SessionId, SessionRecord>,
     /// Ended sessions, until their term would have ended.
@@ -185,6 +191,7 @@ impl StoreSnapshot {
                 self.revoked.insert((issuer.clone(), *serial), *until);
             }
             StoreWrite::NextSerial(n) => self.next_serial = *n,
+            StoreWrite::NextPinhole(n) => self.next_pinhole = *n,
             StoreWrite::PutSession(record) => {
                 self.sessions.insert(record.session(), record.clone());
             }

@@ -186,7 +186,10 @@ impl Server {
             }
         }
         // Never an identifier the firewall may still remember (KW-FW-008).
-        self.next_pinhole = highest_pinhole.saturating_add(1).max(self.next_pinhole);
+        self.next_pinhole = highest_pinhole
+            .saturating_add(1)
+            .max(snapshot.next_pinhole)
+            .max(self.next_pinhole);
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in &ids {
             self.resume_session(now, *id, rng);

@@ -5,8 +5,8 @@
 //!
 //! Every request is dispatched by type (KW-REG-003). A rejected request is
 //! answered with an `error` and changes nothing but the transaction cache
-//! (KW-ERR-004); the one exception is a challenge nonce, which any answer
-//! spends (KW-REG-005). What the server's behaviour after a restart
+//! (KW-ERR-004), not even a challenge nonce, which only a `register` that
+//! passes spends (KW-SM-007). What the server's behaviour after a restart
 //! depends on is written through to its store, one group per input
 //! (KW-SM-024, KW-SM-025), and [`Server::restore`] goes on from it.
 
@@ -726,9 +726,6 @@ impl Server {
             }
         }
         self.server.expire(now.mono);
-        for nonce in self.spent_ends.take_due(now.mono) {
-            self.spent.remove(&nonce);
-        }
         self.expire_registrations(now);
         self.prune(now);
         for (session, timer) in self.session_timers.take_due(now.mono) {
@@ -740,13 +737,18 @@ impl Server {
         }
     }
 
-    /// Forgets revocations of certificates that have ended and ended
-    /// sessions whose term is over, in memory and in the store.
+    /// Forgets revocations of certificates that have ended, ended
+    /// sessions whose term is over and spent nonces whose lifetime is
+    /// over (KW-REG-018), in memory and in the store.
     fn prune(&mut self, now: Now) {
         let revocations = self.revocation_ends.take_due(now.mono);
         let ended = self.ended_ends.take_due(now.mono);
-        if revocations.is_empty() && ended.is_empty() {
+        let spent = self.spent_ends.take_due(now.mono);
+        if revocations.is_empty() && ended.is_empty() && spent.is_empty() {
             return;
+        }
+        for nonce in spent {
+            self.spent.remove(&nonce);
         }
         for key in revocations {
             self.revoked.remove(&key);

@@ -343,6 +343,10 @@ impl Server {
     fn add_pinhole(&mut self, session: &SessionId, pinhole: Pinhole) -> u64 {
         let id = self.next_pinhole;
         self.next_pinhole = self.next_pinhole.saturating_add(1);
+        // Durable, so that a restart never hands out an identifier again:
+        // the firewall refuses to reopen a closed one (KW-FW-008) after
+        // the server has forgotten the session it belonged to.
+        self.store(StoreWrite::NextPinhole(self.next_pinhole));
         if let Some(s) = self.session_mut(session) {
             s.pinholes.insert(id, pinhole);
         }
