@@ -40,7 +40,7 @@ pub struct MsgSigTest {
     signature_input: Option<Hex>,
 }
 
-const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server; decode message; m = its encoding without key 8; signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
+const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server for pinhole-*, media-copy, record-start, record-key and record-stop, any role for record-list and record-fetch; decode message; m = its encoding without key 8; signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
 sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed (the certificate's key), signing reproduces the message.";
 
 pub fn generate() -> String {
@@ -100,6 +100,52 @@ pub fn generate() -> String {
             &cert,
             None,
             &changed,
+        ));
+    }
+    // A fetch signed by a device (any role, KW-CRYPTO-060), and the same
+    // fetch with its `time` moved after signing: `time` is inside the
+    // signed part, so a captured request cannot be made fresh again
+    // (KW-REC-006).
+    let mut rng = entropy_for("msgsig/reader");
+    let reader_key = SigningKeyPair::generate(&mut rng);
+    let reader_cert = ca.issue(&CertProfile {
+        serial: 10,
+        subject: Principal("alice@a.example".into()),
+        role: Role::Device,
+        sig_key: reader_key.public(),
+        kx_key: crate::crypto::KxKeyPair::generate(&mut rng).public(),
+        not_before: NOW - 60,
+        not_after: NOW + 3600,
+    });
+    let reqs = ["KW-CRYPTO-060", "KW-REC-005", "KW-REC-006"];
+    if let Some(mut m) = examples::all()
+        .into_iter()
+        .find(|m| m.msg_type() == MsgType::RecordFetch)
+        && sign_message(&mut m, &reader_key).is_some()
+    {
+        tests.push(make(
+            &params,
+            "msgsig/record-fetch",
+            "a fetch signed by a device, its time inside the signed part",
+            &reqs,
+            &[],
+            &reader_cert,
+            Some(&reader_key),
+            &m,
+        ));
+        let mut later = m.clone();
+        if let Message::RecordFetch(f) = &mut later {
+            f.time.0 += 60;
+        }
+        tests.push(make(
+            &params,
+            "msgsig/record-fetch-other-time",
+            "a captured fetch given a later time after signing",
+            &reqs,
+            &["Forged"],
+            &reader_cert,
+            None,
+            &later,
         ));
     }
     // The request re-encoded with a non-shortest integer and signed over
@@ -191,12 +237,30 @@ fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
         domain: Domain::new(&params.domain).map_err(|e| bad(e.to_string()))?,
         key: crate::wire::PublicKey(params.anchor.array().map_err(bad)?),
     }]);
+    // KW-CRYPTO-060: role server for a server's requests, any role for a
+    // reader's.
+    let role = match message.msg_type() {
+        MsgType::RecordList | MsgType::RecordFetch => None,
+        _ => Some(Role::Server),
+    };
+    let from = match &message {
+        Message::PinholeOpen(m) => &m.from,
+        Message::PinholeNarrow(m) => &m.from,
+        Message::PinholeClose(m) => &m.from,
+        Message::MediaCopy(m) => &m.from,
+        Message::RecordStart(m) => &m.from,
+        Message::RecordKey(m) => &m.from,
+        Message::RecordStop(m) => &m.from,
+        Message::RecordList(m) => &m.from,
+        Message::RecordFetch(m) => &m.from,
+        _ => return Err(bad("not a signed request".into())),
+    };
     trust
         .check(
             &cert,
             Expect {
-                subject: &cert.tbs.subject,
-                role: Some(Role::Server),
+                subject: from,
+                role,
                 now: params.now,
             },
         )

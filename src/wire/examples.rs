@@ -354,6 +354,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 30),
             recording: RecordingId(fill(0xf0)),
             mode: RecordingMode::Plaintext,
             keys: Sealed {
@@ -377,6 +378,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 90),
             epoch: 1,
             recording: RecordingId(fill(0xf0)),
             keys: Sealed {
@@ -391,6 +393,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 125),
             recording: RecordingId(fill(0xf0)),
             ext: e(),
         }),
@@ -399,6 +402,7 @@ pub fn all() -> Vec<Message> {
             from: alice(),
             session: None,
             sig: sig(0x11),
+            time: Time(T0 + 200),
             ext: e(),
         }),
         Message::RecordListing(RecordListing {
@@ -420,6 +424,7 @@ pub fn all() -> Vec<Message> {
             txn: txn(0x34),
             from: alice(),
             sig: sig(0x11),
+            time: Time(T0 + 201),
             recording: RecordingId(fill(0xf0)),
             index: 0,
             ext: e(),

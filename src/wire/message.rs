@@ -330,6 +330,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
         51 => mode: req RecordingMode,
         /// Media keys, sealed for the recorder.
@@ -346,6 +349,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         23 => epoch: req u64,
         50 => recording: req RecordingId,
         52 => keys: req Sealed,
@@ -359,6 +365,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
     }
 }
@@ -371,6 +380,9 @@ wire_map! {
         /// Only this session's recordings.
         5 => session: opt SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
     }
 }
 
@@ -388,6 +400,9 @@ wire_map! {
         2 => txn: req TxnId,
         3 => from: req Principal,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
         /// Chunk index, from 0.
         56 => index: req u64,
