@@ -10,10 +10,13 @@
     clippy::panic
 )]
 
-use keyway::core::{Addr, Now, Output, Party, ProtocolError, Receive, Recorder, StoreWrite};
+use keyway::core::{
+    Addr, Now, Output, Party, ProtocolError, Read, ReadError, Receive, Recorder, RecorderConfig,
+    RecordingReader, StoreSnapshot, StoreWrite,
+};
 use keyway::crypto::{
-    CertProfile, Identity, KeyCache, RecipientSpec, SealContext, SeededEntropy, seal, sign_message,
-    unsigned,
+    CertProfile, CryptoError, Identity, KeyCache, RecipientSpec, SealContext, SeededEntropy,
+    TrustStore, seal, sign_message, unsigned,
 };
 use keyway::testkit::{Plan, T0};
 use keyway::wire::{
@@ -41,6 +44,10 @@ fn addr(text: &str) -> Addr {
 /// the recordings, and carol, a reader who is no party to them.
 struct Bench {
     recorder: Recorder,
+    config: RecorderConfig,
+    store: StoreSnapshot,
+    recorder_cert: Certificate,
+    trust: TrustStore,
     recorder_addr: Addr,
     recorder_kx: keyway::wire::PublicKey,
     server: Identity,
@@ -104,10 +111,24 @@ fn bench() -> Bench {
     config
         .readers
         .insert(carol.account.clone(), reader_cert(kit, &carol, 102));
+    let id = &config.identity;
+    let recorder_cert = kit.ca.issue(&CertProfile {
+        serial: 99,
+        subject: id.account.clone(),
+        role: Role::Recorder,
+        sig_key: id.signing.public(),
+        kx_key: id.kx.public(),
+        not_before: T0 / 1000 - 3600,
+        not_after: T0 / 1000 + 24 * 3600,
+    });
     Bench {
         recorder_addr: config.addr,
         recorder_kx: config.identity.kx.public(),
-        recorder: Recorder::new(config),
+        recorder: Recorder::new(config.clone()),
+        trust: config.trust.clone(),
+        config,
+        store: StoreSnapshot::default(),
+        recorder_cert,
         server: kit.server.identity.clone(),
         server_addr: kit.server.addr,
         alice,
@@ -261,7 +282,12 @@ impl Bench {
         while let Some(output) = self.recorder.poll_output() {
             match output {
                 Output::Transmit(t) => sent.push((t.destination, t.message)),
-                Output::Store(w) => writes.extend(w),
+                Output::Store(w) => {
+                    for write in &w {
+                        self.store.apply(write);
+                    }
+                    writes.extend(w);
+                }
                 Output::Event(_) => {}
             }
         }
@@ -294,6 +320,17 @@ impl Bench {
             ext: Extensions::new(),
         });
         self.deliver(addr("198.51.100.1:20000"), &media.encode())
+    }
+
+    /// The recorder restarted from its store: what it remembered of the
+    /// requests it carried out is gone (KW-REC-007).
+    fn restart(&mut self) {
+        self.recorder = Recorder::restore(self.config.clone(), self.store.clone());
+    }
+
+    /// A reader of this recorder for `who`.
+    fn reader(&self, who: &Identity) -> RecordingReader {
+        RecordingReader::new(who.clone(), &self.recorder_cert, &self.trust, self.now).unwrap()
     }
 
     /// Time passes; the recorder's timers run.
@@ -628,4 +665,318 @@ fn kw_rec_010_keys_are_never_replaced() {
     let d = b.command(twice);
     assert_refused(&d, server, MsgType::RecordKey, ErrorCode::BAD_STATE);
     assert_eq!(b.state(), before);
+}
+
+/// KW-REC-011, KW-CRYPTO-070, KW-CRYPTO-071: what a recorder reveals is
+/// sealed for the requester, bound to its request: alice, a party, reads
+/// her listing and the frame recorded; carol — a reader of the same
+/// recorder, no party — cannot open alice's answers, and an observer of
+/// the datagram sees no frame. A fetch of alice's replayed from another
+/// address after the recorder restarted (it no longer remembers it,
+/// KW-REC-007) is answered there, and no one there can read it.
+#[test]
+fn kw_rec_011_what_is_read_is_sealed_for_its_requester() {
+    let mut b = bench();
+    let t = b.secs();
+    let server = b.server_addr;
+    let start = b.start(t, RecordingMode::Plaintext, vec![key(&alice(), 1, 0, 1)]);
+    assert_ok(&b.command(start), server, MsgType::RecordStart);
+    let frame = b"a frame nobody else may hear";
+    assert_eq!(b.media(1, 0, frame).outcome, Ok(()));
+    let alice_id = b.alice.clone();
+    let carol_id = b.carol.clone();
+    let alice_addr = b.alice_addr;
+    let mut alice_reader = b.reader(&alice_id);
+    let mut carol_reader = b.reader(&carol_id);
+    let mut rng = SeededEntropy::from_label("alice reads");
+
+    let list = alice_reader.list(b.now, None, &mut rng);
+    let listing = b
+        .deliver(alice_addr, &list.encode())
+        .answer(alice_addr)
+        .clone();
+    assert_eq!(carol_reader.open(&listing), Err(ReadError::Unsolicited));
+    let Read::Listing(infos) = alice_reader.open(&listing).unwrap() else {
+        panic!("a listing")
+    };
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].recording, RECORDING);
+    assert_eq!(infos[0].packets, 1);
+
+    let fetch = alice_reader.fetch(b.now, RECORDING, 0, &mut rng);
+    let fetch_bytes = fetch.encode();
+    let data = b
+        .deliver(alice_addr, &fetch_bytes)
+        .answer(alice_addr)
+        .clone();
+    let Message::RecordData(sealed) = &data else {
+        panic!("record-data: {data:?}")
+    };
+    // The observer of the datagram: no frame in it.
+    let wire = data.encode();
+    assert!(!wire.windows(frame.len()).any(|w| w == frame));
+    assert!(
+        !sealed
+            .chunk
+            .as_slice()
+            .windows(8)
+            .any(|w| frame.windows(8).any(|f| f == w))
+    );
+    // Carol, given alice's request and answer as if they were hers, with
+    // her own key: nothing opens.
+    let recorder_account = b.recorder_cert.tbs.subject.clone();
+    let recorder_kx = b.recorder_kx;
+    let carol_view = keyway::crypto::ReaderBinding {
+        recorder: &recorder_account,
+        recorder_kx: &recorder_kx,
+        requester: &alice(),
+        requester_kx: &carol_id.kx.public(),
+        request: &fetch_bytes,
+    };
+    let ad = keyway::crypto::data_ad(&sealed.txn, &sealed.recording, sealed.index, sealed.more);
+    assert_eq!(
+        keyway::crypto::open_from_recorder(
+            &carol_view,
+            &carol_id.kx,
+            &sealed.epk,
+            &ad,
+            sealed.chunk.as_slice()
+        ),
+        Err(CryptoError::DecryptFailed)
+    );
+    // A clear field moved: alice's reader refuses it, and keeps waiting.
+    let mut moved = sealed.clone();
+    moved.more = !moved.more;
+    assert!(matches!(
+        alice_reader.open(&Message::RecordData(moved)),
+        Err(ReadError::Crypto(CryptoError::DecryptFailed))
+    ));
+    assert_eq!(
+        alice_reader.open(&data).unwrap(),
+        Read::Chunk {
+            recording: RECORDING,
+            index: 0,
+            data: frame.to_vec(),
+            more: false,
+        }
+    );
+
+    // The recorder restarts and forgets the fetch; the captured fetch is
+    // sent again, still fresh, from elsewhere: answered there, unreadable.
+    b.restart();
+    let elsewhere = addr("203.0.113.66:6666");
+    let d = b.deliver(elsewhere, &fetch_bytes);
+    let Message::RecordData(replayed) = d.answer(elsewhere).clone() else {
+        panic!("answered")
+    };
+    assert!(
+        !replayed
+            .chunk
+            .as_slice()
+            .windows(frame.len())
+            .any(|w| w == frame)
+    );
+    let ad = keyway::crypto::data_ad(
+        &replayed.txn,
+        &replayed.recording,
+        replayed.index,
+        replayed.more,
+    );
+    assert_eq!(
+        keyway::crypto::open_from_recorder(
+            &carol_view,
+            &carol_id.kx,
+            &replayed.epk,
+            &ad,
+            replayed.chunk.as_slice()
+        ),
+        Err(CryptoError::DecryptFailed)
+    );
+    // It was sealed for alice, as the request it answers.
+    let alice_view = keyway::crypto::ReaderBinding {
+        requester_kx: &alice_id.kx.public(),
+        ..carol_view
+    };
+    assert_eq!(
+        keyway::crypto::open_from_recorder(
+            &alice_view,
+            &alice_id.kx,
+            &replayed.epk,
+            &ad,
+            replayed.chunk.as_slice()
+        )
+        .unwrap(),
+        frame
+    );
+    // Carol's own fetch of it is refused (KW-REC-005).
+    let mut carol_reader = b.reader(&carol_id);
+    let carols = carol_reader.fetch(b.now, RECORDING, 0, &mut rng);
+    let carol_addr = addr("10.1.0.3:5060");
+    let d = b.deliver(carol_addr, &carols.encode());
+    assert_eq!(
+        carol_reader.open(d.answer(carol_addr)),
+        Err(ReadError::Refused(ErrorCode::RECORDING_FORBIDDEN))
+    );
+}
+
+/// KW-CRYPTO-071: a reader takes the recorder's key only from a
+/// certificate it confirms with role recorder.
+#[test]
+fn kw_crypto_071_the_recorder_certificate_is_confirmed() {
+    let b = bench();
+    let deployment_server_cert = b.config.servers.values().next().unwrap().clone();
+    assert_eq!(
+        RecordingReader::new(b.alice.clone(), &deployment_server_cert, &b.trust, b.now)
+            .unwrap_err(),
+        CryptoError::Cert(keyway::crypto::CertError::RoleMismatch)
+    );
+    let later = b.now.later(2 * 24 * 3600 * 1000);
+    assert_eq!(
+        RecordingReader::new(b.alice.clone(), &b.recorder_cert, &b.trust, later).unwrap_err(),
+        CryptoError::Cert(keyway::crypto::CertError::Expired)
+    );
+}
+
+/// KW-REC-011, end to end: a recorded call, then its caller — configured
+/// as a reader of its domain's recorder — lists and fetches it through
+/// the network of the lab, opening each answer with a `RecordingReader`,
+/// and gets every frame of the call; a device of another account, also a
+/// reader, sees no recording and opens none of the caller's answers.
+#[test]
+fn kw_rec_011_a_party_reads_its_recorded_call() {
+    use keyway::core::DeviceCommand;
+    use keyway::testkit::{Lab, LabOptions, Step};
+    const CALLER: &str = "u1@a.example";
+    const CALLEE: &str = "u2@a.example";
+    let opts = LabOptions {
+        domains: vec!["a.example"],
+        devices: 3,
+        hub: false,
+        record: true,
+        ..LabOptions::default()
+    };
+    let deployment = opts.plan().provision();
+    let kit = &deployment.domains[0];
+    let caller = kit.devices[0].identity.clone();
+    let other = kit.devices[2].identity.clone();
+    let mut lab = Lab::new(opts);
+    let recorder_addr = lab.recorders[0].addr;
+    {
+        let r = &mut lab.recorders[0];
+        for (serial, id) in [(100, &caller), (102, &other)] {
+            r.config
+                .readers
+                .insert(id.account.clone(), reader_cert(kit, id, serial));
+        }
+        r.recorder = Recorder::new(r.config.clone());
+    }
+    let rid = &lab.recorders[0].config.identity;
+    let recorder_cert = kit.ca.issue(&CertProfile {
+        serial: 99,
+        subject: rid.account.clone(),
+        role: Role::Recorder,
+        sig_key: rid.signing.public(),
+        kx_key: rid.kx.public(),
+        not_before: T0 / 1000 - 3600,
+        not_after: T0 / 1000 + 24 * 3600,
+    });
+    let trust = TrustStore::new(vec![kit.ca.anchor()]);
+
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let mut frames = Vec::new();
+    for i in 0..3 {
+        for who in [CALLER, CALLEE] {
+            let frame = format!("{who} says {i}").into_bytes();
+            frames.push(frame.clone());
+            lab.command(who, DeviceCommand::Media(session, frame));
+        }
+    }
+    lab.settle();
+    lab.command(CALLER, DeviceCommand::HangUp(session));
+    lab.settle();
+
+    // The reader's datagrams go to the recorder from its own address; its
+    // answers are taken from the lab's trace.
+    let mut rng = SeededEntropy::from_label("the caller reads");
+    let ask = |lab: &mut Lab, from: Addr, request: &Message| -> Message {
+        let mark = lab.trace.len();
+        lab.inject(recorder_addr, from, &request.encode());
+        lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent { to, message, .. } if *to == from => Some(message.clone()),
+                _ => None,
+            })
+            .expect("answered where it came from")
+    };
+    let caller_addr = addr("10.1.0.1:7777");
+    let other_addr = addr("10.1.0.3:7777");
+    let mut reader =
+        RecordingReader::new(caller.clone(), &recorder_cert, &trust, lab.clock()).unwrap();
+    let mut others =
+        RecordingReader::new(other.clone(), &recorder_cert, &trust, lab.clock()).unwrap();
+
+    let list = reader.list(lab.clock(), None, &mut rng);
+    let listing = ask(&mut lab, caller_addr, &list);
+    let Ok(Read::Listing(infos)) = reader.open(&listing) else {
+        panic!("a listing: {listing:?}")
+    };
+    assert_eq!(infos.len(), 1);
+    let info = &infos[0];
+    assert_eq!(info.session, session);
+    assert!(info.ended.is_some());
+    assert_eq!(info.packets, frames.len() as u64);
+
+    let mut got = Vec::new();
+    let mut index = 0;
+    loop {
+        let fetch = reader.fetch(lab.clock(), info.recording, index, &mut rng);
+        let answer = ask(&mut lab, caller_addr, &fetch);
+        // Another reader's key opens nothing of it.
+        let binding = keyway::crypto::ReaderBinding {
+            recorder: &recorder_cert.tbs.subject,
+            recorder_kx: &recorder_cert.tbs.kx_key,
+            requester: &caller.account,
+            requester_kx: &other.kx.public(),
+            request: &fetch.encode(),
+        };
+        let Message::RecordData(d) = &answer else {
+            panic!("record-data: {answer:?}")
+        };
+        let ad = keyway::crypto::data_ad(&d.txn, &d.recording, d.index, d.more);
+        assert!(
+            keyway::crypto::open_from_recorder(
+                &binding,
+                &other.kx,
+                &d.epk,
+                &ad,
+                d.chunk.as_slice()
+            )
+            .is_err()
+        );
+        let Ok(Read::Chunk { data, more, .. }) = reader.open(&answer) else {
+            panic!("a chunk")
+        };
+        got.push(data);
+        if !more {
+            break;
+        }
+        index += 1;
+    }
+    got.sort();
+    frames.sort();
+    assert_eq!(got, frames);
+
+    // The other account is a reader too, but no party: its listing is
+    // empty, its fetch refused.
+    let list = others.list(lab.clock(), None, &mut rng);
+    let listing = ask(&mut lab, other_addr, &list);
+    assert_eq!(others.open(&listing), Ok(Read::Listing(Vec::new())));
+    let fetch = others.fetch(lab.clock(), info.recording, 0, &mut rng);
+    let answer = ask(&mut lab, other_addr, &fetch);
+    assert_eq!(
+        others.open(&answer),
+        Err(ReadError::Refused(ErrorCode::RECORDING_FORBIDDEN))
+    );
 }

@@ -18,13 +18,14 @@ use super::transact::ServerTxns;
 use super::transport::{Receive, ReplyTo};
 use super::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, Entropy, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, ct_eq,
-    media_ad, open, open_media, verify_message, verify_sealed,
+    CryptoError, Entropy, Expect, Identity, KeyCache, PendingKek, ReaderBinding, Secret32,
+    TrustStore, ct_eq, data_ad, listing_ad, media_ad, open, open_media, seal_for_requester,
+    verify_message, verify_sealed,
 };
 use crate::wire::{
     Bytes, Certificate, ErrorCode, Extensions, List, Media, MediaKeys, Message, MsgType,
     OkResponse, Principal, RecordData, RecordListing, RecordingId, RecordingInfo, RecordingMode,
-    Role, SessionId, Time, TxnId, decode_plaintext,
+    Role, SessionId, Time, TxnId, decode_plaintext, encode_plaintext,
 };
 
 /// What a recorder is configured with.
@@ -228,8 +229,11 @@ impl core::fmt::Debug for Recorder {
     }
 }
 
-/// Largest chunk of `record-data`.
+/// Largest chunk of `record-data`, before it is sealed.
 const CHUNK: usize = 8192;
+/// Largest listing, before it is sealed: with the rest of its
+/// `record-listing`, within a message (KW-LIMIT-001).
+const LISTING: usize = 16_000;
 /// Most packets one recording keeps.
 const PACKETS_PER_RECORDING: usize = 100_000;
 /// Most signed requests remembered at once (KW-REC-007, KW-SM-020): a
@@ -303,7 +307,12 @@ impl Recorder {
 
     /// A datagram arrived. `Err` says why it was refused; an `error`
     /// answering it, if any, is among the outputs.
-    fn receive(&mut self, now: Now, receive: Receive<'_>) -> Result<(), ProtocolError> {
+    fn receive(
+        &mut self,
+        now: Now,
+        receive: Receive<'_>,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ProtocolError> {
         let from = receive.reply_to();
         let message = self.rejects.decode(
             now.mono,
@@ -330,7 +339,9 @@ impl Recorder {
             Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
                 self.on_command(now, &message)
             }
-            Message::RecordList(_) | Message::RecordFetch(_) => self.on_read(now, &message),
+            Message::RecordList(_) | Message::RecordFetch(_) => {
+                self.on_read(now, &message, receive.contents, rng)
+            }
             _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
         };
         match outcome {
@@ -687,8 +698,15 @@ impl Recorder {
     }
 
     /// `record-list` and `record-fetch`, signed by their sender, whose
-    /// certificate the recorder must hold (KW-REC-005).
-    fn on_read(&mut self, now: Now, message: &Message) -> Result<Message, ErrorCode> {
+    /// certificate the recorder must hold (KW-REC-005); answered sealed
+    /// for it (KW-REC-011). `request` is the request as received.
+    fn on_read<R: Entropy>(
+        &mut self,
+        now: Now,
+        message: &Message,
+        request: &[u8],
+        rng: &mut R,
+    ) -> Result<Message, ErrorCode> {
         let account = match message {
             Message::RecordList(m) => &m.from,
             Message::RecordFetch(m) => &m.from,
@@ -712,20 +730,48 @@ impl Recorder {
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
         verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
         self.admit_signed(now, message)?;
+        // KW-REC-011: what is read is sealed for the requester, with the
+        // key of the certificate just confirmed, and bound to the request
+        // as received (KW-CRYPTO-070).
+        let recorder = self.cfg.identity.account.clone();
+        let recorder_kx = self.cfg.identity.kx.public();
+        let binding = ReaderBinding {
+            recorder: &recorder,
+            recorder_kx: &recorder_kx,
+            requester: account,
+            requester_kx: &cert.tbs.kx_key,
+            request,
+        };
+        let sealed = |ad: &[u8], plaintext: &[u8], rng: &mut R| {
+            seal_for_requester(&binding, &self.cfg.identity.kx, ad, plaintext, rng)
+                .map_err(|e| ErrorCode::from(&e))
+        };
         match message {
             Message::RecordList(m) => {
-                let infos: Vec<RecordingInfo> = self
+                // At most 64, and as many as fit in one message.
+                let mut infos: Vec<RecordingInfo> = Vec::new();
+                let mut size = 3;
+                for info in self
                     .recordings
                     .values()
                     .filter(|r| m.session.is_none_or(|s| s == r.session))
                     .filter(|r| self.may_read(account, r))
-                    .take(64)
                     .filter_map(Recording::info)
-                    .collect();
-                let recordings = List::new(infos).ok_or(ErrorCode::INTERNAL)?;
+                {
+                    let n = encode_plaintext(&info).len();
+                    if infos.len() >= 64 || size + n > LISTING {
+                        break;
+                    }
+                    size += n;
+                    infos.push(info);
+                }
+                let list: List<RecordingInfo, 0, 64> =
+                    List::new(infos).ok_or(ErrorCode::INTERNAL)?;
+                let (epk, ct) = sealed(&listing_ad(&m.txn), &encode_plaintext(&list), rng)?;
                 Ok(Message::RecordListing(RecordListing {
                     txn: m.txn,
-                    recordings,
+                    recordings: Bytes::new(ct).ok_or(ErrorCode::INTERNAL)?,
+                    epk,
                     ext: Extensions::new(),
                 }))
             }
@@ -741,12 +787,16 @@ impl Recorder {
                 let index = usize::try_from(m.index).map_err(|_| ErrorCode::SCHEMA)?;
                 let packet = rec.packets.get(index).ok_or(ErrorCode::SCHEMA)?;
                 let chunk: Vec<u8> = packet.data.iter().take(CHUNK).copied().collect();
+                let more = index.saturating_add(1) < rec.packets.len();
+                let ad = data_ad(&m.txn, &m.recording, m.index, more);
+                let (epk, ct) = sealed(&ad, &chunk, rng)?;
                 Ok(Message::RecordData(RecordData {
                     txn: m.txn,
                     recording: m.recording,
-                    chunk: Bytes::new(chunk).ok_or(ErrorCode::INTERNAL)?,
+                    chunk: Bytes::new(ct).ok_or(ErrorCode::INTERNAL)?,
                     index: m.index,
-                    more: index.saturating_add(1) < rec.packets.len(),
+                    more,
+                    epk,
                     ext: Extensions::new(),
                 }))
             }
@@ -798,10 +848,10 @@ impl Party for Recorder {
         &mut self,
         now: Now,
         receive: Receive<'_>,
-        _rng: &mut impl Entropy,
+        rng: &mut impl Entropy,
     ) -> Result<(), ProtocolError> {
         self.out.begin();
-        let outcome = self.receive(now, receive);
+        let outcome = self.receive(now, receive, rng);
         self.out.end();
         outcome
     }

@@ -407,17 +407,9 @@ pub fn all() -> Vec<Message> {
         }),
         Message::RecordListing(RecordListing {
             txn: txn(0x33),
-            recordings: list(vec![RecordingInfo {
-                recording: RecordingId(fill(0xf0)),
-                session: session(),
-                started: Time(T0 + 5),
-                ended: Some(Time(T0 + 125)),
-                mode: RecordingMode::Plaintext,
-                parties: list(vec![alice(), bob()]),
-                packets: 6000,
-                bytes: 960_000,
-                ext: e(),
-            }]),
+            // A listing of one recording, sealed for alice (KW-CRYPTO-070).
+            recordings: bytes(0x90, 132),
+            epk: PublicKey(fill(0x3a)),
             ext: e(),
         }),
         Message::RecordFetch(RecordFetch {
@@ -432,9 +424,10 @@ pub fn all() -> Vec<Message> {
         Message::RecordData(RecordData {
             txn: txn(0x34),
             recording: RecordingId(fill(0xf0)),
-            chunk: bytes(0x00, 24),
+            chunk: bytes(0x00, 40),
             index: 0,
             more: true,
+            epk: PublicKey(fill(0x3b)),
             ext: e(),
         }),
         Message::Media(Media {

@@ -5,7 +5,7 @@
 use super::describe::{Entry, Node};
 use super::error::{WireError, WireErrorKind};
 use super::fields::{Fields, MapOut, Schema};
-use super::structs::{Attestation, AuthResponse, CertRequest, Certificate, RecordingInfo, Sealed};
+use super::structs::{Attestation, AuthResponse, CertRequest, Certificate, Sealed};
 use super::types::{
     Contact, ErrorCode, Nonce, Principal, PublicKey, RecordingId, RecordingMode, SessionId,
     Signature, SocketAddr, Transport, TxnId,
@@ -390,7 +390,11 @@ wire_map! {
     /// F7: the answer to a record-list.
     pub struct RecordListing = "record-listing" {
         2 => txn: req TxnId,
-        53 => recordings: req List<RecordingInfo, 0, 64>,
+        /// The listing (`[0*64 recording-info]`), sealed for the
+        /// requester (KW-CRYPTO-070).
+        53 => recordings: req Bytes<16, 16384>,
+        /// The recorder's ephemeral X25519 key for this response.
+        59 => epk: req PublicKey,
     }
 }
 
@@ -414,10 +418,14 @@ wire_map! {
     pub struct RecordData = "record-data" {
         2 => txn: req TxnId,
         50 => recording: req RecordingId,
-        54 => chunk: req Bytes<0, 8192>,
+        /// Recorded packet `index`, sealed for the requester
+        /// (KW-CRYPTO-070).
+        54 => chunk: req Bytes<16, 8208>,
         56 => index: req u64,
         /// Whether further chunks follow.
         57 => more: req bool,
+        /// The recorder's ephemeral X25519 key for this response.
+        59 => epk: req PublicKey,
     }
 }
 
