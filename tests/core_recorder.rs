@@ -1,8 +1,10 @@
-//! The recorder as a party (KW-REC-005 to KW-REC-010): it carries out only
+//! The recorder as a party (KW-REC-005 to KW-REC-011): it carries out only
 //! fresh, signed requests, each at most once, binds commands to the state
-//! of their recording, and never replaces a key. Every refusal is checked
-//! for its code and to change nothing: no store write, no recording, key
-//! or packet changed.
+//! of their recording, never replaces a key, and seals what it reveals for
+//! the requester, whose `RecordingReader` opens it (KW-CRYPTO-070,
+//! KW-CRYPTO-071) — down to a recorded call read back end to end. Every
+//! refusal is checked for its code and to change nothing: no store write,
+//! no recording, key or packet changed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
