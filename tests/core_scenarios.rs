@@ -1621,6 +1621,7 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
         from: principal("auditor@a.example"),
         session: Some(session),
         sig: keyway::crypto::unsigned(),
+        time: keyway::wire::Time(lab.clock().wall_secs()),
         ext: Default::default(),
     });
     keyway::crypto::sign_message(&mut list, &stranger.signing).unwrap();

@@ -250,9 +250,25 @@ SEALED = {
 
 T_sealed = S_map(SEALED, "sealed")
 
+# The plaintext of a record-listing's recordings (crypto.md §8):
+# recording-list = [0*64 recording-info].
+RECORDING_INFO = {
+    0: ("recording", T_bstr(16), True),
+    1: ("session", T_bstr(16), True),
+    2: ("started", T_uint, True),
+    3: ("ended", T_uint, False),
+    4: ("mode", T_enum({0, 1}), True),
+    5: ("parties", T_array(T_account, 1, 8), True),
+    6: ("packets", T_uint, True),
+    7: ("bytes", T_uint, True),
+}
+
+T_recording_list = T_array(S_map(RECORDING_INFO, "recording-info"), 0, 64)
+
 # ------------------------------------------------------------------ messages
-# Only the messages whose vectors the checker reads: register (proof) and
-# the signed requests of KW-CRYPTO-060.
+# Only the messages whose vectors the checker reads: register (proof), the
+# signed requests of KW-CRYPTO-060, and a recorder's sealed answers to the
+# reading ones (crypto.md §8).
 
 def _msg(type_code, fields):
     base = {0: ("v", T_const(1), True), 1: ("type", T_const(type_code), True),
@@ -335,6 +351,7 @@ MESSAGES = {
         3: ("from", T_account, True),
         5: ("session", T_session, True),
         8: ("sig", T_signature, True),
+        9: ("time", T_uint, True),
         50: ("recording", T_recording_id, True),
         51: ("mode", T_enum({0, 1}), True),
         52: ("keys", T_sealed, True),
@@ -343,6 +360,7 @@ MESSAGES = {
         3: ("from", T_account, True),
         5: ("session", T_session, True),
         8: ("sig", T_signature, True),
+        9: ("time", T_uint, True),
         23: ("epoch", T_uint, True),
         50: ("recording", T_recording_id, True),
         52: ("keys", T_sealed, True)})),
@@ -350,14 +368,26 @@ MESSAGES = {
         3: ("from", T_account, True),
         5: ("session", T_session, True),
         8: ("sig", T_signature, True),
+        9: ("time", T_uint, True),
         50: ("recording", T_recording_id, True)})),
     33: ("record-list", _msg(33, {
         3: ("from", T_account, True),
         5: ("session", T_session, False),
-        8: ("sig", T_signature, True)})),
+        8: ("sig", T_signature, True),
+        9: ("time", T_uint, True)})),
+    34: ("record-listing", _msg(34, {
+        53: ("recordings", T_bstr(16, 16384), True),
+        59: ("epk", T_public_key, True)})),
+    36: ("record-data", _msg(36, {
+        50: ("recording", T_recording_id, True),
+        54: ("chunk", T_bstr(16, 8208), True),
+        56: ("index", T_uint, True),
+        57: ("more", T_bool, True),
+        59: ("epk", T_public_key, True)})),
     35: ("record-fetch", _msg(35, {
         3: ("from", T_account, True),
         8: ("sig", T_signature, True),
+        9: ("time", T_uint, True),
         50: ("recording", T_recording_id, True),
         56: ("index", T_uint, True)})),
 }

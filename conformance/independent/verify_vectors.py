@@ -25,8 +25,9 @@ from kwcrypto import (  # noqa: E402
     ed25519_public, ed25519_sign, ed25519_verify_strict, self_test,
     siv_decrypt, siv_encrypt, u64be, x25519, x25519_public, xor)
 from kwschema import (  # noqa: E402
-    ATTESTATION, CERT_REQUEST, CERT_TBS, IN_SESSION_TYPES, SEALED, SIGNED_TYPES, Reject,
-    T_certificate, check_map, check_message, domain_of, schema)
+    ATTESTATION, CERT_REQUEST, CERT_TBS, IN_SESSION_TYPES, SEALED, SIGNED_TYPES,
+    Reject, T_certificate, T_recording_list, check_map, check_message,
+    domain_of, schema)
 
 SUITE = 1
 MSG_TYPES = {"info": 9, "rekey": 10, "bye": 11}
@@ -542,6 +543,100 @@ def k_msgsig(t, p, notes):
         notes.append("%s: the sealed `keys` is not opened%s" % (
             name, " (it is synthetic: its sender-kid %s is not the kid of %s's key)" % (keys[3].hex(), m[3])
             if synthetic else ""))
+
+
+# ---------------------------------------------------------------- reader
+# crypto.md §8: a recorder's record-listing / record-data sealed for the
+# requester of the record-list / record-fetch it answers.
+
+def reader_key_info(a, q, E, R, P):
+    return enc(["keyway-v1 reader key", SUITE, a, q, E, R, P])
+
+
+def reader_ad(response):
+    """The associated data of an answer, from its clear fields."""
+    if response[1] == 34:
+        return enc(["keyway-v1 record-listing", response[2]])
+    return enc(["keyway-v1 record-data", response[2], response[50], response[56], response[57]])
+
+
+def k_reader(t, p, notes):
+    """KW-CRYPTO-070 (the recorder seals), KW-CRYPTO-071 (the requester
+    opens). vectors.md: seal gives ephemeral_private, plaintext (and more,
+    answering a fetch) and outputs response; open gives response; with
+    requester_private the answer is opened; key_info, shared_ephemeral,
+    shared_static, key and ad are intermediates of both sides, which
+    agree."""
+    a = p["recorder"]
+    r = hx(p["recorder_private"])
+    R = hx(p["recorder_public"])
+    same("recorder_public from recorder_private", x25519_public(r), R)
+    req_bytes = hx(t["request"])
+    req = strict(req_bytes, "request")
+    check_message(req, {33, 35})
+    q = req[3]
+    P = hx(t["requester_public"])
+    if "requester_private" in t:
+        same("requester_public from requester_private", x25519_public(hx(t["requester_private"])), P)
+    if t["operation"] == "seal":
+        e = hx(t["ephemeral_private"])
+        E = x25519_public(e)
+        info = reader_key_info(a, q, E, R, P)
+        same("key_info (seal)", info, hx(need(t, "key_info")))
+        try:
+            ze = x25519(e, P)
+            zs = x25519(r, P)
+        except LowOrder as err:
+            absent(t, "shared_ephemeral", "shared_static", "key", "ad", "response")
+            raise Reject("decrypt-failed", "seal: X25519 %s (KW-CRYPTO-005)" % err)
+        same("shared_ephemeral (seal)", ze, hx(need(t, "shared_ephemeral")))
+        same("shared_static (seal)", zs, hx(need(t, "shared_static")))
+        k = HKDF32(H(req_bytes), ze + zs, info)
+        same("key (seal)", k, hx(need(t, "key")))
+        pt = hx(t["plaintext"])
+        if req[1] == 33:
+            schema("more" not in t, "more given for a listing")
+            resp = {0: 1, 1: 34, 2: req[2], 59: E}
+            ad = reader_ad(resp)
+            resp[53] = siv_encrypt(k, [ad], pt)
+        else:
+            resp = {0: 1, 1: 36, 2: req[2], 50: req[50], 56: req[56], 57: t["more"], 59: E}
+            ad = reader_ad(resp)
+            resp[54] = siv_encrypt(k, [ad], pt)
+        same("ad (seal)", ad, hx(need(t, "ad")))
+        same("response", enc(resp), hx(need(t, "response")))
+    elif t["operation"] != "open":
+        raise Mismatch("operation %r" % t["operation"])
+    if "requester_private" not in t:
+        return
+    d = hx(t["requester_private"])
+    resp_bytes = hx(need(t, "response"))
+    resp = strict(resp_bytes, "response")
+    check_message(resp, {34 if req[1] == 33 else 36})
+    same("response txn", resp[2], req[2])
+    E = resp[59]
+    info = reader_key_info(a, q, E, R, P)
+    same("key_info (open)", info, hx(need(t, "key_info")))
+    ad = reader_ad(resp)
+    same("ad (open)", ad, hx(need(t, "ad")))
+    try:
+        ze = x25519(d, E)
+        zs = x25519(d, R)
+    except LowOrder as err:
+        absent(t, "shared_ephemeral", "shared_static", "key", "plaintext")
+        raise Reject("decrypt-failed", "open: X25519 %s (KW-CRYPTO-005)" % err)
+    same("shared_ephemeral (open)", ze, hx(need(t, "shared_ephemeral")))
+    same("shared_static (open)", zs, hx(need(t, "shared_static")))
+    k = HKDF32(H(req_bytes), ze + zs, info)
+    same("key (open)", k, hx(need(t, "key")))
+    pt = siv_decrypt(k, [ad], resp[53] if resp[1] == 34 else resp[54])
+    if pt is None:
+        if t["operation"] == "open":
+            absent(t, "plaintext")
+        raise Reject("decrypt-failed", "open: AES-SIV authentication failed")
+    if resp[1] == 34:
+        T_recording_list(strict(pt, "recording-list"), "recording-list")
+    same("plaintext", pt, hx(need(t, "plaintext")))
 
 
 # ---------------------------------------------------------------- sealed bodies
@@ -1117,6 +1212,7 @@ KINDS = {
     "wrap": k_wrap,
     "media": k_media,
     "msgsig": k_msgsig,
+    "reader": k_reader,
     "seal": k_seal,
     "session": k_session,
 }

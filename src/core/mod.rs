@@ -1,5 +1,6 @@
 //! Sans-IO state machines of every party: [`Device`], [`Server`],
-//! [`Recorder`] and [`FirewallAgent`]. Each takes decoded input, the
+//! [`Recorder`] and [`FirewallAgent`], and the reading side of a
+//! recorder, [`RecordingReader`]. Each takes decoded input, the
 //! current time and randomness from its caller and returns what to do as
 //! [`Output`]s; none reads a clock, opens a socket, touches a store or
 //! draws from a global generator.
@@ -18,6 +19,7 @@ mod device;
 mod error;
 mod firewall;
 mod party;
+mod reader;
 mod recorder;
 mod reject;
 mod request;
@@ -35,6 +37,7 @@ pub use firewall::{
     Filtered, Firewall, FirewallCommand, FirewallError, MemoryFirewall, PinholeView,
 };
 pub use party::{Driver, NoCommand, Output, Party, carry, drain};
+pub use reader::{Read, ReadError, RecordingReader};
 pub use recorder::{RecordedPacket, Recorder, RecorderConfig, RecorderEvent, Recording};
 pub use routing::{Route, ServerDirectory};
 #[cfg(feature = "testkit")]

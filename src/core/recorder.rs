@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use super::clock::Now;
+use super::deadlines::Deadlines;
 use super::error::{ApiMisuse, ProtocolError};
 use super::party::{NoCommand, Outbox, Output, Party};
 use super::store::{RecordingRecord, StoreSnapshot, StoreWrite};
@@ -17,13 +18,14 @@ use super::transact::ServerTxns;
 use super::transport::{Receive, ReplyTo};
 use super::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, Entropy, Expect, Identity, KeyCache, PendingKek, Secret32, TrustStore, media_ad,
-    open, open_media, verify_message, verify_sealed,
+    CryptoError, Entropy, Expect, Identity, KeyCache, PendingKek, ReaderBinding, Secret32,
+    TrustStore, ct_eq, data_ad, listing_ad, media_ad, open, open_media, seal_for_requester,
+    verify_message, verify_sealed,
 };
 use crate::wire::{
     Bytes, Certificate, ErrorCode, Extensions, List, Media, MediaKeys, Message, MsgType,
     OkResponse, Principal, RecordData, RecordListing, RecordingId, RecordingInfo, RecordingMode,
-    Role, SessionId, Time, TxnId, decode_plaintext,
+    Role, SessionId, Time, TxnId, decode_plaintext, encode_plaintext,
 };
 
 /// What a recorder is configured with.
@@ -46,6 +48,10 @@ pub struct RecorderConfig {
     pub auditors: BTreeSet<Principal>,
     /// Most recordings kept; the oldest finished one is dropped first.
     pub capacity: usize,
+    /// How far a request's `time` may be from the recorder's clock
+    /// (KW-REC-006): [`FRESHNESS_WINDOW_SECS`](super::FRESHNESS_WINDOW_SECS)
+    /// unless configured, as for the firewall agent (KW-FW-007).
+    pub window_secs: u64,
 }
 
 /// One recorded media packet.
@@ -201,6 +207,12 @@ pub struct Recorder {
     /// servers may record one session without disturbing each other.
     by_session: BTreeMap<SessionId, BTreeMap<Principal, RecordingId>>,
     kek: KeyCache,
+    /// Signed requests carried out, by sender and transaction, until
+    /// their `time` leaves the window: none is carried out twice
+    /// (KW-REC-007). Not durable: after a
+    /// restart, what a replay could do is bounded by the state rules
+    /// (KW-REC-008..010).
+    seen: Deadlines<(Principal, TxnId)>,
     txns: ServerTxns,
     rejects: super::reject::DecodeRejects,
     out: Outbox<RecorderEvent>,
@@ -217,10 +229,17 @@ impl core::fmt::Debug for Recorder {
     }
 }
 
-/// Largest chunk of `record-data`.
+/// Largest chunk of `record-data`, before it is sealed.
 const CHUNK: usize = 8192;
+/// Largest listing, before it is sealed: with the rest of its
+/// `record-listing`, within a message (KW-LIMIT-001).
+const LISTING: usize = 16_000;
 /// Most packets one recording keeps.
 const PACKETS_PER_RECORDING: usize = 100_000;
+/// Most signed requests remembered at once (KW-REC-007, KW-SM-020): a
+/// request beyond them is refused with `busy`, never let through
+/// unremembered.
+const SEEN: usize = 65_536;
 
 impl Recorder {
     /// A recorder with no recordings.
@@ -230,6 +249,7 @@ impl Recorder {
             recordings: BTreeMap::new(),
             by_session: BTreeMap::new(),
             kek: KeyCache::new(64),
+            seen: Deadlines::default(),
             txns: ServerTxns::new(1024),
             rejects: Default::default(),
             out: Outbox::default(),
@@ -287,7 +307,12 @@ impl Recorder {
 
     /// A datagram arrived. `Err` says why it was refused; an `error`
     /// answering it, if any, is among the outputs.
-    fn receive(&mut self, now: Now, receive: Receive<'_>) -> Result<(), ProtocolError> {
+    fn receive(
+        &mut self,
+        now: Now,
+        receive: Receive<'_>,
+        rng: &mut impl Entropy,
+    ) -> Result<(), ProtocolError> {
         let from = receive.reply_to();
         let message = self.rejects.decode(
             now.mono,
@@ -314,11 +339,14 @@ impl Recorder {
             Message::RecordStart(_) | Message::RecordKey(_) | Message::RecordStop(_) => {
                 self.on_command(now, &message)
             }
-            Message::RecordList(_) | Message::RecordFetch(_) => self.on_read(now, &message),
+            Message::RecordList(_) | Message::RecordFetch(_) => {
+                self.on_read(now, &message, receive.contents, rng)
+            }
             _ => Err(ErrorCode::UNKNOWN_MESSAGE_TYPE),
         };
         match outcome {
             Ok(response) => {
+                self.remember(now, &message);
                 self.respond(now, from, txn, response);
                 Ok(())
             }
@@ -326,8 +354,47 @@ impl Recorder {
         }
     }
 
+    /// The checks every signed request passes after its signature, before
+    /// anything is carried out: it is fresh (KW-REC-006) and not one
+    /// already carried out (KW-REC-007).
+    fn admit_signed(&mut self, now: Now, message: &Message) -> Result<(), ErrorCode> {
+        let (from, txn, time) = signed_parts(message).ok_or(ErrorCode::UNKNOWN_MESSAGE_TYPE)?;
+        // KW-REC-006: as the firewall agent (KW-FW-007), either way.
+        if time.abs_diff(now.wall_secs()) > self.cfg.window_secs {
+            return Err(ErrorCode::STALE_REQUEST);
+        }
+        // KW-REC-007: a duplicate from the request's own source within the
+        // transaction cache was answered from it (KW-FRAME-012) before
+        // reaching here; any other repetition — another source, or after
+        // the cache — is refused and not carried out again.
+        if self.seen.contains(&(from.clone(), txn)) {
+            return Err(ErrorCode::REPLAY);
+        }
+        let _ = self.seen.take_due(now.mono);
+        if self.seen.len() >= SEEN {
+            return Err(ErrorCode::BUSY);
+        }
+        Ok(())
+    }
+
+    /// KW-REC-007: a request carried out is remembered until its `time`
+    /// leaves the window (fresh until `time + window` inclusive), so that
+    /// it is never carried out again.
+    fn remember(&mut self, now: Now, message: &Message) {
+        if let Some((from, txn, time)) = signed_parts(message) {
+            let until = time
+                .saturating_add(self.cfg.window_secs)
+                .saturating_add(1)
+                .saturating_mul(1000);
+            let at = now.mono_at_wall(until).max(now.mono.saturating_add(1));
+            self.seen.set((from.clone(), txn), at);
+        }
+    }
+
     /// A server's command: checked against the servers obeyed, then
-    /// carried out (KW-REC-002, KW-REC-003).
+    /// carried out (KW-REC-002, KW-REC-003) as the recording's state
+    /// allows (KW-REC-008..010). Every check comes before any change, so
+    /// a refusal changes nothing (KW-ERR-004).
     fn on_command(&mut self, now: Now, message: &Message) -> Result<Message, ErrorCode> {
         let (txn, server) = match message {
             Message::RecordStart(m) => (m.txn, &m.from),
@@ -351,6 +418,7 @@ impl Recorder {
             .check(&cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
         verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
+        self.admit_signed(now, message)?;
         let recording = match message {
             Message::RecordStart(m) => {
                 let (keys, pending) =
@@ -358,20 +426,33 @@ impl Recorder {
                 if let Some(existing) = self.recordings.get_mut(&m.recording) {
                     // A retransmission that outlived the transaction cache,
                     // or its server restarted (KW-SM-025): the keys it
-                    // knows now are added.
-                    if existing.session != m.session || existing.server != m.from {
+                    // knows now are added. KW-REC-008: only to the same,
+                    // live recording; nothing else about it changes.
+                    let same = existing.session == m.session
+                        && existing.server == m.from
+                        && existing.mode == m.mode
+                        && existing.parties.iter().eq(m.parties.iter());
+                    if !same || existing.ended.is_some() {
                         return Err(ErrorCode::BAD_STATE);
                     }
-                    let added = add_keys(existing, keys);
+                    let new = new_keys(existing, &keys)?;
                     self.kek.commit(pending);
-                    if added > 0 {
+                    if !new.is_empty() {
+                        let added = new.len();
+                        existing.keys.extend(new);
                         let record = existing.record();
                         self.out.store(StoreWrite::PutRecording(record));
                         self.emit(RecorderEvent::KeysAdded(m.recording, added));
                     }
                 } else {
-                    if !self.make_room() {
-                        return Err(ErrorCode::BUSY);
+                    // KW-REC-008: one live recording of a session per
+                    // server.
+                    if self
+                        .by_session
+                        .get(&m.session)
+                        .is_some_and(|live| live.contains_key(&m.from))
+                    {
+                        return Err(ErrorCode::BAD_STATE);
                     }
                     let mut rec = Recording {
                         id: m.recording,
@@ -386,7 +467,11 @@ impl Recorder {
                         seen: BTreeSet::new(),
                         bytes: 0,
                     };
-                    add_keys(&mut rec, keys);
+                    let new = new_keys(&rec, &keys)?;
+                    if !self.make_room() {
+                        return Err(ErrorCode::BUSY);
+                    }
+                    rec.keys.extend(new);
                     self.kek.commit(pending);
                     self.out.store(StoreWrite::PutRecording(rec.record()));
                     self.recordings.insert(m.recording, rec);
@@ -406,11 +491,46 @@ impl Recorder {
                     .get_mut(&m.recording)
                     .filter(|r| r.server == m.from && r.session == m.session)
                     .ok_or(ErrorCode::UNKNOWN_RECORDING)?;
-                let added = add_keys(rec, keys);
-                let record = rec.record();
+                // KW-REC-008: a stopped recording takes no more keys.
+                if rec.ended.is_some() {
+                    return Err(ErrorCode::BAD_STATE);
+                }
+                // KW-REC-009: the keys of description `epoch` of one
+                // sender.
+                let sender = keys
+                    .keys
+                    .iter()
+                    .next()
+                    .map(|k| k.sender.clone())
+                    .ok_or(ErrorCode::BAD_STATE)?;
+                if keys
+                    .keys
+                    .iter()
+                    .any(|k| k.sender != sender || k.epoch != m.epoch)
+                {
+                    return Err(ErrorCode::BAD_STATE);
+                }
+                let new = new_keys(rec, &keys)?;
+                if !new.is_empty() {
+                    // KW-REC-009: descriptions only move forward; one the
+                    // recording has, or is past, adds nothing.
+                    let highest = rec
+                        .keys
+                        .keys()
+                        .filter(|(s, _, _)| *s == sender)
+                        .map(|(_, _, epoch)| *epoch)
+                        .max();
+                    if highest.is_some_and(|h| h >= m.epoch) {
+                        return Err(ErrorCode::STALE_EPOCH);
+                    }
+                    let added = new.len();
+                    rec.keys.extend(new);
+                    let record = rec.record();
+                    self.out.store(StoreWrite::PutRecording(record));
+                    self.emit(RecorderEvent::KeysAdded(m.recording, added));
+                }
+                // Keys it holds already (a retransmission): nothing changes.
                 self.kek.commit(pending);
-                self.out.store(StoreWrite::PutRecording(record));
-                self.emit(RecorderEvent::KeysAdded(m.recording, added));
                 m.recording
             }
             Message::RecordStop(m) => {
@@ -581,8 +701,15 @@ impl Recorder {
     }
 
     /// `record-list` and `record-fetch`, signed by their sender, whose
-    /// certificate the recorder must hold (KW-REC-005).
-    fn on_read(&self, now: Now, message: &Message) -> Result<Message, ErrorCode> {
+    /// certificate the recorder must hold (KW-REC-005); answered sealed
+    /// for it (KW-REC-011). `request` is the request as received.
+    fn on_read<R: Entropy>(
+        &mut self,
+        now: Now,
+        message: &Message,
+        request: &[u8],
+        rng: &mut R,
+    ) -> Result<Message, ErrorCode> {
         let account = match message {
             Message::RecordList(m) => &m.from,
             Message::RecordFetch(m) => &m.from,
@@ -592,7 +719,8 @@ impl Recorder {
             .cfg
             .readers
             .get(account)
-            .ok_or(ErrorCode::RECORDING_FORBIDDEN)?;
+            .ok_or(ErrorCode::RECORDING_FORBIDDEN)?
+            .clone();
         // A reader's certificate must still be valid (KW-CERT-002).
         let expect = Expect {
             subject: account,
@@ -601,23 +729,52 @@ impl Recorder {
         };
         self.cfg
             .trust
-            .check(cert, expect)
+            .check(&cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
-        verify_message(message, cert).map_err(|e| ErrorCode::from(&e))?;
+        verify_message(message, &cert).map_err(|e| ErrorCode::from(&e))?;
+        self.admit_signed(now, message)?;
+        // KW-REC-011: what is read is sealed for the requester, with the
+        // key of the certificate just confirmed, and bound to the request
+        // as received (KW-CRYPTO-070).
+        let recorder = self.cfg.identity.account.clone();
+        let recorder_kx = self.cfg.identity.kx.public();
+        let binding = ReaderBinding {
+            recorder: &recorder,
+            recorder_kx: &recorder_kx,
+            requester: account,
+            requester_kx: &cert.tbs.kx_key,
+            request,
+        };
+        let sealed = |ad: &[u8], plaintext: &[u8], rng: &mut R| {
+            seal_for_requester(&binding, &self.cfg.identity.kx, ad, plaintext, rng)
+                .map_err(|e| ErrorCode::from(&e))
+        };
         match message {
             Message::RecordList(m) => {
-                let infos: Vec<RecordingInfo> = self
+                // At most 64, and as many as fit in one message.
+                let mut infos: Vec<RecordingInfo> = Vec::new();
+                let mut size = 3;
+                for info in self
                     .recordings
                     .values()
                     .filter(|r| m.session.is_none_or(|s| s == r.session))
                     .filter(|r| self.may_read(account, r))
-                    .take(64)
                     .filter_map(Recording::info)
-                    .collect();
-                let recordings = List::new(infos).ok_or(ErrorCode::INTERNAL)?;
+                {
+                    let n = encode_plaintext(&info).len();
+                    if infos.len() >= 64 || size + n > LISTING {
+                        break;
+                    }
+                    size += n;
+                    infos.push(info);
+                }
+                let list: List<RecordingInfo, 0, 64> =
+                    List::new(infos).ok_or(ErrorCode::INTERNAL)?;
+                let (epk, ct) = sealed(&listing_ad(&m.txn), &encode_plaintext(&list), rng)?;
                 Ok(Message::RecordListing(RecordListing {
                     txn: m.txn,
-                    recordings,
+                    recordings: Bytes::new(ct).ok_or(ErrorCode::INTERNAL)?,
+                    epk,
                     ext: Extensions::new(),
                 }))
             }
@@ -633,12 +790,16 @@ impl Recorder {
                 let index = usize::try_from(m.index).map_err(|_| ErrorCode::SCHEMA)?;
                 let packet = rec.packets.get(index).ok_or(ErrorCode::SCHEMA)?;
                 let chunk: Vec<u8> = packet.data.iter().take(CHUNK).copied().collect();
+                let more = index.saturating_add(1) < rec.packets.len();
+                let ad = data_ad(&m.txn, &m.recording, m.index, more);
+                let (epk, ct) = sealed(&ad, &chunk, rng)?;
                 Ok(Message::RecordData(RecordData {
                     txn: m.txn,
                     recording: m.recording,
-                    chunk: Bytes::new(chunk).ok_or(ErrorCode::INTERNAL)?,
+                    chunk: Bytes::new(ct).ok_or(ErrorCode::INTERNAL)?,
                     index: m.index,
-                    more: index.saturating_add(1) < rec.packets.len(),
+                    more,
+                    epk,
                     ext: Extensions::new(),
                 }))
             }
@@ -647,17 +808,39 @@ impl Recorder {
     }
 }
 
-/// Adds keys to a recording; returns how many were new.
-fn add_keys(rec: &mut Recording, keys: MediaKeys) -> usize {
-    let mut added = 0;
+/// The keys of `keys` that `rec` does not hold yet. KW-REC-010: a key it
+/// holds is never replaced, so a command naming another key for a
+/// (sender, stream, description) it has — or two keys for one — is
+/// refused. Compared in constant time (KW-CRYPTO-002).
+fn new_keys(
+    rec: &Recording,
+    keys: &MediaKeys,
+) -> Result<BTreeMap<(Principal, u64, u64), Secret32>, ErrorCode> {
+    let mut new: BTreeMap<(Principal, u64, u64), Secret32> = BTreeMap::new();
     for k in keys.keys.iter() {
         let slot = (k.sender.clone(), k.stream, k.epoch);
-        if let std::collections::btree_map::Entry::Vacant(e) = rec.keys.entry(slot) {
-            e.insert(Secret32::new(k.key.0));
-            added += 1;
+        let held = rec.keys.get(&slot).or_else(|| new.get(&slot));
+        match held {
+            Some(held) if ct_eq(held.expose(), &k.key.0) => {}
+            Some(_) => return Err(ErrorCode::BAD_STATE),
+            None => {
+                new.insert(slot, Secret32::new(k.key.0));
+            }
         }
     }
-    added
+    Ok(new)
+}
+
+/// The sender, transaction and `time` of a signed request to a recorder.
+fn signed_parts(message: &Message) -> Option<(&Principal, TxnId, u64)> {
+    match message {
+        Message::RecordStart(m) => Some((&m.from, m.txn, m.time.0)),
+        Message::RecordKey(m) => Some((&m.from, m.txn, m.time.0)),
+        Message::RecordStop(m) => Some((&m.from, m.txn, m.time.0)),
+        Message::RecordList(m) => Some((&m.from, m.txn, m.time.0)),
+        Message::RecordFetch(m) => Some((&m.from, m.txn, m.time.0)),
+        _ => None,
+    }
 }
 
 impl Party for Recorder {
@@ -668,18 +851,19 @@ impl Party for Recorder {
         &mut self,
         now: Now,
         receive: Receive<'_>,
-        _rng: &mut impl Entropy,
+        rng: &mut impl Entropy,
     ) -> Result<(), ProtocolError> {
         self.out.begin();
-        let outcome = self.receive(now, receive);
+        let outcome = self.receive(now, receive, rng);
         self.out.end();
         outcome
     }
 
-    /// Forgets answered transactions.
+    /// Forgets answered transactions, and requests no longer fresh.
     fn handle_timeout(&mut self, now: Now, _rng: &mut impl Entropy) {
         self.out.begin();
         self.txns.expire(now.mono);
+        let _ = self.seen.take_due(now.mono);
         self.out.end();
     }
 
@@ -697,6 +881,9 @@ impl Party for Recorder {
     }
 
     fn poll_timeout(&self) -> Option<Millis> {
-        self.txns.next_timeout()
+        [self.txns.next_timeout(), self.seen.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

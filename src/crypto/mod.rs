@@ -1,6 +1,7 @@
 //! Cryptography of suite keyway-v1 (spec/crypto.md): keys and key
 //! identifiers, certificates and attestations, registration proofs, sealed
-//! bodies with per-recipient key wrap, session keys, message signatures.
+//! bodies with per-recipient key wrap, session keys, message signatures,
+//! recordings sealed for their reader.
 //!
 //! Layer rule: imports `cbor` and `wire` only. Randomness comes from the
 //! caller through [`Entropy`].
@@ -12,6 +13,7 @@ mod kek;
 mod keys;
 mod msgsig;
 pub mod primitives;
+mod reader;
 pub mod register;
 mod seal;
 mod secret;
@@ -30,6 +32,10 @@ pub use kek::{
 };
 pub use keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 pub use msgsig::{message_signature_input, sign_message, unsigned, verify_message};
+pub use reader::{
+    ReaderBinding, data_ad, listing_ad, open_from_recorder, reader_key, reader_key_info,
+    seal_for_requester,
+};
 pub use seal::{
     Opened, RecipientSpec, Rekeying, SealContext, content_digest, current_wrapper, edit,
     edit_signature_input, every_editor_signed, key_commitment, open, open_rekey_body,

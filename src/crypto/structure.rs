@@ -21,6 +21,9 @@ pub const MSG: &str = "keyway-v1 msg";
 pub const REKEY: &str = "keyway-v1 rekey";
 pub const MEDIA: &str = "keyway-v1 media";
 pub const MSG_SIG: &str = "keyway-v1 msg-sig";
+pub const READER_KEY: &str = "keyway-v1 reader key";
+pub const RECORD_LISTING_AD: &str = "keyway-v1 record-listing";
+pub const RECORD_DATA_AD: &str = "keyway-v1 record-data";
 
 /// One element of a structured input.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +36,8 @@ pub enum Part<'a> {
     Uint(u64),
     /// `null`, for an absent optional value.
     Null,
+    /// `true` or `false` (a chunk's `more`, KW-CRYPTO-070).
+    Bool(bool),
     /// An item already encoded deterministically (the permission map).
     Encoded(&'a [u8]),
 }
@@ -49,6 +54,7 @@ pub fn structure(label: &str, parts: &[Part<'_>]) -> Vec<u8> {
             Part::Bytes(b) => cbor::write_bytes(&mut out, b),
             Part::Uint(n) => cbor::write_uint(&mut out, *n),
             Part::Null => out.push(0xf6),
+            Part::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
             Part::Encoded(item) => out.extend_from_slice(item),
         }
     }
@@ -66,8 +72,20 @@ mod tests {
 
     #[test]
     fn structures_are_deterministic_cbor_arrays() {
-        let s = structure(KID, &[Part::Uint(1), Part::Bytes(&[0xaa]), Part::Null]);
+        let s = structure(
+            KID,
+            &[
+                Part::Uint(1),
+                Part::Bytes(&[0xaa]),
+                Part::Null,
+                Part::Bool(true),
+                Part::Bool(false),
+            ],
+        );
         let item = cbor::decode(&s, &cbor::DecodeOptions::DETERMINISTIC).unwrap();
-        assert_eq!(cbor::to_diag(&item), r#"["keyway-v1 kid", 1, h'aa', null]"#);
+        assert_eq!(
+            cbor::to_diag(&item),
+            r#"["keyway-v1 kid", 1, h'aa', null, true, false]"#
+        );
     }
 }

@@ -267,6 +267,7 @@ impl Plan {
                     readers: BTreeMap::new(),
                     auditors: BTreeSet::new(),
                     capacity: self.recorder_capacity,
+                    window_secs: FRESHNESS_WINDOW_SECS,
                 };
                 (config, link)
             });

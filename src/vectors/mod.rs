@@ -22,6 +22,7 @@ mod cert;
 mod common;
 mod kid;
 mod msgsig;
+mod reader;
 mod register;
 mod seal;
 mod session;
@@ -62,6 +63,7 @@ const KINDS: &[Kind] = &[
     ("session", session::generate, session::verify_json),
     ("media", session::generate_media, session::verify_media_json),
     ("msgsig", msgsig::generate, msgsig::verify_json),
+    ("reader", reader::generate, reader::verify_json),
 ];
 
 /// The name of every vector file, in the order they are generated: a

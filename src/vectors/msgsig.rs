@@ -40,7 +40,7 @@ pub struct MsgSigTest {
     signature_input: Option<Hex>,
 }
 
-const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server (device for ack, info, rekey, bye); decode message; m = its encoding without key 8 (and without keys 6 and 7 for ack, info, rekey, bye: KW-CRYPTO-061); signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
+const RECIPE: &str = "Confirm the certificate (KW-CERT-002) against the anchor at now, subject = the message's from, role server for pinhole-*, media-copy, record-start, record-key and record-stop, device for ack, info, rekey and bye, any role for record-list and record-fetch; decode message; m = its encoding without key 8 (and without keys 6 and 7 for ack, info, rekey, bye: KW-CRYPTO-061); signature_input = cbor([\"keyway-v1 msg-sig\", m]) (compare); \
 sig.kid is the key identifier of the certificate's sig-key and sig.sig verifies over signature_input. With sig_seed (the certificate's key), signing reproduces the message.";
 
 pub fn generate() -> String {
@@ -103,6 +103,52 @@ pub fn generate() -> String {
         ));
     }
     in_session(&params, &ca, &mut rng, &mut tests);
+    // A fetch signed by a device (any role, KW-CRYPTO-060), and the same
+    // fetch with its `time` moved after signing: `time` is inside the
+    // signed part, so a captured request cannot be made fresh again
+    // (KW-REC-006).
+    let mut rng = entropy_for("msgsig/reader");
+    let reader_key = SigningKeyPair::generate(&mut rng);
+    let reader_cert = ca.issue(&CertProfile {
+        serial: 10,
+        subject: Principal("alice@a.example".into()),
+        role: Role::Device,
+        sig_key: reader_key.public(),
+        kx_key: crate::crypto::KxKeyPair::generate(&mut rng).public(),
+        not_before: NOW - 60,
+        not_after: NOW + 3600,
+    });
+    let reqs = ["KW-CRYPTO-060", "KW-REC-005", "KW-REC-006"];
+    if let Some(mut m) = examples::all()
+        .into_iter()
+        .find(|m| m.msg_type() == MsgType::RecordFetch)
+        && sign_message(&mut m, &reader_key).is_some()
+    {
+        tests.push(make(
+            &params,
+            "msgsig/record-fetch",
+            "a fetch signed by a device, its time inside the signed part",
+            &reqs,
+            &[],
+            &reader_cert,
+            Some(&reader_key),
+            &m,
+        ));
+        let mut later = m.clone();
+        if let Message::RecordFetch(f) = &mut later {
+            f.time.0 += 60;
+        }
+        tests.push(make(
+            &params,
+            "msgsig/record-fetch-other-time",
+            "a captured fetch given a later time after signing",
+            &reqs,
+            &["Forged"],
+            &reader_cert,
+            None,
+            &later,
+        ));
+    }
     // The request re-encoded with a non-shortest integer and signed over
     // those bytes: a verifier that checks the signature over the bytes
     // received without the determinism check would accept it
@@ -275,11 +321,13 @@ fn make(
     complete(params, &t).unwrap_or(t)
 }
 
-/// The role a receiver confirms the signer's certificate with.
-fn signer_role(t: MsgType) -> Role {
+/// The role a receiver confirms the signer's certificate with
+/// (KW-CRYPTO-060, KW-CRYPTO-061): any role for a reader's requests.
+fn signer_role(t: MsgType) -> Option<Role> {
     match t {
-        MsgType::Ack | MsgType::Info | MsgType::Rekey | MsgType::Bye => Role::Device,
-        _ => Role::Server,
+        MsgType::RecordList | MsgType::RecordFetch => None,
+        MsgType::Ack | MsgType::Info | MsgType::Rekey | MsgType::Bye => Some(Role::Device),
+        _ => Some(Role::Server),
     }
 }
 
@@ -294,12 +342,28 @@ fn run(params: &MsgSigParams, t: &MsgSigTest) -> Result<(), Failure> {
         domain: Domain::new(&params.domain).map_err(|e| bad(e.to_string()))?,
         key: crate::wire::PublicKey(params.anchor.array().map_err(bad)?),
     }]);
+    let from = match &message {
+        Message::PinholeOpen(m) => &m.from,
+        Message::PinholeNarrow(m) => &m.from,
+        Message::PinholeClose(m) => &m.from,
+        Message::MediaCopy(m) => &m.from,
+        Message::RecordStart(m) => &m.from,
+        Message::RecordKey(m) => &m.from,
+        Message::RecordStop(m) => &m.from,
+        Message::RecordList(m) => &m.from,
+        Message::RecordFetch(m) => &m.from,
+        Message::Ack(m) => &m.from,
+        Message::Info(m) => &m.from,
+        Message::Rekey(m) => &m.from,
+        Message::Bye(m) => &m.from,
+        _ => return Err(bad("not a signed request".into())),
+    };
     trust
         .check(
             &cert,
             Expect {
-                subject: &cert.tbs.subject,
-                role: Some(signer_role(message.msg_type())),
+                subject: from,
+                role: signer_role(message.msg_type()),
                 now: params.now,
             },
         )

@@ -358,6 +358,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 30),
             recording: RecordingId(fill(0xf0)),
             mode: RecordingMode::Plaintext,
             keys: Sealed {
@@ -381,6 +382,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 90),
             epoch: 1,
             recording: RecordingId(fill(0xf0)),
             keys: Sealed {
@@ -395,6 +397,7 @@ pub fn all() -> Vec<Message> {
             from: server_a(),
             session: session(),
             sig: sig(0x24),
+            time: Time(T0 + 125),
             recording: RecordingId(fill(0xf0)),
             ext: e(),
         }),
@@ -403,27 +406,21 @@ pub fn all() -> Vec<Message> {
             from: alice(),
             session: None,
             sig: sig(0x11),
+            time: Time(T0 + 200),
             ext: e(),
         }),
         Message::RecordListing(RecordListing {
             txn: txn(0x33),
-            recordings: list(vec![RecordingInfo {
-                recording: RecordingId(fill(0xf0)),
-                session: session(),
-                started: Time(T0 + 5),
-                ended: Some(Time(T0 + 125)),
-                mode: RecordingMode::Plaintext,
-                parties: list(vec![alice(), bob()]),
-                packets: 6000,
-                bytes: 960_000,
-                ext: e(),
-            }]),
+            // A listing of one recording, sealed for alice (KW-CRYPTO-070).
+            recordings: bytes(0x90, 132),
+            epk: PublicKey(fill(0x3a)),
             ext: e(),
         }),
         Message::RecordFetch(RecordFetch {
             txn: txn(0x34),
             from: alice(),
             sig: sig(0x11),
+            time: Time(T0 + 201),
             recording: RecordingId(fill(0xf0)),
             index: 0,
             ext: e(),
@@ -431,9 +428,10 @@ pub fn all() -> Vec<Message> {
         Message::RecordData(RecordData {
             txn: txn(0x34),
             recording: RecordingId(fill(0xf0)),
-            chunk: bytes(0x00, 24),
+            chunk: bytes(0x00, 40),
             index: 0,
             more: true,
+            epk: PublicKey(fill(0x3b)),
             ext: e(),
         }),
         Message::Media(Media {

@@ -5,7 +5,7 @@
 use super::describe::{Entry, Node};
 use super::error::{WireError, WireErrorKind};
 use super::fields::{Fields, MapOut, Schema};
-use super::structs::{Attestation, AuthResponse, CertRequest, Certificate, RecordingInfo, Sealed};
+use super::structs::{Attestation, AuthResponse, CertRequest, Certificate, Sealed};
 use super::types::{
     Contact, ErrorCode, Nonce, Principal, PublicKey, RecordingId, RecordingMode, SessionId,
     Signature, SocketAddr, Transport, TxnId,
@@ -338,6 +338,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
         51 => mode: req RecordingMode,
         /// Media keys, sealed for the recorder.
@@ -354,6 +357,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         23 => epoch: req u64,
         50 => recording: req RecordingId,
         52 => keys: req Sealed,
@@ -367,6 +373,9 @@ wire_map! {
         3 => from: req Principal,
         5 => session: req SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
     }
 }
@@ -379,6 +388,9 @@ wire_map! {
         /// Only this session's recordings.
         5 => session: opt SessionId,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
     }
 }
 
@@ -386,7 +398,11 @@ wire_map! {
     /// F7: the answer to a record-list.
     pub struct RecordListing = "record-listing" {
         2 => txn: req TxnId,
-        53 => recordings: req List<RecordingInfo, 0, 64>,
+        /// The listing (`[0*64 recording-info]`), sealed for the
+        /// requester (KW-CRYPTO-070).
+        53 => recordings: req Bytes<16, 16384>,
+        /// The recorder's ephemeral X25519 key for this response.
+        59 => epk: req PublicKey,
     }
 }
 
@@ -396,6 +412,9 @@ wire_map! {
         2 => txn: req TxnId,
         3 => from: req Principal,
         8 => sig: req Signature,
+        /// When the sender made the request: a recorder refuses one that
+        /// is not fresh (KW-REC-006).
+        9 => time: req Time,
         50 => recording: req RecordingId,
         /// Chunk index, from 0.
         56 => index: req u64,
@@ -407,10 +426,14 @@ wire_map! {
     pub struct RecordData = "record-data" {
         2 => txn: req TxnId,
         50 => recording: req RecordingId,
-        54 => chunk: req Bytes<0, 8192>,
+        /// Recorded packet `index`, sealed for the requester
+        /// (KW-CRYPTO-070).
+        54 => chunk: req Bytes<16, 8208>,
         56 => index: req u64,
         /// Whether further chunks follow.
         57 => more: req bool,
+        /// The recorder's ephemeral X25519 key for this response.
+        59 => epk: req PublicKey,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::crypto::{Entropy, RecipientSpec, SealContext, seal, sign_message, uns
 use crate::wire::{
     Extensions, List, MediaKey, MediaKeys, Message, MsgType, Permission, Principal, RecipientKind,
     RecordKey, RecordStart, RecordStop, RecordingId, Sealed, SecretBytes32, SessionDesc, SessionId,
-    TxnId, encode_plaintext,
+    Time, TxnId, encode_plaintext,
 };
 
 impl Server {
@@ -78,6 +78,8 @@ impl Server {
             from: self.account().clone(),
             session,
             sig: unsigned(),
+            // KW-REC-006: the recorder refuses a command that is not fresh.
+            time: Time(now.wall_secs()),
             recording: id,
             mode: recorder.mode,
             keys: sealed,
@@ -109,6 +111,7 @@ impl Server {
             from: self.account().clone(),
             session,
             sig: unsigned(),
+            time: Time(now.wall_secs()),
             epoch: number,
             recording,
             keys: sealed,
@@ -131,6 +134,7 @@ impl Server {
             from: self.account().clone(),
             session,
             sig: unsigned(),
+            time: Time(now.wall_secs()),
             recording,
             ext: Extensions::new(),
         });
