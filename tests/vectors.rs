@@ -67,7 +67,7 @@ fn committed_vectors_verify() {
     let mut expected = vectors::file_names();
     expected.sort();
     assert_eq!(json_files(&committed()), expected, "set of files");
-    assert_eq!(expected.len(), 12);
+    assert_eq!(expected.len(), 13);
     let mut failures = Vec::new();
     let mut total = 0;
     for name in &expected {
@@ -188,6 +188,14 @@ fn the_verifier_is_not_vacuous() {
         (
             "csr.json",
             Box::new(|f| f["tests"][0]["account"] = "carol@a.example".into()),
+        ),
+        (
+            "challenge.json",
+            Box::new(|f| flip_hex(&mut f["tests"][0]["signature_input"])),
+        ),
+        (
+            "challenge.json",
+            Box::new(|f| f["params"]["server"] = "sc2@a.example".into()),
         ),
         (
             "kx-pop.json",

@@ -251,8 +251,8 @@ SEALED = {
 T_sealed = S_map(SEALED, "sealed")
 
 # ------------------------------------------------------------------ messages
-# Only the messages whose vectors the checker reads: register (proof) and
-# the signed requests of KW-CRYPTO-060.
+# Only the messages whose vectors the checker reads: register (proof),
+# challenge (KW-CRYPTO-025) and the signed requests of KW-CRYPTO-060.
 
 def _msg(type_code, fields):
     base = {0: ("v", T_const(1), True), 1: ("type", T_const(type_code), True),
@@ -264,6 +264,15 @@ def _msg(type_code, fields):
 T_recording_id = T_bstr(16)
 
 MESSAGES = {
+    2: ("challenge", _msg(2, {
+        4: ("to", T_account, True),
+        8: ("sig", T_signature, True),
+        11: ("expires", T_uint, True),
+        13: ("cert", T_certificate, True),
+        15: ("nonce", T_nonce, True),
+        16: ("salt", T_nonce, True),
+        17: ("iterations", T_uint, True),
+        18: ("kx-challenge", T_public_key, True)})),
     1: ("register", _msg(1, {
         3: ("from", T_account, True),
         10: ("contact", T_contact, True),

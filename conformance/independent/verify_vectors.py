@@ -535,6 +535,35 @@ def k_msgsig(t, p, notes):
             if synthetic else ""))
 
 
+def k_challenge(t, p, notes):
+    """The device's check of a challenge before it answers (KW-REG-019,
+    KW-CRYPTO-025): its `cert` is valid now against the device's anchor
+    for the server account the device is configured with, role server (the
+    3xx code); `kid` names that certificate's key and `s` verifies over
+    cbor(["keyway-v1 challenge", m]), m the challenge without key 8
+    (signature-invalid)."""
+    msg = hx(t["challenge"])
+    m = strict(msg, "challenge")
+    check_message(m, {2})
+    mw = without_key(msg, 8)
+    same("m (cut from the bytes) vs m (re-encoded)", enc({k: v for k, v in m.items() if k != 8}), mw)
+    si = enc(["keyway-v1 challenge", mw])
+    same("signature_input", si, hx(t["signature_input"]))
+    anchors = [{"domain": p["domain"], "public": p["anchor"]}]
+    tbs = validate_cert(m[13], anchors, p["now"], subject=p["server"], role=1,
+                        what="the challenge's cert")
+    skid, s = m[8]
+    if "sig_seed" in t:
+        seed = hx(t["sig_seed"])
+        same("sig-key from sig_seed", ed25519_public(seed), tbs[6])
+        same("sig.sig (re-signed)", ed25519_sign(seed, si), s)
+    if skid != kid(tbs[6], 0):
+        raise Reject("signature-invalid", "sig.kid is not the identifier of the certificate's key")
+    ok, why = verify(tbs[6], si, s)
+    if not ok:
+        raise Reject("signature-invalid", "challenge signature: " + why)
+
+
 # ---------------------------------------------------------------- sealed bodies
 
 def body_ad(session, cid, sender):
@@ -1086,6 +1115,7 @@ KINDS = {
     "cert": k_cert,
     "attest": k_attest,
     "csr": k_csr,
+    "challenge": k_challenge,
     "kx-pop": k_kx_pop,
     "register-verifier": k_register_verifier,
     "register-proof": k_register_proof,

@@ -1,19 +1,20 @@
 //! Registration crypto (F1, F2): the account verifier and proof
 //! (KW-CRYPTO-020, KW-CRYPTO-021), proof of possession of the signing key
-//! (KW-CRYPTO-022) and of the key-agreement key (KW-CRYPTO-023).
+//! (KW-CRYPTO-022) and of the key-agreement key (KW-CRYPTO-023), and the
+//! server's signature of its challenge (KW-CRYPTO-025).
 
 use zeroize::Zeroize;
 
-use super::cert::{CertProfile, CertificateAuthority};
+use super::cert::{CertProfile, CertificateAuthority, Expect, TrustStore};
 use super::entropy::Entropy;
 use super::error::CryptoError;
-use super::keys::{Identity, KxKeyPair, verify};
+use super::keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 use super::primitives::{hkdf32, hmac_sha256, pbkdf2_sha256, sha256};
 use super::secret::{Secret32, ct_eq};
-use super::structure::{AUTH, CLIENT_KEY, CSR, KX_POP, Part, structure};
+use super::structure::{AUTH, CHALLENGE, CLIENT_KEY, CSR, KX_POP, Part, structure};
 use crate::wire::{
-    CertRequest, Certificate, Extensions, Mac32, Message, Nonce, Principal, PublicKey, Register,
-    Role, Suite,
+    CertRequest, Certificate, Challenge, Extensions, Mac32, Message, Nonce, Principal, PublicKey,
+    Register, Role, Signature, Suite,
 };
 
 /// Fewest and most PBKDF2 iterations a challenge may ask for.
@@ -130,6 +131,56 @@ pub fn check_proof(
     } else {
         Err(CryptoError::AuthFailed)
     }
+}
+
+/// The signed input of a challenge (KW-CRYPTO-025):
+/// `cbor(["keyway-v1 challenge", m])`, `m` the challenge encoded without
+/// its `sig` (key 8).
+pub fn challenge_signature_input(challenge: &Challenge) -> Vec<u8> {
+    let m = Message::Challenge(challenge.clone()).encode_without_signature();
+    structure(CHALLENGE, &[Part::Bytes(&m)])
+}
+
+/// Signs a challenge with the server's key (KW-CRYPTO-025): whatever `sig`
+/// held is replaced.
+pub fn sign_challenge(challenge: &mut Challenge, key: &SigningKeyPair) {
+    let input = challenge_signature_input(challenge);
+    challenge.sig = Signature {
+        kid: key.kid(),
+        sig: key.sign(&input),
+    };
+}
+
+/// The device's check that a challenge comes from its server (KW-REG-019,
+/// KW-CRYPTO-025), in order: the certificate it carries is valid now for
+/// `server` with role server against the device's anchors (KW-CERT-002),
+/// then `sig` is that certificate's key's and verifies. Without it, anyone
+/// on the path could hand the device a salt and iteration count of its
+/// choosing, or a `kx-challenge` whose private key it holds, and so test
+/// guesses of the secret against the answer offline.
+pub fn check_challenge(
+    trust: &TrustStore,
+    server: &Principal,
+    now: u64,
+    challenge: &Challenge,
+) -> Result<(), CryptoError> {
+    let cert = &challenge.cert;
+    trust.check(
+        cert,
+        Expect {
+            subject: server,
+            role: Some(Role::Server),
+            now,
+        },
+    )?;
+    if key_id(&cert.tbs.sig_key, KeyUse::Signing) != challenge.sig.kid {
+        return Err(CryptoError::KeyIdMismatch);
+    }
+    verify(
+        &cert.tbs.sig_key,
+        &challenge_signature_input(challenge),
+        &challenge.sig.sig,
+    )
 }
 
 /// Issues the certificate of a registration (KW-REG-008): valid from `now`

@@ -10,6 +10,7 @@ pub const CLIENT_KEY: &[u8] = b"keyway-v1 client key";
 pub const AUTH: &str = "keyway-v1 auth";
 pub const CSR: &str = "keyway-v1 csr";
 pub const KX_POP: &str = "keyway-v1 kx-pop";
+pub const CHALLENGE: &str = "keyway-v1 challenge";
 pub const BODY: &str = "keyway-v1 body";
 pub const CONTENT: &str = "keyway-v1 content";
 pub const KEY_COMMIT: &str = "keyway-v1 key commit";

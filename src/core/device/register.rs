@@ -153,6 +153,28 @@ impl Device {
         let Some(Pending::Register { .. }) = self.client.context(&challenge.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
+        // A challenge for another account answers no register of ours.
+        if challenge.to != self.cfg.account {
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
+        }
+        // KW-REG-019, KW-CRYPTO-025: only a challenge its server signed is
+        // answered. One that fails is dropped, not taken as the server's
+        // answer: the register stays outstanding (and is retransmitted),
+        // so that a forged challenge neither gets an answer nor ends the
+        // attempt, and the server's own challenge is still answered.
+        if let Err(e) = register::check_challenge(
+            &self.trust,
+            &self.cfg.server_account,
+            now.wall_secs(),
+            &challenge,
+        ) {
+            let code = ErrorCode::from(&e);
+            self.emit(DeviceEvent::Rejected(code));
+            return Err(ProtocolError::Dropped {
+                re: MsgType::Challenge,
+                code,
+            });
+        }
         let Some((
             _,
             Pending::Register {
@@ -191,11 +213,11 @@ impl Device {
             ..*request
         };
         let message = register::auth_message(&challenge.nonce, &answer);
-        let kx_proof = match (&answer.csr, &challenge.kx_challenge, &self.identity) {
-            (Some(_), Some(e), Some(identity)) => register::kx_proof(
+        let kx_proof = match (&answer.csr, &self.identity) {
+            (Some(_), Some(identity)) => register::kx_proof(
                 &self.cfg.account,
                 &identity.kx,
-                e,
+                &challenge.kx_challenge,
                 &challenge.nonce,
                 &message,
             )

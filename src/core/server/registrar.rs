@@ -198,8 +198,9 @@ impl Server {
         self.store(StoreWrite::SpendNonce { nonce, until });
     }
 
-    /// KW-REG-004: a challenge with a fresh nonce; a decoy salt for an
-    /// account that does not exist, so the answer is the same.
+    /// KW-REG-004: a challenge with a fresh nonce, the challenge's X25519
+    /// key, the server's certificate and signature; a decoy salt for an
+    /// account that does not exist, so the answer is the same (KW-SM-008).
     fn challenge(&mut self, now: Now, from: ReplyTo, r: &Register, rng: &mut impl Entropy) {
         let (salt, iterations) = match self.cfg.accounts.get(&r.from) {
             Some(v) => (v.salt, v.iterations),
@@ -216,18 +217,27 @@ impl Server {
         };
         let wall = u32::try_from(now.wall_secs()).unwrap_or(u32::MAX);
         let nonce = self.make_nonce(&r.from, wall, rng.array());
-        let kx_challenge = r.csr.as_ref().map(|_| self.nonce_kx(&nonce).public());
+        // KW-CRYPTO-023: every challenge carries its X25519 key, which keys
+        // the mask of the proof (KW-CRYPTO-021) as well as a csr's proof.
+        let kx_challenge = self.nonce_kx(&nonce).public();
         let lifetime = self.cfg.policy.challenge_secs;
-        let challenge = Message::Challenge(Challenge {
+        let mut challenge = Challenge {
             txn: r.txn,
             to: r.from.clone(),
+            sig: crate::crypto::unsigned(),
             expires: lifetime,
+            cert: self.cfg.cert.clone(),
             nonce,
             salt,
             iterations,
             kx_challenge,
             ext: Extensions::new(),
-        });
+        };
+        // KW-REG-019, KW-CRYPTO-025: signed, so that the device answers
+        // only its server, and no one else chooses its salt, iterations
+        // or challenge key.
+        register::sign_challenge(&mut challenge, &self.cfg.identity.signing);
+        let challenge = Message::Challenge(challenge);
         // Not kept for duplicates: a retransmitted `register` gets a fresh
         // challenge, and only the nonce answered counts (KW-SM-003).
         self.server.abandon(r.txn, from.peer);
