@@ -1,7 +1,8 @@
 //! Registration hardened (issue 9, item 4), each check at the level of
 //! the party that must refuse, each asserting the refusal's code and that
 //! nothing changed: a device answers only its own server's challenge
-//! (KW-REG-019).
+//! (KW-REG-019), and its proof is masked so that no one can test guesses
+//! of its secret offline (KW-REG-020).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,10 +11,17 @@
 )]
 
 use keyway::core::{Addr, DeviceCommand, DeviceEvent, ProtocolError};
-use keyway::crypto::register::sign_challenge;
-use keyway::crypto::{CertProfile, CertificateAuthority, KxKeyPair, SeededEntropy, SigningKeyPair};
+use keyway::crypto::primitives::{hmac_sha256, sha256};
+use keyway::crypto::register::{
+    auth_mask, auth_message, client_key, masked_proof, proof, sign_challenge,
+};
+use keyway::crypto::{
+    CertProfile, CertificateAuthority, KxKeyPair, Secret32, SeededEntropy, SigningKeyPair,
+};
 use keyway::testkit::{Lab, LabOptions, Step, principal};
-use keyway::wire::{Challenge, Domain, ErrorCode, Message, MsgType, Nonce, Role};
+use keyway::wire::{
+    Challenge, Domain, ErrorCode, Message, MsgType, Nonce, PublicKey, Register, Role,
+};
 
 fn one_domain() -> Lab {
     Lab::new(LabOptions {
@@ -191,6 +199,145 @@ fn kw_reg_019_a_device_answers_only_its_servers_challenge() {
     lab.inject(device, server, &Message::Challenge(genuine).encode());
     lab.settle();
     assert!(answered(&lab, mark, "u1@a.example"));
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+}
+
+/// A point of order 8 on Curve25519: its X25519 with any key is all zeros.
+const ORDER_8: [u8; 32] = [
+    0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b,
+    0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57,
+];
+
+/// The `register` with `auth` that `account` has in flight, taken off the
+/// network.
+fn take_answer(lab: &mut Lab, account: &str) -> Register {
+    let contact = lab.devices[lab.dev(account)].contact;
+    let at = lab
+        .queue
+        .iter()
+        .position(|(src, _, bytes)| {
+            *src == contact
+                && matches!(Message::decode(bytes), Ok(Message::Register(r)) if r.auth.is_some())
+        })
+        .expect("an answer is queued");
+    let (_, _, bytes) = lab.queue.remove(at).unwrap();
+    match Message::decode(&bytes).unwrap() {
+        Message::Register(r) => r,
+        _ => unreachable!(),
+    }
+}
+
+/// KW-REG-020, KW-CRYPTO-021: the proof a device sends is masked by the
+/// exchange of its fresh `epk` with the challenge's key: even the right
+/// secret is not confirmed by what an eavesdropper sees. The server
+/// refuses, with `auth-failed` and nothing written or spent, an answer
+/// whose proof is not masked so (made by someone who knows the secret but
+/// not the mask), whose `epk` was replaced, or whose `epk` has small order
+/// (KW-CRYPTO-005); the device's own answer then registers it.
+#[test]
+fn kw_reg_020_the_proof_is_masked_against_offline_guessing() {
+    let mut lab = one_domain();
+    let server = lab.servers[0].addr;
+    let device = lab.devices[0].contact;
+    let account = principal("u1@a.example");
+    let secret = lab.secrets[&account].clone();
+    let stored_key = lab.servers[0].config.accounts[&account].stored_key;
+    let challenge = challenged(&mut lab, "u1@a.example", DeviceCommand::Register);
+    lab.inject(
+        device,
+        server,
+        &Message::Challenge(challenge.clone()).encode(),
+    );
+    let answer = take_answer(&mut lab, "u1@a.example");
+    let auth = answer.auth.clone().unwrap();
+    let message = auth_message(&challenge.nonce, &answer);
+
+    // An eavesdropper's offline test of a guess, here the right one: the
+    // unmasked construction would confirm it; the masked proof does not.
+    let guess = client_key(&secret, &challenge.salt, challenge.iterations).unwrap();
+    assert_eq!(sha256(guess.expose()), stored_key);
+    let unmasked_key: Vec<u8> = auth
+        .proof
+        .0
+        .iter()
+        .zip(hmac_sha256(&stored_key, &message))
+        .map(|(p, h)| p ^ h)
+        .collect();
+    assert_ne!(
+        sha256(&unmasked_key),
+        stored_key,
+        "the proof confirms a guess"
+    );
+
+    let with = |edit: &dyn Fn(&mut keyway::wire::AuthResponse)| {
+        let mut r = answer.clone();
+        edit(r.auth.as_mut().unwrap());
+        r
+    };
+    // Someone who knows the secret, but answers without the mask, or with
+    // a mask he can compute himself from a key of small order.
+    let unmasked = with(&|a| a.proof = proof(&guess, &message, &Secret32::new([0; 32])));
+    let zero_mask = auth_mask(
+        &Secret32::new([0; 32]),
+        &challenge.nonce,
+        &account,
+        &PublicKey(ORDER_8),
+        &challenge.kx_challenge,
+    );
+    let low_order = with(&|a| {
+        a.epk = PublicKey(ORDER_8);
+        a.proof = proof(&guess, &message, &zero_mask);
+    });
+    let mallory = KxKeyPair::generate(&mut SeededEntropy::from_label("mallory epk"));
+    let substituted = with(&|a| a.epk = mallory.public());
+    // The masked answer of one who holds the secret is, of course, good:
+    // the cases differ from it only in the mask.
+    assert!(
+        masked_proof(
+            &guess,
+            &message,
+            &mallory,
+            &challenge.kx_challenge,
+            &challenge.nonce,
+            &account
+        )
+        .is_ok()
+    );
+    for (port, (what, forged)) in [
+        ("unmasked", unmasked),
+        ("epk of small order", low_order),
+        ("epk substituted", substituted),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // From the device's host (KW-REG-017), each from another port: the
+        // server's transaction cache would answer a repeated (txn, source)
+        // without checking it again.
+        let elsewhere = Addr::new(device.ip(), device.port() + 1 + port as u16);
+        let writes = lab.servers[0].store.writes;
+        let mark = lab.trace.len();
+        lab.inject(server, elsewhere, &Message::Register(forged).encode());
+        assert_eq!(
+            lab.refusals(mark, "sc@a.example"),
+            [ProtocolError::Refused {
+                re: MsgType::Register,
+                code: ErrorCode::AUTH_FAILED
+            }],
+            "{what}"
+        );
+        assert_eq!(lab.servers[0].store.writes, writes, "{what}: written");
+        assert!(lab.server(0).registration(&account).is_none(), "{what}");
+        lab.queue.clear();
+    }
+    // Nothing was spent: the device's own answer registers it.
+    lab.inject(server, device, &Message::Register(answer).encode());
+    lab.settle();
+    assert!(lab.server(0).registration(&account).is_some());
     assert!(
         lab.device_events("u1@a.example")
             .iter()

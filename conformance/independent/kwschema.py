@@ -199,6 +199,7 @@ AUTH_RESPONSE = {
     0: ("nonce", T_nonce, True),
     1: ("proof", T_mac, True),
     2: ("kx-proof", T_mac, False),
+    3: ("epk", T_public_key, True),
 }
 
 ATTESTATION = {

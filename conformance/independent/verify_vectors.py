@@ -375,7 +375,8 @@ def kx_pop_twin(nonce, am):
 
 def k_register_proof(t, p, notes):
     """The server's handling of an authenticated F1 `register`: the
-    outstanding challenge (KW-REG-005, KW-CRYPTO-021), the proof
+    outstanding challenge (KW-REG-005, KW-CRYPTO-021), the mask of the
+    proof by the exchange of auth.epk with the challenge key, the proof
     (KW-CRYPTO-021), then issuance's pop and kx-proof (KW-REG-007,
     KW-CRYPTO-022/023)."""
     reg = hx(t["register"])
@@ -388,26 +389,52 @@ def k_register_proof(t, p, notes):
     am = enc(["keyway-v1 auth", nonce, r0])
     same("auth_message", am, hx(t["auth_message"]))
     auth = m[14]
-    proof = auth[1]
+    proof, epk = auth[1], auth[3]
+    e = hx(t["challenge_private"])
+    E = x25519_public(e)
+    same("challenge (the public key of challenge_private)", E, hx(t["challenge"]))
+    # KW-CRYPTO-021: z = X25519(e, X), mask = HKDF(nonce, z, cbor(["keyway-v1
+    # auth mask", account, X, E])); vectors.md: given wherever z is not all
+    # zeros
+    info = enc(["keyway-v1 auth mask", m[3], epk, E])
+    try:
+        z = x25519(e, epk)
+    except LowOrder:
+        z = None
+    if z is None:
+        absent(t, "shared_secret", "mask")
+        mask = None
+    else:
+        same("shared_secret", z, hx(need(t, "shared_secret")))
+        mask = HKDF32(nonce, z, info)
+        same("mask", mask, hx(need(t, "mask")))
     if "client_key" in t:
         ck = hx(t["client_key"])
         same("H(client_key)", H(ck), stored)
-        same("proof (device side)", xor(ck, HMAC(H(ck), am)), proof)
-    ck2 = xor(proof, HMAC(stored, am))
-    mac_ok = ct_eq(H(ck2), stored)
-    # KW-CRYPTO-021: "The server first finds its outstanding challenge by
-    # the echoed auth.nonce (none, expired, used, or issued to another
-    # account: stale-nonce, KW-REG-005), then checks the proof." The
-    # test's `nonce` is the challenge's, the only one outstanding.
+        d = hx(need(t, "epk_private"))
+        same("auth.epk from epk_private", x25519_public(d), epk)
+        zd = x25519(d, E)
+        same("device shared secret", zd, z)
+        same("proof (device side)", xor(xor(ck, HMAC(H(ck), am)), HKDF32(nonce, zd, info)), proof)
+    else:
+        absent(t, "epk_private")
+    # KW-CRYPTO-021: "The server first checks the echoed auth.nonce (not one
+    # it made for this account, expired, or spent: stale-nonce), then ..."
+    # The test's `nonce` is the challenge's, the only one outstanding.
     if auth[0] != nonce:
-        notes.append("the MAC beneath %s" % ("verifies" if mac_ok else "fails (auth-failed)"))
         raise Reject("stale-nonce", "echoed auth.nonce %s is not the outstanding challenge's %s"
                      % (auth[0].hex(), nonce.hex()))
-    if not mac_ok:
-        raise Reject("auth-failed", "H(proof XOR HMAC(stored_key, auth_message)) != stored_key")
+    if mask is None:
+        raise Reject("auth-failed", "X25519(challenge_private, auth.epk) is all zeros (KW-CRYPTO-005)")
+    ck2 = xor(xor(proof, HMAC(stored, am)), mask)
+    if not ct_eq(H(ck2), stored):
+        unmasked = ct_eq(H(xor(proof, HMAC(stored, am))), stored)
+        if unmasked:
+            notes.append("the proof verifies without its mask: it is unmasked")
+        raise Reject("auth-failed", "H(proof XOR HMAC(stored_key, auth_message) XOR mask) != stored_key")
     if 12 not in m:
         return
-    # issuance (KW-REG-007): pop, then kx-proof
+    # issuance (KW-REG-007): pop, then kx-proof with the challenge key
     csr = m[12]
     si = enc(["keyway-v1 csr", m[3], csr[0], csr[1], csr[2]])
     ok, why = verify(csr[1], si, csr[3])
@@ -415,19 +442,17 @@ def k_register_proof(t, p, notes):
         raise Reject("pop-failed", "csr.pop: " + why)
     if 2 not in auth:
         raise Reject("pop-failed", "a csr without auth.kx-proof")
-    twin = kx_pop_twin(nonce, am)
-    if twin is None:
-        notes.append("auth.kx-proof not verified: no kx-pop test gives this challenge's private key")
-        return
-    e, E = hx(twin["challenge_private"]), hx(twin["challenge"])
-    same("challenge from the kx-pop twin's challenge_private", x25519_public(e), E)
-    if "kx_private" in twin:
-        d = hx(twin["kx_private"])
-        same("csr.kx-key vs the kx-pop twin's kx_private", x25519_public(d), csr[2])
     r = kx_pop_server(e, E, nonce, m[3], csr[2], am, auth[2])
     if r is not None:
         raise Reject(r.code, "auth.kx-proof: " + r.detail)
-    notes.append("csr.pop verified; auth.kx-proof verified with the challenge key of %s" % twin["tcId"])
+    twin = kx_pop_twin(nonce, am)
+    if twin is not None:
+        same("challenge_private vs the kx-pop twin's", e, hx(twin["challenge_private"]))
+        if "kx_private" in twin:
+            same("csr.kx-key vs the kx-pop twin's kx_private", x25519_public(hx(twin["kx_private"])), csr[2])
+        notes.append("csr.pop and auth.kx-proof verified; the challenge key is that of %s" % twin["tcId"])
+    else:
+        notes.append("csr.pop and auth.kx-proof verified")
 
 
 def wrap_ad(nonce, cid):

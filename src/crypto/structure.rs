@@ -8,6 +8,7 @@ pub const CERT: &str = "keyway-v1 cert";
 pub const ATTEST: &str = "keyway-v1 attest";
 pub const CLIENT_KEY: &[u8] = b"keyway-v1 client key";
 pub const AUTH: &str = "keyway-v1 auth";
+pub const AUTH_MASK: &str = "keyway-v1 auth mask";
 pub const CSR: &str = "keyway-v1 csr";
 pub const KX_POP: &str = "keyway-v1 kx-pop";
 pub const CHALLENGE: &str = "keyway-v1 challenge";

@@ -169,6 +169,7 @@ pub fn all() -> Vec<Message> {
                 nonce: Nonce(fill(0x99)),
                 proof: Mac32(fill(0xa9)),
                 kx_proof: Some(Mac32(fill(0xb9))),
+                epk: PublicKey(fill(0xc9)),
                 ext: e(),
             }),
             ext: e(),

@@ -79,6 +79,9 @@ wire_map! {
         1 => proof: req super::types::Mac32,
         /// Proof of possession of the X25519 key, when a certificate is requested.
         2 => kx_proof: opt super::types::Mac32,
+        /// The device's fresh X25519 key of this answer, whose exchange with
+        /// the challenge's key masks `proof` (KW-CRYPTO-021).
+        3 => epk: req PublicKey,
     }
 }
 

@@ -10,7 +10,7 @@
 use super::{Device, DeviceEvent, Outcome, Pending};
 use crate::core::error::ProtocolError;
 use crate::core::{Millis, Now};
-use crate::crypto::{Entropy, Expect, Identity, register};
+use crate::crypto::{Entropy, Expect, Identity, KxKeyPair, register};
 use crate::wire::{
     AuthResponse, CertRequest, Certificate, ErrorCode, Extensions, Message, MsgType, Register,
     Role, TxnId,
@@ -213,6 +213,28 @@ impl Device {
             ..*request
         };
         let message = register::auth_message(&challenge.nonce, &answer);
+        // KW-CRYPTO-021, KW-REG-020: a fresh key per answer, whose exchange
+        // with the challenge's key masks the proof, so that no one without
+        // either private key can test a guess of the secret against it.
+        let ephemeral = KxKeyPair::generate(rng);
+        let proof = match register::masked_proof(
+            &key,
+            &message,
+            &ephemeral,
+            &challenge.kx_challenge,
+            &challenge.nonce,
+            &self.cfg.account,
+        ) {
+            Ok(proof) => proof,
+            Err(e) => {
+                let code = ErrorCode::from(&e);
+                self.registration_failed(now, code, request.expires == 0);
+                return Err(ProtocolError::BadResponse {
+                    re: MsgType::Challenge,
+                    code,
+                });
+            }
+        };
         let kx_proof = match (&answer.csr, &self.identity) {
             (Some(_), Some(identity)) => register::kx_proof(
                 &self.cfg.account,
@@ -226,8 +248,9 @@ impl Device {
         };
         answer.auth = Some(AuthResponse {
             nonce: challenge.nonce,
-            proof: register::proof(&key, &message),
+            proof,
             kx_proof,
+            epk: ephemeral.public(),
             ext: Extensions::new(),
         });
         let txn = answer.txn;

@@ -79,7 +79,11 @@ impl Server {
             // Decoy challenge of an unknown account: no proof can pass.
             return reject(self, ErrorCode::AUTH_FAILED);
         };
-        if let Err(e) = register::check_auth(verifier, &auth.nonce, &r) {
+        // KW-CRYPTO-021, KW-REG-020: the proof is masked by the exchange of
+        // the device's `epk` with the challenge's key, recomputed from the
+        // nonce (KW-CRYPTO-024).
+        let kx = self.nonce_kx(&auth.nonce);
+        if let Err(e) = register::check_auth(verifier, &auth.nonce, &kx, &r) {
             return reject(self, ErrorCode::from(&e));
         }
         let kind = match (&r.csr, &r.cert, r.expires) {
@@ -101,10 +105,7 @@ impl Server {
                     ext: Extensions::new(),
                 })
             }
-            Kind::Issue => {
-                let kx = self.nonce_kx(&auth.nonce);
-                self.issue(now, from, &r, Some(&kx), &auth.nonce)
-            }
+            Kind::Issue => self.issue(now, from, &r, &kx, &auth.nonce),
             Kind::Confirm(cert) => self.confirm(now, from, &r, cert),
             Kind::Refresh => match self.registrations.get(&r.from).map(|g| g.cert.clone()) {
                 Some(cert) => self.confirm(now, from, &r, &cert),
@@ -251,13 +252,12 @@ impl Server {
         now: Now,
         from: ReplyTo,
         r: &Register,
-        kx: Option<&KxKeyPair>,
+        kx: &KxKeyPair,
         nonce: &Nonce,
     ) -> Result<RegisterOk, ErrorCode> {
         let csr = r.csr.as_ref().ok_or(ErrorCode::SCHEMA)?;
         register::check_csr(&r.from, csr).map_err(|e| ErrorCode::from(&e))?;
-        let (Some(kx), Some(proof)) = (kx, r.auth.as_ref().and_then(|a| a.kx_proof.as_ref()))
-        else {
+        let Some(proof) = r.auth.as_ref().and_then(|a| a.kx_proof.as_ref()) else {
             return Err(ErrorCode::from(&CryptoError::PopFailed));
         };
         let message = register::auth_message(nonce, r);
