@@ -1,8 +1,9 @@
 //! Registration hardened (issue 9, item 4), each check at the level of
 //! the party that must refuse, each asserting the refusal's code and that
 //! nothing changed: a device answers only its own server's challenge
-//! (KW-REG-019), and its proof is masked so that no one can test guesses
-//! of its secret offline (KW-REG-020).
+//! (KW-REG-019), its proof is masked so that no one can test guesses of
+//! its secret offline (KW-REG-020), and it refuses a verifier weaker than
+//! the one it registered with, or than its floor (KW-REG-021).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,8 +11,9 @@
     clippy::panic
 )]
 
-use keyway::core::{Addr, DeviceCommand, DeviceEvent, ProtocolError};
+use keyway::core::{Addr, DeviceCommand, DeviceEvent, DevicePolicy, ProtocolError};
 use keyway::crypto::primitives::{hmac_sha256, sha256};
+use keyway::crypto::register::Verifier;
 use keyway::crypto::register::{
     auth_mask, auth_message, client_key, masked_proof, proof, sign_challenge,
 };
@@ -343,4 +345,121 @@ fn kw_reg_020_the_proof_is_masked_against_offline_guessing() {
             .iter()
             .any(|e| matches!(e, DeviceEvent::Registered { .. }))
     );
+}
+
+/// Gives the server of domain 0 a new verifier for `account` (as when its
+/// operator re-provisions it, or an attacker who took the server over
+/// weakens it) and restarts it with it.
+fn reprovision(lab: &mut Lab, account: &str, salt: Nonce, iterations: u64) {
+    let account = principal(account);
+    let verifier = Verifier::with_salt(&lab.secrets[&account], salt, iterations).unwrap();
+    lab.servers[0].config.accounts.insert(account, verifier);
+    lab.restart_server(0);
+}
+
+/// What a device's registration is: its end and its certificate.
+fn registration(lab: &Lab, account: &str) -> (Option<u64>, Option<keyway::wire::Certificate>) {
+    let d = lab.device(account);
+    (d.registered_until(), d.certificate().cloned())
+}
+
+/// The device's refusal of its own server's challenge: `auth-failed`, the
+/// attempt over, nothing sent, nothing written, the registration it holds
+/// kept.
+#[track_caller]
+fn assert_refused_challenge(lab: &mut Lab, account: &str, what: &str) {
+    let before = registration(lab, account);
+    let writes = lab.servers[0].store.writes;
+    let device = lab.devices[lab.dev(account)].contact;
+    let challenge = challenged(lab, account, DeviceCommand::Register);
+    let mark = lab.trace.len();
+    lab.inject(
+        device,
+        lab.servers[0].addr,
+        &Message::Challenge(challenge).encode(),
+    );
+    assert_eq!(
+        lab.refusals(mark, account),
+        [ProtocolError::BadResponse {
+            re: MsgType::Challenge,
+            code: ErrorCode::AUTH_FAILED
+        }],
+        "{what}"
+    );
+    assert!(!answered(lab, mark, account), "{what}: answered");
+    assert!(lab.queue.is_empty(), "{what}: something was sent");
+    assert_eq!(lab.servers[0].store.writes, writes, "{what}: written");
+    assert_eq!(
+        registration(lab, account),
+        before,
+        "{what}: registration changed"
+    );
+    assert!(
+        lab.device_events(account)
+            .last()
+            .is_some_and(|e| *e == DeviceEvent::RegistrationFailed(ErrorCode::AUTH_FAILED)),
+        "{what}"
+    );
+}
+
+/// KW-REG-021: a device pins the salt and iteration count its
+/// registration passed with, and refuses, with `auth-failed`, a challenge
+/// of its own server — signed, so no one else could have changed it —
+/// that names another salt or fewer iterations: it answers nothing, and
+/// keeps the registration it holds. More iterations under the same salt
+/// are taken, and pinned.
+#[test]
+fn kw_reg_021_a_device_refuses_a_weaker_verifier_than_it_registered_with() {
+    let mut lab = one_domain();
+    let account = principal("u1@a.example");
+    let salt = lab.servers[0].config.accounts[&account].salt;
+    reprovision(&mut lab, "u1@a.example", salt, 5000);
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    assert!(registration(&lab, "u1@a.example").0.is_some());
+
+    reprovision(&mut lab, "u1@a.example", salt, 4096);
+    assert_refused_challenge(&mut lab, "u1@a.example", "fewer iterations");
+    reprovision(&mut lab, "u1@a.example", Nonce([0x5a; 16]), 5000);
+    assert_refused_challenge(&mut lab, "u1@a.example", "another salt");
+
+    // More iterations under the pinned salt: answered, and pinned.
+    reprovision(&mut lab, "u1@a.example", salt, 6000);
+    lab.advance(2_000);
+    lab.queue.clear();
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    assert!(lab.refusals(mark, "u1@a.example").is_empty());
+    assert!(
+        lab.device_events("u1@a.example")
+            .last()
+            .is_some_and(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+    reprovision(&mut lab, "u1@a.example", salt, 5000);
+    assert_refused_challenge(&mut lab, "u1@a.example", "fewer than the new pin");
+}
+
+/// KW-REG-021: a device refuses, with `auth-failed`, a challenge naming
+/// fewer iterations than its policy's floor, even on its first
+/// registration; at the floor it registers.
+#[test]
+fn kw_reg_021_a_device_refuses_fewer_iterations_than_its_floor() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 1,
+        hub: false,
+        device_policy: DevicePolicy {
+            min_iterations: 5000,
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    assert_refused_challenge(&mut lab, "u1@a.example", "below the floor");
+    assert_eq!(registration(&lab, "u1@a.example"), (None, None));
+    let salt = lab.servers[0].config.accounts[&principal("u1@a.example")].salt;
+    reprovision(&mut lab, "u1@a.example", salt, 5000);
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    assert!(registration(&lab, "u1@a.example").0.is_some());
 }

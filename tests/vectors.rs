@@ -592,6 +592,24 @@ const UNCHECKED: &[Unchecked] = &[
         fields: &["stored_key"],
     },
     Unchecked {
+        why: "a pin away from the edge its challenge tests",
+        file: "challenge.json",
+        tests: &["challenge/more-iterations"],
+        fields: &["pinned_iterations"],
+    },
+    Unchecked {
+        why: "a pin refused either way: another salt, or fewer iterations, than pinned",
+        file: "challenge.json",
+        tests: &["challenge/other-salt", "challenge/fewer-iterations"],
+        fields: &["pinned_salt", "pinned_iterations"],
+    },
+    Unchecked {
+        why: "a floor away from the edge its challenge tests",
+        file: "challenge.json",
+        tests: &["challenge/below-floor"],
+        fields: &["min_iterations"],
+    },
+    Unchecked {
         why: "inputs of a derivation the iteration count prevents",
         file: "register-verifier.json",
         tests: &[

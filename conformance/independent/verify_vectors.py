@@ -566,7 +566,8 @@ def k_challenge(t, p, notes):
     for the server account the device is configured with, role server (the
     3xx code); `kid` names that certificate's key and `s` verifies over
     cbor(["keyway-v1 challenge", m]), m the challenge without key 8
-    (signature-invalid)."""
+    (signature-invalid); then the iteration bounds (schema), the device's
+    floor and its pinned salt and iterations (auth-failed, KW-REG-021)."""
     msg = hx(t["challenge"])
     m = strict(msg, "challenge")
     check_message(m, {2})
@@ -587,6 +588,22 @@ def k_challenge(t, p, notes):
     ok, why = verify(tbs[6], si, s)
     if not ok:
         raise Reject("signature-invalid", "challenge signature: " + why)
+    # KW-CRYPTO-020: "a challenge with another count is a schema error to
+    # the device"; KW-REG-021: the device's floor, then its pin
+    n = m[17]
+    if not (4096 <= n <= 1000000):
+        raise Reject("schema", "iterations %d outside 4096..1000000 (KW-CRYPTO-020)" % n)
+    if "min_iterations" in t and n < t["min_iterations"]:
+        raise Reject("auth-failed", "iterations %d below the device's floor %d (KW-REG-021)"
+                     % (n, t["min_iterations"]))
+    schema(("pinned_salt" in t) == ("pinned_iterations" in t),
+           "pinned_salt and pinned_iterations come together")
+    if "pinned_salt" in t:
+        if m[16] != hx(t["pinned_salt"]):
+            raise Reject("auth-failed", "salt is not the pinned one (KW-REG-021)")
+        if n < t["pinned_iterations"]:
+            raise Reject("auth-failed", "iterations %d below the pinned %d (KW-REG-021)"
+                         % (n, t["pinned_iterations"]))
 
 
 # ---------------------------------------------------------------- sealed bodies

@@ -238,6 +238,33 @@ pub fn check_challenge(
     )
 }
 
+/// The device's check of the verifier a challenge names (KW-REG-021), once
+/// the challenge is known to be its server's (KW-REG-019): the iteration
+/// count within bounds (`schema`, KW-CRYPTO-020), not below the device's
+/// floor `min_iterations`, and, when the device holds a pin — the salt and
+/// iteration count of its last registration that passed — the same salt
+/// and no fewer iterations (`auth-failed`). A server that changed them
+/// (one compromised, or made to re-provision the account) would otherwise
+/// make the device's next proof cheaper to attack.
+pub fn check_challenge_verifier(
+    challenge: &Challenge,
+    min_iterations: u64,
+    pin: Option<&(Nonce, u64)>,
+) -> Result<(), CryptoError> {
+    check_iterations(challenge.iterations)?;
+    if challenge.iterations < min_iterations {
+        return Err(CryptoError::AuthFailed);
+    }
+    match pin {
+        Some((salt, iterations))
+            if !ct_eq(&salt.0, &challenge.salt.0) || challenge.iterations < *iterations =>
+        {
+            Err(CryptoError::AuthFailed)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Issues the certificate of a registration (KW-REG-008): valid from `now`
 /// to the end of the granted term, for the keys of a checked `csr`.
 pub fn issue_for_registration(

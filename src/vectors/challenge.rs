@@ -1,12 +1,17 @@
 //! The device's check of a challenge (KW-REG-019, KW-CRYPTO-025): the
 //! server's certificate against the device's anchor, with role server and
 //! the subject the device's configuration names, then the server's
-//! signature over the challenge.
+//! signature over the challenge; then the verifier it names: iterations in
+//! bounds, not below the device's floor, and the salt and iteration count
+//! the device pinned (KW-CRYPTO-020, KW-REG-021).
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
-use crate::crypto::register::{challenge_signature_input, check_challenge, sign_challenge};
+use crate::crypto::register::{
+    ITERATIONS, challenge_signature_input, check_challenge, check_challenge_verifier,
+    sign_challenge,
+};
 use crate::crypto::{
     CertProfile, CertificateAuthority, Entropy, KxKeyPair, Secret32, SigningKeyPair, TrustAnchor,
     TrustStore,
@@ -33,6 +38,15 @@ pub struct ChallengeTest {
     meta: Meta,
     /// The encoded challenge.
     challenge: Hex,
+    /// The device's floor of iterations, when above 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_iterations: Option<u64>,
+    /// The salt the device pinned at its last registration, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned_salt: Option<Hex>,
+    /// The iteration count it pinned with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned_iterations: Option<u64>,
     /// The signer's Ed25519 seed, for valid tests: signing reproduces
     /// `challenge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,6 +58,7 @@ pub struct ChallengeTest {
 
 const RECIPE: &str = "Decode challenge (type 2, strictly). Confirm its cert (KW-CERT-002) against the anchor of domain at now, subject = server, role server (its 3xx code); \
 sig.kid must be the key identifier of the certificate's sig-key, and sig.sig must verify over signature_input = cbor([\"keyway-v1 challenge\", m]) with m the challenge encoded without key 8 (else signature-invalid). \
+Then iterations must lie in 4096..=1000000 (else schema), be at least min_iterations when given (else auth-failed), and, when pinned_salt and pinned_iterations are given, salt must equal pinned_salt and iterations be at least pinned_iterations (else auth-failed). \
 With sig_seed (the certificate's key), signing reproduces the challenge.";
 
 const NOTES: &[(&str, &str)] = &[
@@ -58,6 +73,14 @@ const NOTES: &[(&str, &str)] = &[
     (
         "WrongSigner",
         "Signed by a key other than the certificate's.",
+    ),
+    (
+        "Pinned",
+        "A challenge from the device's server that names another salt or fewer iterations than the device pinned, or fewer than its floor (KW-REG-021).",
+    ),
+    (
+        "Bounds",
+        "An iteration count outside 4096..=1000000 (KW-CRYPTO-020).",
     ),
     (
         "WrongCertificate",
@@ -149,6 +172,9 @@ pub fn generate() -> String {
             let t = ChallengeTest {
                 meta: Meta::valid(tc, comment, &reqs, flags),
                 challenge: Hex(Message::Challenge(c.clone()).encode()),
+                min_iterations: None,
+                pinned_salt: None,
+                pinned_iterations: None,
                 sig_seed: seed.map(|k| Hex(k.seed().expose().to_vec())),
                 signature_input: None,
             };
@@ -284,6 +310,82 @@ pub fn generate() -> String {
         sign_challenge(&mut c, &key);
         tests.push(make(tc, comment, &["WrongCertificate"], &c, None));
     }
+    // The verifier the challenge names, against the device's floor and
+    // pins (KW-REG-021): each challenge is its server's.
+    let pinned = |tc: &str,
+                  comment: &str,
+                  flags: &[&str],
+                  iterations: u64,
+                  floor: Option<u64>,
+                  pin: Option<(Nonce, u64)>| {
+        let mut c = Challenge {
+            iterations,
+            ..signed.clone()
+        };
+        sign_challenge(&mut c, &p.server);
+        let t = ChallengeTest {
+            meta: Meta::valid(tc, comment, &["KW-REG-021", "KW-CRYPTO-020"], flags),
+            challenge: Hex(Message::Challenge(c).encode()),
+            min_iterations: floor,
+            pinned_salt: pin.map(|(s, _)| Hex(s.0.to_vec())),
+            pinned_iterations: pin.map(|(_, n)| n),
+            sig_seed: Some(Hex(p.server.seed().expose().to_vec())),
+            signature_input: None,
+        };
+        complete(&params, &t).unwrap_or(t)
+    };
+    let salt = signed.salt;
+    let other_salt = Nonce(entropy_for("challenge/other-salt").array());
+    tests.extend([
+        pinned(
+            "challenge/pinned",
+            "the salt and iteration count the device registered with last",
+            &[],
+            10_000,
+            None,
+            Some((salt, 10_000)),
+        ),
+        pinned(
+            "challenge/more-iterations",
+            "the pinned salt with more iterations than pinned",
+            &[],
+            20_000,
+            None,
+            Some((salt, 10_000)),
+        ),
+        pinned(
+            "challenge/other-salt",
+            "another salt than the one the device pinned",
+            &["Pinned"],
+            10_000,
+            None,
+            Some((other_salt, 10_000)),
+        ),
+        pinned(
+            "challenge/fewer-iterations",
+            "fewer iterations than the device pinned",
+            &["Pinned"],
+            4096,
+            None,
+            Some((salt, 10_000)),
+        ),
+        pinned(
+            "challenge/below-floor",
+            "fewer iterations than the device's floor, without a pin",
+            &["Pinned"],
+            10_000,
+            Some(20_000),
+            None,
+        ),
+        pinned(
+            "challenge/too-many-iterations",
+            "an iteration count above the protocol's bound",
+            &["Bounds"],
+            *ITERATIONS.end() + 1,
+            None,
+            None,
+        ),
+    ]);
     VectorFile::new(
         "challenge",
         "spec/crypto.md §3",
@@ -306,6 +408,13 @@ fn run(params: &ChallengeParams, t: &ChallengeTest) -> Result<(), Failure> {
     }]);
     let server = Principal::new(&params.server).map_err(|e| bad(e.to_string()))?;
     check_challenge(&trust, &server, params.now, &c)?;
+    let pin = match (&t.pinned_salt, t.pinned_iterations) {
+        (Some(salt), Some(n)) => Some((Nonce(salt.array().map_err(bad)?), n)),
+        (None, None) => None,
+        _ => return Err(bad("pinned_salt and pinned_iterations go together".into())),
+    };
+    let floor = t.min_iterations.unwrap_or(*ITERATIONS.start());
+    check_challenge_verifier(&c, floor, pin.as_ref())?;
     Ok(())
 }
 

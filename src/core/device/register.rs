@@ -96,6 +96,7 @@ impl Device {
         let pending = Pending::Register {
             request: Box::new(request.clone()),
             started_over,
+            verifier: None,
         };
         self.request(now, txn, Message::Register(request), pending);
     }
@@ -180,11 +181,32 @@ impl Device {
             Pending::Register {
                 request,
                 started_over,
+                ..
             },
         )) = self.client.complete(&challenge.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
+        // Its server's answer, but one the device does not answer: the
+        // attempt fails (a refresh leaves the registration as it was,
+        // KW-SM-021), and nothing is sent.
+        let refuse = |this: &mut Self, e: crate::crypto::CryptoError| {
+            let code = ErrorCode::from(&e);
+            this.registration_failed(now, code, request.expires == 0);
+            Err(ProtocolError::BadResponse {
+                re: MsgType::Challenge,
+                code,
+            })
+        };
+        // KW-CRYPTO-020, KW-REG-021: iterations within bounds, not below
+        // the device's floor, and the salt and iterations it pinned.
+        if let Err(e) = register::check_challenge_verifier(
+            &challenge,
+            self.cfg.policy.min_iterations,
+            self.pin.as_ref(),
+        ) {
+            return refuse(self, e);
+        }
         let key = match &self.client_key {
             Some((salt, n, key)) if *salt == challenge.salt && *n == challenge.iterations => {
                 key.clone()
@@ -196,14 +218,7 @@ impl Device {
                         self.client_key = Some((challenge.salt, challenge.iterations, key.clone()));
                         key
                     }
-                    Err(e) => {
-                        let code = ErrorCode::from(&e);
-                        self.registration_failed(now, code, request.expires == 0);
-                        return Err(ProtocolError::BadResponse {
-                            re: MsgType::Challenge,
-                            code,
-                        });
-                    }
+                    Err(e) => return refuse(self, e),
                 }
             }
         };
@@ -226,14 +241,7 @@ impl Device {
             &self.cfg.account,
         ) {
             Ok(proof) => proof,
-            Err(e) => {
-                let code = ErrorCode::from(&e);
-                self.registration_failed(now, code, request.expires == 0);
-                return Err(ProtocolError::BadResponse {
-                    re: MsgType::Challenge,
-                    code,
-                });
-            }
+            Err(e) => return refuse(self, e),
         };
         let kx_proof = match (&answer.csr, &self.identity) {
             (Some(_), Some(identity)) => register::kx_proof(
@@ -257,6 +265,7 @@ impl Device {
         let pending = Pending::Register {
             request: Box::new(answer.clone()),
             started_over,
+            verifier: Some((challenge.salt, challenge.iterations)),
         };
         self.request(now, txn, Message::Register(answer), pending);
         Ok(())
@@ -273,11 +282,20 @@ impl Device {
         let Some(Pending::Register { .. }) = self.client.context(&ok.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
-        let Some((_, Pending::Register { request, .. })) =
-            self.client.complete(&ok.txn, self.cfg.server)
+        let Some((
+            _,
+            Pending::Register {
+                request, verifier, ..
+            },
+        )) = self.client.complete(&ok.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
+        // KW-REG-021: the server accepted the proof made under this salt and
+        // iteration count; later challenges must name the same.
+        if verifier.is_some() {
+            self.pin = verifier;
+        }
         if request.expires == 0 {
             self.reg = RegState::Idle;
             self.cert = None;
