@@ -3,7 +3,9 @@
 //! nothing changed: a device answers only its own server's challenge
 //! (KW-REG-019), its proof is masked so that no one can test guesses of
 //! its secret offline (KW-REG-020), and it refuses a verifier weaker than
-//! the one it registered with, or than its floor (KW-REG-021).
+//! the one it registered with, or than its floor (KW-REG-021); a
+//! registration with a held certificate ends with it (KW-REG-009,
+//! KW-SM-009).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,7 +13,9 @@
     clippy::panic
 )]
 
-use keyway::core::{Addr, DeviceCommand, DeviceEvent, DevicePolicy, ProtocolError};
+use keyway::core::{
+    Addr, DeviceCommand, DeviceEvent, DevicePolicy, ProtocolError, ServerPolicy, StoreWrite,
+};
 use keyway::crypto::primitives::{hmac_sha256, sha256};
 use keyway::crypto::register::Verifier;
 use keyway::crypto::register::{
@@ -22,7 +26,8 @@ use keyway::crypto::{
 };
 use keyway::testkit::{Lab, LabOptions, Step, principal};
 use keyway::wire::{
-    Challenge, Domain, ErrorCode, Message, MsgType, Nonce, PublicKey, Register, Role,
+    AuthResponse, Certificate, Challenge, Domain, ErrorCode, Extensions, Message, MsgType, Nonce,
+    PublicKey, Register, RegisterOk, Role, TxnId,
 };
 
 fn one_domain() -> Lab {
@@ -462,4 +467,222 @@ fn kw_reg_021_a_device_refuses_fewer_iterations_than_its_floor() {
     lab.command("u1@a.example", DeviceCommand::Register);
     lab.settle();
     assert!(registration(&lab, "u1@a.example").0.is_some());
+}
+
+/// `request` answered to `challenge` as a device knowing `secret` does,
+/// under `txn`.
+fn answer_as(request: &Register, challenge: &Challenge, secret: &[u8], txn: u8) -> Register {
+    let key = client_key(secret, &challenge.salt, challenge.iterations).unwrap();
+    let answer = Register {
+        txn: TxnId([txn; 8]),
+        auth: None,
+        ..request.clone()
+    };
+    let message = auth_message(&challenge.nonce, &answer);
+    let ephemeral = KxKeyPair::generate(&mut SeededEntropy::from_label("answer"));
+    let proof = masked_proof(
+        &key,
+        &message,
+        &ephemeral,
+        &challenge.kx_challenge,
+        &challenge.nonce,
+        &request.from,
+    )
+    .unwrap();
+    Register {
+        auth: Some(AuthResponse {
+            nonce: challenge.nonce,
+            proof,
+            kx_proof: None,
+            epk: ephemeral.public(),
+            ext: Extensions::new(),
+        }),
+        ..answer
+    }
+}
+
+/// The message waiting in the lab's queue for `to` that `pick` takes,
+/// taken out of it.
+fn take<T>(lab: &mut Lab, to: Addr, pick: impl Fn(Message) -> Option<T>) -> T {
+    let at = lab
+        .queue
+        .iter()
+        .position(|(_, dst, bytes)| {
+            *dst == to && Message::decode(bytes).ok().and_then(&pick).is_some()
+        })
+        .expect("the message is queued");
+    let (_, _, bytes) = lab.queue.remove(at).unwrap();
+    pick(Message::decode(&bytes).unwrap()).unwrap()
+}
+
+/// Registers `account` with its certificate (F2), for `expires`, as the
+/// device itself would, from its contact; returns the server's answer,
+/// taken off the network.
+fn register_with_certificate(lab: &mut Lab, account: &str, expires: u64, txn: u8) -> Message {
+    let i = lab.dev(account);
+    let device = lab.devices[i].contact;
+    let server = lab.servers[0].addr;
+    let cert = lab.device(account).certificate().cloned().unwrap();
+    let request = Register {
+        txn: TxnId([txn; 8]),
+        from: principal(account),
+        contact: keyway::wire::Contact {
+            transport: keyway::wire::Transport::Udp,
+            addr: device,
+        },
+        expires,
+        csr: None,
+        cert: Some(cert),
+        auth: None,
+        ext: Extensions::new(),
+    };
+    lab.inject(server, device, &Message::Register(request.clone()).encode());
+    let challenge = take_challenge(lab, device);
+    let secret = lab.secrets[&principal(account)].clone();
+    let answer = answer_as(&request, &challenge, &secret, txn.wrapping_add(1));
+    lab.inject(server, device, &Message::Register(answer).encode());
+    take(lab, device, |m| match m {
+        m @ (Message::RegisterOk(_) | Message::Error(_)) => Some(m),
+        _ => None,
+    })
+}
+
+fn cert_of(lab: &Lab, account: &str) -> Certificate {
+    lab.device(account).certificate().cloned().unwrap()
+}
+
+/// KW-REG-009, KW-REG-008: a registration with the certificate held (F2)
+/// ends exactly when the certificate does, however short a term it asks
+/// for: the server stores and answers the certificate's `not-after`, so
+/// the certificate never outlives its registration.
+#[test]
+fn kw_reg_009_an_f2_registration_ends_with_its_certificate() {
+    let mut lab = one_domain();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let cert = cert_of(&lab, "u1@a.example");
+    lab.advance(10_000);
+    let now = lab.clock().wall_secs();
+    let remaining = cert.tbs.not_after.0 - now;
+    for (n, asked) in [60, 600, remaining, 86_400].into_iter().enumerate() {
+        let txn = 0x10 + 2 * n as u8;
+        let Message::RegisterOk(ok) =
+            register_with_certificate(&mut lab, "u1@a.example", asked, txn)
+        else {
+            panic!("asked {asked}: refused");
+        };
+        assert_eq!(
+            (ok.not_after.0, ok.expires),
+            (cert.tbs.not_after.0, remaining),
+            "asked {asked}"
+        );
+        let stored = lab
+            .server(0)
+            .registration(&principal("u1@a.example"))
+            .unwrap();
+        assert_eq!(
+            (stored.not_after, &stored.cert),
+            (cert.tbs.not_after.0, &cert)
+        );
+    }
+}
+
+/// KW-REG-009: a certificate with less left than the server's minimum
+/// term is refused with `cert-expired`, nothing written; the device then
+/// asks for a new certificate (F1) and registers with it.
+#[test]
+fn kw_reg_009_a_certificate_too_short_to_register_with_is_reissued() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 1,
+        hub: false,
+        server_policy: ServerPolicy {
+            min_expires: 60,
+            max_expires: 100,
+            ..ServerPolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let old = cert_of(&lab, "u1@a.example");
+    assert_eq!(old.tbs.not_after.0 - old.tbs.not_before.0, 100);
+    // 50 s left, below the minimum of 60; the refresh (at 80 s) not due.
+    lab.advance(50_000);
+    let writes = lab.servers[0].store.writes;
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::RegisterWithCertificate);
+    lab.settle();
+    assert_eq!(
+        lab.refusals(mark, "sc@a.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Register,
+            code: ErrorCode::CERT_EXPIRED
+        }]
+    );
+    // Nothing was written before the device asked for a new certificate.
+    let reissue = lab
+        .find(mark, |s| {
+            matches!(s, Step::Sent { from, message: Message::Register(r), .. }
+                if from == "u1@a.example" && r.csr.is_some())
+        })
+        .expect("the device asks for a new certificate");
+    assert!(
+        !lab.trace[mark..reissue]
+            .iter()
+            .any(|s| matches!(s, Step::Stored { .. }))
+    );
+    assert!(lab.servers[0].store.writes > writes);
+    let new = cert_of(&lab, "u1@a.example");
+    assert_ne!(new.tbs.serial, old.tbs.serial);
+    assert_eq!(
+        lab.device("u1@a.example").registered_until(),
+        Some(new.tbs.not_after.0)
+    );
+    assert!(lab.trace[mark..].iter().all(|s| !matches!(
+        s,
+        Step::Stored { write: StoreWrite::PutRegistration(r), .. } if r.cert == old
+    )));
+}
+
+/// KW-SM-009: a device takes an F2 `register-ok` only when it ends with
+/// its certificate; one that ends sooner (or later) is refused with
+/// `cert-invalid`, and the device keeps the registration it held.
+#[test]
+fn kw_sm_009_a_device_takes_an_f2_registration_only_to_its_certificates_end() {
+    let mut lab = one_domain();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let cert = cert_of(&lab, "u1@a.example");
+    let held = lab.device("u1@a.example").registered_until();
+    lab.advance(10_000);
+    let device = lab.devices[0].contact;
+    let server = lab.servers[0].addr;
+    for shift in [-100i64, 100] {
+        lab.command("u1@a.example", DeviceCommand::RegisterWithCertificate);
+        // Deliver everything up to the register-ok, which the test changes.
+        let ok: RegisterOk = loop {
+            let (from, to, bytes) = lab.queue.pop_front().expect("a register-ok");
+            match Message::decode(&bytes).unwrap() {
+                Message::RegisterOk(ok) if to == device => break ok,
+                _ => lab.inject(to, from, &bytes),
+            }
+        };
+        let changed = RegisterOk {
+            not_after: keyway::wire::Time(ok.not_after.0.saturating_add_signed(shift)),
+            ..ok
+        };
+        let mark = lab.trace.len();
+        lab.inject(device, server, &Message::RegisterOk(changed).encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@a.example"),
+            [ProtocolError::BadResponse {
+                re: MsgType::RegisterOk,
+                code: ErrorCode::CERT_INVALID
+            }],
+            "{shift}"
+        );
+        let d = lab.device("u1@a.example");
+        assert_eq!((d.registered_until(), d.certificate()), (held, Some(&cert)));
+    }
 }

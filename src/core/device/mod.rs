@@ -580,6 +580,21 @@ impl Device {
                     self.send_register_again(now, again, true);
                     return;
                 }
+                // KW-REG-009: too little of the certificate held is left to
+                // register with (F2): a new one is asked for (F1).
+                if code == ErrorCode::CERT_EXPIRED && request.cert.is_some() {
+                    if let Some(identity) = self.identity.as_ref() {
+                        let again = Register {
+                            txn: TxnId(rng.array()),
+                            csr: Some(crate::crypto::register::make_csr(identity)),
+                            cert: None,
+                            auth: None,
+                            ..*request
+                        };
+                        self.send_register_again(now, again, started_over);
+                        return;
+                    }
+                }
                 if code == ErrorCode::INTERVAL_TOO_BRIEF {
                     if let Some(min) = min_expires.filter(|m| *m > request.expires) {
                         let retry = Register {

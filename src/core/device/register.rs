@@ -317,14 +317,9 @@ impl Device {
                 now: now.wall_secs(),
             },
         );
-        // KW-REG-008, KW-REG-009, KW-REG-012: an issued certificate ends with
-        // the registration; a confirmed one does not end before it.
-        let issued_now = request.csr.is_some();
-        let term_ok = if issued_now {
-            cert.tbs.not_after.0 == ok.not_after.0
-        } else {
-            cert.tbs.not_after.0 >= ok.not_after.0
-        };
+        // KW-REG-008, KW-REG-009, KW-REG-012, KW-SM-009: a registration
+        // ends with its certificate, issued now (F1) or confirmed (F2).
+        let term_ok = cert.tbs.not_after.0 == ok.not_after.0;
         if checked.is_err() || !identity_matches || !term_ok {
             return unusable(self, ErrorCode::CERT_INVALID);
         }

@@ -291,7 +291,12 @@ impl Server {
     }
 
     /// F2 and refresh: the certificate held must be valid and ours; the
-    /// term ends no later than it (KW-REG-009).
+    /// registration ends exactly when it does (KW-REG-009), whatever term
+    /// was asked for. A certificate is its registration's (the mission's
+    /// rule, KW-REG-008): peers that cached it judge it by its `not-after`
+    /// alone, and a revocation reaches only those that ask this server
+    /// (KW-CERT-006), so a registration shorter than its certificate would
+    /// leave the certificate accepted after the registration ended.
     fn confirm(
         &mut self,
         now: Now,
@@ -310,12 +315,14 @@ impl Server {
         self.trust
             .check(cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        // KW-REG-009: the term is the certificate's remaining term, which
+        // its issuance bounded (KW-REG-013); too little left to register
+        // with is `cert-expired`, and the device asks for a new one (F1).
         let remaining = cert.tbs.not_after.0.saturating_sub(now.wall_secs());
-        let granted = r.expires.min(self.cfg.policy.max_expires).min(remaining);
-        if granted < self.cfg.policy.min_expires {
+        if remaining < self.cfg.policy.min_expires {
             return Err(ErrorCode::CERT_EXPIRED);
         }
-        self.put_registration(now, from, r, cert.clone(), granted)
+        self.put_registration(now, from, r, cert.clone(), remaining)
     }
 
     fn put_registration(
