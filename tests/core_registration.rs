@@ -5,7 +5,7 @@
 //! its secret offline (KW-REG-020), and it refuses a verifier weaker than
 //! the one it registered with, or than its floor (KW-REG-021); a
 //! registration with a held certificate ends with it (KW-REG-009,
-//! KW-SM-009).
+//! KW-SM-009) and proves its key (KW-REG-022).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,7 +19,7 @@ use keyway::core::{
 use keyway::crypto::primitives::{hmac_sha256, sha256};
 use keyway::crypto::register::Verifier;
 use keyway::crypto::register::{
-    auth_mask, auth_message, client_key, masked_proof, proof, sign_challenge,
+    auth_mask, auth_message, cert_pop, client_key, masked_proof, proof, sign_challenge,
 };
 use keyway::crypto::{
     CertProfile, CertificateAuthority, KxKeyPair, Secret32, SeededEntropy, SigningKeyPair,
@@ -470,8 +470,14 @@ fn kw_reg_021_a_device_refuses_fewer_iterations_than_its_floor() {
 }
 
 /// `request` answered to `challenge` as a device knowing `secret` does,
-/// under `txn`.
-fn answer_as(request: &Register, challenge: &Challenge, secret: &[u8], txn: u8) -> Register {
+/// under `txn`, with a `cert-pop` by `signer` when given.
+fn answer_as(
+    request: &Register,
+    challenge: &Challenge,
+    secret: &[u8],
+    signer: Option<&SigningKeyPair>,
+    txn: u8,
+) -> Register {
     let key = client_key(secret, &challenge.salt, challenge.iterations).unwrap();
     let answer = Register {
         txn: TxnId([txn; 8]),
@@ -495,6 +501,7 @@ fn answer_as(request: &Register, challenge: &Challenge, secret: &[u8], txn: u8) 
             proof,
             kx_proof: None,
             epk: ephemeral.public(),
+            cert_pop: signer.map(|k| cert_pop(k, &message)),
             ext: Extensions::new(),
         }),
         ..answer
@@ -539,7 +546,14 @@ fn register_with_certificate(lab: &mut Lab, account: &str, expires: u64, txn: u8
     lab.inject(server, device, &Message::Register(request.clone()).encode());
     let challenge = take_challenge(lab, device);
     let secret = lab.secrets[&principal(account)].clone();
-    let answer = answer_as(&request, &challenge, &secret, txn.wrapping_add(1));
+    let key = lab.devices[i].identity.signing.clone();
+    let answer = answer_as(
+        &request,
+        &challenge,
+        &secret,
+        Some(&key),
+        txn.wrapping_add(1),
+    );
     lab.inject(server, device, &Message::Register(answer).encode());
     take(lab, device, |m| match m {
         m @ (Message::RegisterOk(_) | Message::Error(_)) => Some(m),
@@ -685,4 +699,114 @@ fn kw_sm_009_a_device_takes_an_f2_registration_only_to_its_certificates_end() {
         let d = lab.device("u1@a.example");
         assert_eq!((d.registered_until(), d.certificate()), (held, Some(&cert)));
     }
+}
+
+/// KW-REG-022, KW-CRYPTO-026: a `register` that keeps a certificate proves
+/// its signing key. Someone who has learned the account's secret, but not
+/// the device's key, tries to move the device's registration to his own
+/// address with its certificate (F2) or with a refresh: without a
+/// `cert-pop`, with one of his own key, or with the device's `cert-pop`
+/// of an earlier exchange. Each is refused with `signature-invalid`,
+/// nothing written, the registration where the device put it; the
+/// device's own F2 then passes.
+#[test]
+fn kw_reg_022_a_registration_that_keeps_a_certificate_proves_its_key() {
+    let mut lab = one_domain();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let account = principal("u1@a.example");
+    let cert = cert_of(&lab, "u1@a.example");
+    let secret = lab.secrets[&account].clone();
+    let server = lab.servers[0].addr;
+    let device = lab.devices[0].contact;
+    let held = lab.server(0).registration(&account).unwrap().clone();
+    // The device's own F2, captured: its cert-pop is for its register.
+    lab.command("u1@a.example", DeviceCommand::RegisterWithCertificate);
+    lab.settle();
+    let captured = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(_, _, m)| match m {
+            Message::Register(r) if r.auth.is_some() && r.cert.is_some() => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let held_pop = captured.auth.as_ref().unwrap().cert_pop.unwrap();
+
+    let attacker: Addr = "203.0.113.9:5060".parse().unwrap();
+    let mallory = SigningKeyPair::generate(&mut SeededEntropy::from_label("mallory"));
+    let request = |txn: u8, cert: Option<Certificate>| Register {
+        txn: TxnId([txn; 8]),
+        from: account.clone(),
+        contact: keyway::wire::Contact {
+            transport: keyway::wire::Transport::Udp,
+            addr: attacker,
+        },
+        expires: 3600,
+        csr: None,
+        cert,
+        auth: None,
+        ext: Extensions::new(),
+    };
+    enum Pop<'a> {
+        None,
+        By(&'a SigningKeyPair),
+        Replayed,
+    }
+    let cases = [
+        ("F2 without cert-pop", Some(cert.clone()), Pop::None),
+        (
+            "F2, cert-pop of another key",
+            Some(cert.clone()),
+            Pop::By(&mallory),
+        ),
+        (
+            "F2, the device's cert-pop replayed",
+            Some(cert.clone()),
+            Pop::Replayed,
+        ),
+        ("refresh without cert-pop", None, Pop::None),
+        ("refresh, cert-pop of another key", None, Pop::By(&mallory)),
+    ];
+    for (n, (what, cert, pop)) in cases.into_iter().enumerate() {
+        let txn = 0x40 + 2 * n as u8;
+        let request = request(txn, cert);
+        lab.inject(
+            server,
+            attacker,
+            &Message::Register(request.clone()).encode(),
+        );
+        let challenge = take_challenge(&mut lab, attacker);
+        let signer = match pop {
+            Pop::By(key) => Some(key),
+            Pop::None | Pop::Replayed => None,
+        };
+        let mut answer = answer_as(&request, &challenge, &secret, signer, txn + 1);
+        if let Pop::Replayed = pop {
+            answer.auth.as_mut().unwrap().cert_pop = Some(held_pop);
+        }
+        let writes = lab.servers[0].store.writes;
+        let mark = lab.trace.len();
+        lab.inject(server, attacker, &Message::Register(answer).encode());
+        assert_eq!(
+            lab.refusals(mark, "sc@a.example"),
+            [ProtocolError::Refused {
+                re: MsgType::Register,
+                code: ErrorCode::SIGNATURE_INVALID
+            }],
+            "{what}"
+        );
+        assert_eq!(lab.servers[0].store.writes, writes, "{what}: written");
+        let now = lab.server(0).registration(&account).unwrap();
+        assert_eq!(now.contact, held.contact, "{what}: moved");
+        assert_eq!(now.cert, held.cert, "{what}");
+        lab.queue.clear();
+    }
+    // With the device's key, the same F2 passes.
+    let Message::RegisterOk(ok) = register_with_certificate(&mut lab, "u1@a.example", 3600, 0x60)
+    else {
+        panic!("the device's F2 was refused");
+    };
+    assert_eq!(ok.contact.addr, device);
 }

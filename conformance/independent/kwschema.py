@@ -200,6 +200,7 @@ AUTH_RESPONSE = {
     1: ("proof", T_mac, True),
     2: ("kx-proof", T_mac, False),
     3: ("epk", T_public_key, True),
+    4: ("cert-pop", T_sigbytes, False),
 }
 
 ATTESTATION = {

@@ -432,6 +432,25 @@ def k_register_proof(t, p, notes):
         if unmasked:
             notes.append("the proof verifies without its mask: it is unmasked")
         raise Reject("auth-failed", "H(proof XOR HMAC(stored_key, auth_message) XOR mask) != stored_key")
+    if 13 in m:
+        # KW-CRYPTO-026: a register with cert proves the certificate's
+        # signing key: cert-pop = Sign(sig_sk, cbor(["keyway-v1 cert-pop",
+        # auth_message])), else signature-invalid (the certificate's own
+        # validity is cert.json's, recipe)
+        tbs, _, _ = decode_certificate(m[13], "register.cert")
+        si = enc(["keyway-v1 cert-pop", am])
+        same("cert_pop_input", si, hx(t["cert_pop_input"]))
+        if "sig_seed" in t:
+            seed = hx(t["sig_seed"])
+            same("certificate sig-key from sig_seed", ed25519_public(seed), tbs[6])
+            same("auth.cert-pop (re-signed)", ed25519_sign(seed, si), auth.get(4))
+        if 4 not in auth:
+            raise Reject("signature-invalid", "a register with cert and no auth.cert-pop")
+        ok, why = verify(tbs[6], si, auth[4])
+        if not ok:
+            raise Reject("signature-invalid", "auth.cert-pop: " + why)
+        return
+    absent(t, "cert_pop_input", "sig_seed")
     if 12 not in m:
         return
     # issuance (KW-REG-007): pop, then kx-proof with the challenge key

@@ -11,10 +11,12 @@ use super::error::CryptoError;
 use super::keys::{Identity, KeyUse, KxKeyPair, SigningKeyPair, key_id, verify};
 use super::primitives::{hkdf32, hmac_sha256, pbkdf2_sha256, sha256};
 use super::secret::{Secret32, ct_eq};
-use super::structure::{AUTH, AUTH_MASK, CHALLENGE, CLIENT_KEY, CSR, KX_POP, Part, structure};
+use super::structure::{
+    AUTH, AUTH_MASK, CERT_POP, CHALLENGE, CLIENT_KEY, CSR, KX_POP, Part, structure,
+};
 use crate::wire::{
     CertRequest, Certificate, Challenge, Extensions, Mac32, Message, Nonce, Principal, PublicKey,
-    Register, Role, Signature, Suite,
+    Register, Role, Signature, SignatureBytes, Suite,
 };
 
 /// Fewest and most PBKDF2 iterations a challenge may ask for.
@@ -186,6 +188,32 @@ pub fn check_proof(
     } else {
         Err(CryptoError::AuthFailed)
     }
+}
+
+/// The signed input of `auth.cert-pop` (KW-CRYPTO-026):
+/// `cbor(["keyway-v1 cert-pop", auth_message])`.
+pub fn cert_pop_input(auth_message: &[u8]) -> Vec<u8> {
+    structure(CERT_POP, &[Part::Bytes(auth_message)])
+}
+
+/// The device's proof of possession of its certificate's signing key,
+/// bound to the challenge and to every field of the register through
+/// `auth_message` (KW-CRYPTO-026).
+pub fn cert_pop(key: &SigningKeyPair, auth_message: &[u8]) -> SignatureBytes {
+    key.sign(&cert_pop_input(auth_message))
+}
+
+/// The server's check of `auth.cert-pop` with the key of the certificate
+/// the registration keeps (KW-REG-022): absent or not verifying, the
+/// requester has not shown it holds the certificate's key
+/// (`signature-invalid`).
+pub fn check_cert_pop(
+    cert: &Certificate,
+    auth_message: &[u8],
+    pop: Option<&SignatureBytes>,
+) -> Result<(), CryptoError> {
+    let pop = pop.ok_or(CryptoError::BadSignature)?;
+    verify(&cert.tbs.sig_key, &cert_pop_input(auth_message), pop)
 }
 
 /// The signed input of a challenge (KW-CRYPTO-025):
@@ -487,6 +515,7 @@ mod tests {
                 proof,
                 kx_proof: None,
                 epk,
+                cert_pop: None,
                 ext: Extensions::new(),
             }),
             ..r.clone()
@@ -514,6 +543,43 @@ mod tests {
         assert_eq!(
             masked_proof(&key, &msg, &device, &PublicKey([0; 32]), &nonce, &r.from),
             Err(CryptoError::AuthFailed)
+        );
+    }
+
+    /// KW-CRYPTO-026: `cert-pop` is the certificate key's signature over
+    /// `auth_message`, and no other.
+    #[test]
+    fn kw_crypto_026_cert_pop_is_the_certificate_keys_over_the_request() {
+        let mut rng = SeededEntropy::from_label("cert-pop");
+        let ca = CertificateAuthority::new(
+            crate::wire::Domain::new("a.example").unwrap(),
+            SigningKeyPair::generate(&mut rng),
+        );
+        let alice = Identity::generate(Principal::new("alice@a.example").unwrap(), &mut rng);
+        let cert = issue_for_registration(
+            &ca,
+            5,
+            &alice.account,
+            Role::Device,
+            &make_csr(&alice),
+            0,
+            60,
+        )
+        .unwrap();
+        let pop = cert_pop(&alice.signing, b"m");
+        check_cert_pop(&cert, b"m", Some(&pop)).unwrap();
+        assert_eq!(
+            check_cert_pop(&cert, b"n", Some(&pop)),
+            Err(CryptoError::BadSignature)
+        );
+        assert_eq!(
+            check_cert_pop(&cert, b"m", None),
+            Err(CryptoError::BadSignature)
+        );
+        let other = SigningKeyPair::generate(&mut rng);
+        assert_eq!(
+            check_cert_pop(&cert, b"m", Some(&cert_pop(&other, b"m"))),
+            Err(CryptoError::BadSignature)
         );
     }
 

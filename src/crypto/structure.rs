@@ -12,6 +12,7 @@ pub const AUTH_MASK: &str = "keyway-v1 auth mask";
 pub const CSR: &str = "keyway-v1 csr";
 pub const KX_POP: &str = "keyway-v1 kx-pop";
 pub const CHALLENGE: &str = "keyway-v1 challenge";
+pub const CERT_POP: &str = "keyway-v1 cert-pop";
 pub const BODY: &str = "keyway-v1 body";
 pub const CONTENT: &str = "keyway-v1 content";
 pub const KEY_COMMIT: &str = "keyway-v1 key commit";

@@ -5,13 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
 use crate::crypto::register::{
-    Verifier, auth_mask, auth_message, check_auth, check_csr, check_kx_proof, client_key,
-    csr_signature_input, kx_pop_key, kx_proof, make_csr, masked_proof, proof,
+    Verifier, auth_mask, auth_message, cert_pop, cert_pop_input, check_auth, check_cert_pop,
+    check_csr, check_kx_proof, client_key, csr_signature_input, kx_pop_key, kx_proof, make_csr,
+    masked_proof, proof,
 };
-use crate::crypto::{Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair, primitives};
+use crate::crypto::{
+    CertProfile, CertificateAuthority, Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair,
+    primitives,
+};
 use crate::wire::{
-    CertRequest, Mac32, Message, Nonce, Principal, PublicKey, Register, decode_plaintext,
-    encode_plaintext, examples,
+    CertRequest, Certificate, Domain, Mac32, Message, Nonce, Principal, PublicKey, Register, Role,
+    decode_plaintext, encode_plaintext, examples,
 };
 
 const NOTES: &[(&str, &str)] = &[
@@ -33,6 +37,10 @@ const NOTES: &[(&str, &str)] = &[
     (
         "Unmasked",
         "A proof without the mask of the challenge's X25519 exchange (KW-CRYPTO-021).",
+    ),
+    (
+        "NoPossession",
+        "A registration that keeps a certificate without proving its signing key (KW-REG-022).",
     ),
     (
         "Substituted",
@@ -166,6 +174,10 @@ pub struct ProofTest {
     /// this answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     epk_private: Option<Hex>,
+    /// For valid tests with `cert`: the Ed25519 seed of the certificate's
+    /// key, to recompute `auth.cert-pop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig_seed: Option<Hex>,
     auth_message: Hex,
     /// `kx-challenge`, the public key of `challenge_private`.
     challenge: Hex,
@@ -176,6 +188,10 @@ pub struct ProofTest {
     /// `mask = HKDF(nonce, z, cbor(["keyway-v1 auth mask", from, epk, challenge]))`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mask: Option<Hex>,
+    /// `cbor(["keyway-v1 cert-pop", auth_message])`, when the register
+    /// carries `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert_pop_input: Option<Hex>,
 }
 
 /// One coherent F1 exchange: alice's keys and csr, her register, the
@@ -193,6 +209,12 @@ struct Exchange {
     auth_message: Vec<u8>,
     mask: Secret32,
     answered: Register,
+    /// Her register with that certificate (F2), unanswered.
+    f2: Register,
+    /// Its `auth_message` under the exchange's nonce.
+    f2_message: Vec<u8>,
+    /// Her answer to the same challenge with it.
+    f2_answered: Register,
 }
 
 const SECRET: &[u8] = b"correct horse battery staple";
@@ -245,9 +267,43 @@ fn exchange() -> Exchange {
             proof: proof(&client_key, &msg, &mask),
             kx_proof: kx,
             epk: device.public(),
+            cert_pop: None,
             ext: crate::wire::Extensions::new(),
         }),
         ..register.clone()
+    };
+    // The same challenge answered with the certificate alice holds (F2):
+    // the same mask, which binds no field of the register, and her proof
+    // of possession of the certificate's key.
+    let ca = CertificateAuthority::new(
+        Domain("a.example".into()),
+        SigningKeyPair::generate(&mut rng),
+    );
+    let cert: Certificate = ca.issue(&CertProfile {
+        serial: 1,
+        subject: alice.account.clone(),
+        role: Role::Device,
+        sig_key: alice.signing.public(),
+        kx_key: alice.kx.public(),
+        not_before: 1_767_225_600,
+        not_after: 1_767_225_600 + 3600,
+    });
+    let f2 = Register {
+        csr: None,
+        cert: Some(cert),
+        ..register.clone()
+    };
+    let f2_message = auth_message(&nonce, &f2);
+    let f2_answered = Register {
+        auth: Some(crate::wire::AuthResponse {
+            nonce,
+            proof: proof(&client_key, &f2_message, &mask),
+            kx_proof: None,
+            epk: device.public(),
+            cert_pop: Some(cert_pop(&alice.signing, &f2_message)),
+            ext: crate::wire::Extensions::new(),
+        }),
+        ..f2.clone()
     };
     Exchange {
         alice,
@@ -261,6 +317,9 @@ fn exchange() -> Exchange {
         auth_message: msg,
         mask,
         answered,
+        f2,
+        f2_message,
+        f2_answered,
     }
 }
 
@@ -276,24 +335,28 @@ fn with_auth(register: &Register, edit: impl FnOnce(&mut crate::wire::AuthRespon
 pub fn generate_proof() -> String {
     let x = exchange();
     let reqs = ["KW-CRYPTO-021", "KW-REG-005", "KW-REG-020"];
+    let f2_reqs = ["KW-CRYPTO-026", "KW-REG-022", "KW-CRYPTO-021"];
     let make = |tc: &str,
                 comment: &str,
                 flags: &[&str],
                 nonce: &Nonce,
                 register: &Register,
                 with_key: bool| {
+        let f2 = register.cert.is_some();
         let t = ProofTest {
-            meta: Meta::valid(tc, comment, &reqs, flags),
+            meta: Meta::valid(tc, comment, if f2 { &f2_reqs } else { &reqs }, flags),
             stored_key: Hex(x.stored_key.to_vec()),
             nonce: Hex(nonce.0.to_vec()),
             challenge_private: Hex(x.server.secret().expose().to_vec()),
             register: Hex(Message::Register(register.clone()).encode()),
             client_key: with_key.then(|| Hex(x.client_key.expose().to_vec())),
             epk_private: with_key.then(|| Hex(x.device.secret().expose().to_vec())),
+            sig_seed: (with_key && f2).then(|| Hex(x.alice.signing.seed().expose().to_vec())),
             auth_message: Hex::default(),
             challenge: Hex::default(),
             shared_secret: None,
             mask: None,
+            cert_pop_input: None,
         };
         complete_proof(&(), &t).unwrap_or(t)
     };
@@ -313,6 +376,41 @@ pub fn generate_proof() -> String {
     let mallory = KxKeyPair::generate(&mut entropy_for("register-proof/other-epk")).public();
     let other_epk = with_auth(&x.answered, |a| a.epk = mallory);
     let low_order = with_auth(&x.answered, |a| a.epk = PublicKey(ORDER_8));
+    // F2 (KW-REG-022): one who knows the secret but not the certificate's
+    // key answers with alice's certificate.
+    let stranger = SigningKeyPair::generate(&mut entropy_for("register-proof/f2-stranger"));
+    let no_pop = with_auth(&x.f2_answered, |a| a.cert_pop = None);
+    let other_key = with_auth(&x.f2_answered, |a| {
+        a.cert_pop = Some(cert_pop(&stranger, &x.f2_message));
+    });
+    // Her cert-pop of an earlier challenge, replayed with a fresh answer.
+    let replayed_pop = with_auth(&x.f2_answered, |a| {
+        a.cert_pop = Some(cert_pop(
+            &x.alice.signing,
+            &auth_message(&other_nonce, &x.f2),
+        ));
+    });
+    // Her cert-pop moved to a register of the attacker's, which points her
+    // location elsewhere: a fresh, valid proof of the secret, her cert-pop.
+    let elsewhere = Register {
+        contact: crate::wire::Contact {
+            transport: crate::wire::Transport::Udp,
+            addr: std::net::SocketAddr::from(([203, 0, 113, 9], 5060)),
+        },
+        ..x.f2.clone()
+    };
+    let elsewhere_message = auth_message(&x.nonce, &elsewhere);
+    let moved_pop = Register {
+        auth: Some(crate::wire::AuthResponse {
+            nonce: x.nonce,
+            proof: proof(&x.client_key, &elsewhere_message, &x.mask),
+            kx_proof: None,
+            epk: x.device.public(),
+            cert_pop: Some(cert_pop(&x.alice.signing, &x.f2_message)),
+            ext: crate::wire::Extensions::new(),
+        }),
+        ..elsewhere
+    };
     let tests = vec![
         make(
             "register-proof/valid",
@@ -378,12 +476,53 @@ pub fn generate_proof() -> String {
             &low_order,
             false,
         ),
+        make(
+            "register-proof/f2-valid",
+            "alice registers the certificate she holds (F2): her proof, and her cert-pop over auth_message by the certificate's key",
+            &[],
+            &x.nonce,
+            &x.f2_answered,
+            true,
+        ),
+        make(
+            "register-proof/f2-no-cert-pop",
+            "her certificate with a valid proof of the secret, but no cert-pop",
+            &["NoPossession"],
+            &x.nonce,
+            &no_pop,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-other-key",
+            "her certificate, the cert-pop signed by a key other than the certificate's",
+            &["NoPossession"],
+            &x.nonce,
+            &other_key,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-replayed",
+            "her cert-pop of an earlier challenge (another nonce) with a fresh answer",
+            &["Replay"],
+            &x.nonce,
+            &replayed_pop,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-moved",
+            "her cert-pop moved to a register that points her location elsewhere, with a valid proof of the secret",
+            &["Moved"],
+            &x.nonce,
+            &moved_pop,
+            false,
+        ),
     ];
     let recipe = "Decode register; its auth.nonce must equal nonce (the outstanding challenge's), else stale-nonce; r0 = its encoding without auth; auth_message = cbor([\"keyway-v1 auth\", nonce, r0]) (compare); \
 challenge = the X25519 public key of challenge_private; z = X25519(challenge_private, auth.epk) = shared_secret (all zeros: auth-failed); mask = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 auth mask\", from, auth.epk, challenge])); \
 client_key' = auth.proof XOR HMAC-SHA256(stored_key, auth_message) XOR mask; accept iff SHA-256(client_key') == stored_key, else auth-failed. \
 With client_key and epk_private given: epk_private is auth.epk's private key, X25519(epk_private, challenge) = shared_secret, and proof = client_key XOR HMAC-SHA256(SHA-256(client_key), auth_message) XOR mask equals auth.proof. \
-The register of register-proof/valid is a complete F1 request: its csr's pop and its auth's kx-proof (with challenge_private, see kx-pop) verify.";
+The register of register-proof/valid is a complete F1 request: its csr's pop and its auth's kx-proof (with challenge_private, see kx-pop) verify. \
+A register with cert (F2) then needs auth.cert-pop: cert_pop_input = cbor([\"keyway-v1 cert-pop\", auth_message]) (compare); cert-pop must be present and verify (Ed25519, strictly) with the certificate's sig-key, else signature-invalid (the certificate's own validity is cert.json's). With sig_seed given (the certificate's key), signing reproduces cert-pop.";
     VectorFile::new(
         "register-proof",
         "spec/crypto.md §3",
@@ -414,12 +553,12 @@ fn run_proof(t: &ProofTest) -> Result<(), Failure> {
         stored_key: t.stored_key.array().map_err(bad)?,
     };
     let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array().map_err(bad)?));
-    check_auth(
-        &verifier,
-        &Nonce(t.nonce.array().map_err(bad)?),
-        &server,
-        &r,
-    )?;
+    let nonce = Nonce(t.nonce.array().map_err(bad)?);
+    check_auth(&verifier, &nonce, &server, &r)?;
+    if let Some(cert) = &r.cert {
+        let pop = r.auth.as_ref().and_then(|a| a.cert_pop.as_ref());
+        check_cert_pop(cert, &auth_message(&nonce, &r), pop)?;
+    }
     Ok(())
 }
 
@@ -467,12 +606,21 @@ fn complete_proof(_: &(), t: &ProofTest) -> Result<ProofTest, String> {
     } else if t.epk_private.is_some() {
         return Err("epk_private without client_key".into());
     }
+    if let Some(seed) = &t.sig_seed {
+        let cert = r.cert.as_ref().ok_or("sig_seed without cert")?;
+        let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
+        same("sig-key of sig_seed", &cert.tbs.sig_key.0, &key.public().0)?;
+        let pop = auth.cert_pop.as_ref().ok_or("sig_seed without cert-pop")?;
+        same("cert-pop", &pop.0, &cert_pop(&key, &msg).0)?;
+    }
+    let pop_input = r.cert.as_ref().map(|_| Hex(cert_pop_input(&msg)));
     Ok(ProofTest {
         meta,
         auth_message: Hex(msg),
         challenge: Hex(server.public().0.to_vec()),
         shared_secret: shared.map(|z| Hex(z.expose().to_vec())),
         mask: mask.map(|m| Hex(m.expose().to_vec())),
+        cert_pop_input: pop_input,
         ..t.clone()
     })
 }

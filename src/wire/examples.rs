@@ -170,6 +170,7 @@ pub fn all() -> Vec<Message> {
                 proof: Mac32(fill(0xa9)),
                 kx_proof: Some(Mac32(fill(0xb9))),
                 epk: PublicKey(fill(0xc9)),
+                cert_pop: None,
                 ext: e(),
             }),
             ext: e(),

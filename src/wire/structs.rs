@@ -82,6 +82,9 @@ wire_map! {
         /// The device's fresh X25519 key of this answer, whose exchange with
         /// the challenge's key masks `proof` (KW-CRYPTO-021).
         3 => epk: req PublicKey,
+        /// Proof of possession of the signing key of the certificate a
+        /// registration keeps (F2, refresh; KW-CRYPTO-026).
+        4 => cert_pop: opt SignatureBytes,
     }
 }
 

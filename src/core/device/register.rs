@@ -254,11 +254,18 @@ impl Device {
             .ok(),
             _ => None,
         };
+        // KW-REG-022, KW-CRYPTO-026: a registration that keeps a
+        // certificate (F2, refresh) proves its signing key.
+        let cert_pop = match (&answer.csr, answer.expires, &self.identity) {
+            (None, 1.., Some(identity)) => Some(register::cert_pop(&identity.signing, &message)),
+            _ => None,
+        };
         answer.auth = Some(AuthResponse {
             nonce: challenge.nonce,
             proof,
             kx_proof,
             epk: ephemeral.public(),
+            cert_pop,
             ext: Extensions::new(),
         });
         let txn = answer.txn;

@@ -106,9 +106,9 @@ impl Server {
                 })
             }
             Kind::Issue => self.issue(now, from, &r, &kx, &auth.nonce),
-            Kind::Confirm(cert) => self.confirm(now, from, &r, cert),
+            Kind::Confirm(cert) => self.confirm(now, from, &r, cert, &auth.nonce),
             Kind::Refresh => match self.registrations.get(&r.from).map(|g| g.cert.clone()) {
-                Some(cert) => self.confirm(now, from, &r, &cert),
+                Some(cert) => self.confirm(now, from, &r, &cert, &auth.nonce),
                 None => Err(ErrorCode::CERT_NOT_FOUND),
             },
         };
@@ -303,6 +303,7 @@ impl Server {
         from: ReplyTo,
         r: &Register,
         cert: &Certificate,
+        nonce: &Nonce,
     ) -> Result<RegisterOk, ErrorCode> {
         let expect = Expect {
             subject: &r.from,
@@ -315,6 +316,12 @@ impl Server {
         self.trust
             .check(cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        // KW-REG-022, KW-CRYPTO-026: whoever keeps a certificate proves it
+        // holds its signing key, for this challenge and this request: the
+        // account's secret alone does not make a certificate one's own.
+        let cert_pop = r.auth.as_ref().and_then(|a| a.cert_pop.as_ref());
+        register::check_cert_pop(cert, &register::auth_message(nonce, r), cert_pop)
+            .map_err(|e| ErrorCode::from(&e))?;
         // KW-REG-009: the term is the certificate's remaining term, which
         // its issuance bounded (KW-REG-013); too little left to register
         // with is `cert-expired`, and the device asks for a new one (F1).
