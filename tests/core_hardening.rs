@@ -390,6 +390,8 @@ fn forged_answer(account: &str, addr: Addr, nonce: keyway::wire::Nonce, txn: u8)
             nonce,
             proof: keyway::wire::Mac32([0x55; 32]),
             kx_proof: None,
+            epk: keyway::wire::PublicKey([0x42; 32]),
+            cert_pop: None,
             ext: Extensions::new(),
         }),
         ext: Extensions::new(),

@@ -28,7 +28,8 @@ use std::collections::BTreeMap;
 
 use keyway::core::{Addr, ProtocolError, ServerEvent, ServerPolicy, Store};
 use keyway::crypto::{
-    CertProfile, CertificateAuthority, Identity, Secret32, SeededEntropy, SigningKeyPair, register,
+    CertProfile, CertificateAuthority, Identity, KxKeyPair, Secret32, SeededEntropy,
+    SigningKeyPair, register,
 };
 use keyway::testkit::{Lab, LabOptions, Step, T0, principal};
 use keyway::wire::{
@@ -75,8 +76,6 @@ struct Issued {
     account: usize,
     /// When (seconds from the start).
     at: u64,
-    /// With a `kx-challenge` (the `register` carried a `csr`).
-    kx: bool,
 }
 
 /// A certificate the server issued, as the model knows it.
@@ -164,7 +163,6 @@ enum Answer {
         account: usize,
         expires: u64,
         iterations: u64,
-        kx: bool,
     },
     Ok {
         expires: u64,
@@ -237,14 +235,12 @@ impl Model {
         })
     }
 
-    /// Time passes: registrations end at their term (KW-REG-016) and
-    /// their certificate with them — revoked, if it would outlive the
-    /// registration (one confirmed for a shorter term, F2), so that it is
-    /// then refused with `cert-revoked` where KW-REG-016's "treats the
-    /// certificate as expired" reads like `cert-expired` (reported, not
-    /// settled here); revocations are forgotten once their certificate
-    /// ends, spent nonces once their lifetime does, kept answers after
-    /// `ANSWER_KEEP`.
+    /// Time passes: registrations end at their term (KW-REG-016), which
+    /// is their certificate's end on every path (KW-REG-009), so the
+    /// revocation the server would make for a certificate outliving its
+    /// registration never happens here; revocations are forgotten once
+    /// their certificate ends, spent nonces once their lifetime does,
+    /// kept answers after `ANSWER_KEEP`.
     fn advance(&mut self, secs: u64) {
         let end = self.now + secs;
         let mut lapsing: Vec<(u64, usize)> = self
@@ -308,19 +304,19 @@ impl Model {
             };
         }
         let (nonce, ask, proof, txn) = match req {
-            Req::Challenge { csr, .. } => {
+            Req::Challenge { .. } => {
                 // KW-REG-004, KW-SM-008: a challenge, for an account that
-                // does not exist as for one that does; nothing kept.
+                // does not exist as for one that does; nothing kept. Every
+                // challenge carries its kx-challenge and is signed
+                // (KW-CRYPTO-023, KW-CRYPTO-025).
                 self.issued.push(Issued {
                     account,
                     at: self.now,
-                    kx: csr,
                 });
                 return Answer::Challenge {
                     account,
                     expires: NONCE_SECS,
                     iterations: ITERATIONS,
-                    kx: csr,
                 };
             }
             Req::Answer {
@@ -353,10 +349,8 @@ impl Model {
                 }
             }
             Ask::Issue => {
-                // KW-REG-007: both proofs of possession; the kx-proof
-                // needs the challenge's kx-challenge.
-                let kx = matches!(nonce, NonceRef::Held(i) if self.issued[i].kx);
-                if !kx || proof == Proof::WrongKx {
+                // KW-REG-007: both proofs of possession.
+                if proof == Proof::WrongKx {
                     return error(ErrorCode::POP_FAILED);
                 }
                 // KW-REG-008, KW-REG-013, KW-SM-009.
@@ -379,7 +373,7 @@ impl Model {
                 self.register(account, self.certs.len() - 1, granted, txn)
             }
             Ask::Confirm(None) => return error(ErrorCode::CERT_INVALID),
-            Ask::Confirm(Some(cert)) => match self.confirm(account, cert, expires, txn) {
+            Ask::Confirm(Some(cert)) => match self.confirm(account, cert, txn) {
                 Ok(answer) => answer,
                 Err(code) => return error(code),
             },
@@ -387,7 +381,7 @@ impl Model {
                 let Some(reg) = self.regs.get(&account).copied() else {
                     return error(ErrorCode::CERT_NOT_FOUND);
                 };
-                match self.confirm(account, reg.cert, expires, txn) {
+                match self.confirm(account, reg.cert, txn) {
                     Ok(answer) => answer,
                     Err(code) => return error(code),
                 }
@@ -401,13 +395,7 @@ impl Model {
     }
 
     /// KW-REG-009, KW-CERT-002: the certificate held, checked in order.
-    fn confirm(
-        &mut self,
-        account: usize,
-        cert: usize,
-        expires: u64,
-        txn: u64,
-    ) -> Result<Answer, ErrorCode> {
+    fn confirm(&mut self, account: usize, cert: usize, txn: u64) -> Result<Answer, ErrorCode> {
         let c = self.certs[cert];
         if c.account != account {
             return Err(ErrorCode::CERT_SUBJECT_MISMATCH);
@@ -418,8 +406,9 @@ impl Model {
         if self.revoked.contains_key(&c.serial) {
             return Err(ErrorCode::CERT_REVOKED);
         }
-        // No later than the certificate, and no term below the minimum.
-        let granted = expires.min(MAX).min(c.not_after - self.now);
+        // KW-REG-009: the certificate's remaining term, whatever was
+        // asked, and none below the minimum.
+        let granted = c.not_after - self.now;
         if granted < MIN {
             return Err(ErrorCode::CERT_EXPIRED);
         }
@@ -868,14 +857,28 @@ impl Registrar {
                     Ask::Refresh | Ask::Deregister => {}
                 }
                 let message = register::auth_message(&echoed, &r);
+                // KW-CRYPTO-021: the proof masked with a fresh key's
+                // exchange with the challenge's key.
+                let ephemeral = KxKeyPair::generate(&mut SeededEntropy::from_label("model epk"));
                 let mut mac = match &challenge {
-                    Some(c) => register::proof(&self.client_key(account, c), &message),
+                    Some(c) => {
+                        let key = self.client_key(account, c);
+                        register::masked_proof(
+                            &key,
+                            &message,
+                            &ephemeral,
+                            &c.kx_challenge,
+                            &echoed,
+                            &principal(ACCOUNTS[account]),
+                        )
+                        .unwrap()
+                    }
                     None => Mac32([0x11; 32]),
                 };
                 if proof == Proof::Wrong {
                     mac.0[0] ^= 1;
                 }
-                let kx_proof = match (&r.csr, challenge.as_ref().and_then(|c| c.kx_challenge)) {
+                let kx_proof = match (&r.csr, challenge.as_ref().map(|c| c.kx_challenge)) {
                     (Some(_), Some(e)) => {
                         let id = &self.identities[account];
                         let mut p =
@@ -887,10 +890,17 @@ impl Registrar {
                     }
                     _ => None,
                 };
+                // KW-REG-022: a register keeping a certificate proves its
+                // key (the account's one identity holds every certificate
+                // issued to it).
+                let cert_pop = (r.csr.is_none() && r.expires > 0)
+                    .then(|| register::cert_pop(&self.identities[account].signing, &message));
                 r.auth = Some(AuthResponse {
                     nonce: echoed,
                     proof: mac,
                     kx_proof,
+                    epk: ephemeral.public(),
+                    cert_pop,
                     ext: Extensions::new(),
                 });
                 (from, Message::Register(r).encode())
@@ -974,7 +984,6 @@ fn observed(message: &Message, challenges: &[Challenge]) -> Answer {
                 .expect("a challenge to an account of the test"),
             expires: c.expires,
             iterations: c.iterations,
-            kx: c.kx_challenge.is_some(),
         },
         Message::RegisterOk(ok) => Answer::Ok {
             expires: ok.expires,

@@ -67,7 +67,7 @@ fn committed_vectors_verify() {
     let mut expected = vectors::file_names();
     expected.sort();
     assert_eq!(json_files(&committed()), expected, "set of files");
-    assert_eq!(expected.len(), 13);
+    assert_eq!(expected.len(), 14);
     let mut failures = Vec::new();
     let mut total = 0;
     for name in &expected {
@@ -196,6 +196,14 @@ fn the_verifier_is_not_vacuous() {
         (
             "csr.json",
             Box::new(|f| f["tests"][0]["account"] = "carol@a.example".into()),
+        ),
+        (
+            "challenge.json",
+            Box::new(|f| flip_hex(&mut f["tests"][0]["signature_input"])),
+        ),
+        (
+            "challenge.json",
+            Box::new(|f| f["params"]["server"] = "sc2@a.example".into()),
         ),
         (
             "kx-pop.json",
@@ -637,8 +645,29 @@ const UNCHECKED: &[Unchecked] = &[
             "register-proof/proof-for-other-nonce",
             "register-proof/moved",
             "register-proof/wrong-secret",
+            "register-proof/unmasked",
+            "register-proof/other-epk",
+            "register-proof/low-order-epk",
         ],
         fields: &["stored_key"],
+    },
+    Unchecked {
+        why: "a pin away from the edge its challenge tests",
+        file: "challenge.json",
+        tests: &["challenge/more-iterations"],
+        fields: &["pinned_iterations"],
+    },
+    Unchecked {
+        why: "a pin refused either way: another salt, or fewer iterations, than pinned",
+        file: "challenge.json",
+        tests: &["challenge/other-salt", "challenge/fewer-iterations"],
+        fields: &["pinned_salt", "pinned_iterations"],
+    },
+    Unchecked {
+        why: "a floor away from the edge its challenge tests",
+        file: "challenge.json",
+        tests: &["challenge/below-floor"],
+        fields: &["min_iterations"],
     },
     Unchecked {
         why: "inputs of a derivation the iteration count prevents",

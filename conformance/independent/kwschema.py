@@ -199,6 +199,8 @@ AUTH_RESPONSE = {
     0: ("nonce", T_nonce, True),
     1: ("proof", T_mac, True),
     2: ("kx-proof", T_mac, False),
+    3: ("epk", T_public_key, True),
+    4: ("cert-pop", T_sigbytes, False),
 }
 
 ATTESTATION = {
@@ -266,9 +268,10 @@ RECORDING_INFO = {
 T_recording_list = T_array(S_map(RECORDING_INFO, "recording-info"), 0, 64)
 
 # ------------------------------------------------------------------ messages
-# Only the messages whose vectors the checker reads: register (proof), the
-# signed requests of KW-CRYPTO-060, and a recorder's sealed answers to the
-# reading ones (crypto.md §8).
+# Only the messages whose vectors the checker reads: register (proof),
+# challenge (KW-CRYPTO-025), the signed requests of KW-CRYPTO-060 and
+# KW-CRYPTO-061, and a recorder's sealed answers to the reading ones
+# (crypto.md §8).
 
 def _msg(type_code, fields):
     base = {0: ("v", T_const(1), True), 1: ("type", T_const(type_code), True),
@@ -295,6 +298,15 @@ def _in_session(fields):
     return both
 
 MESSAGES = {
+    2: ("challenge", _msg(2, {
+        4: ("to", T_account, True),
+        8: ("sig", T_signature, True),
+        11: ("expires", T_uint, True),
+        13: ("cert", T_certificate, True),
+        15: ("nonce", T_nonce, True),
+        16: ("salt", T_nonce, True),
+        17: ("iterations", T_uint, True),
+        18: ("kx-challenge", T_public_key, True)})),
     1: ("register", _msg(1, {
         3: ("from", T_account, True),
         10: ("contact", T_contact, True),

@@ -376,7 +376,8 @@ def kx_pop_twin(nonce, am):
 
 def k_register_proof(t, p, notes):
     """The server's handling of an authenticated F1 `register`: the
-    outstanding challenge (KW-REG-005, KW-CRYPTO-021), the proof
+    outstanding challenge (KW-REG-005, KW-CRYPTO-021), the mask of the
+    proof by the exchange of auth.epk with the challenge key, the proof
     (KW-CRYPTO-021), then issuance's pop and kx-proof (KW-REG-007,
     KW-CRYPTO-022/023)."""
     reg = hx(t["register"])
@@ -389,26 +390,71 @@ def k_register_proof(t, p, notes):
     am = enc(["keyway-v1 auth", nonce, r0])
     same("auth_message", am, hx(t["auth_message"]))
     auth = m[14]
-    proof = auth[1]
+    proof, epk = auth[1], auth[3]
+    e = hx(t["challenge_private"])
+    E = x25519_public(e)
+    same("challenge (the public key of challenge_private)", E, hx(t["challenge"]))
+    # KW-CRYPTO-021: z = X25519(e, X), mask = HKDF(nonce, z, cbor(["keyway-v1
+    # auth mask", account, X, E])); vectors.md: given wherever z is not all
+    # zeros
+    info = enc(["keyway-v1 auth mask", m[3], epk, E])
+    try:
+        z = x25519(e, epk)
+    except LowOrder:
+        z = None
+    if z is None:
+        absent(t, "shared_secret", "mask")
+        mask = None
+    else:
+        same("shared_secret", z, hx(need(t, "shared_secret")))
+        mask = HKDF32(nonce, z, info)
+        same("mask", mask, hx(need(t, "mask")))
     if "client_key" in t:
         ck = hx(t["client_key"])
         same("H(client_key)", H(ck), stored)
-        same("proof (device side)", xor(ck, HMAC(H(ck), am)), proof)
-    ck2 = xor(proof, HMAC(stored, am))
-    mac_ok = ct_eq(H(ck2), stored)
-    # KW-CRYPTO-021: "The server first finds its outstanding challenge by
-    # the echoed auth.nonce (none, expired, used, or issued to another
-    # account: stale-nonce, KW-REG-005), then checks the proof." The
-    # test's `nonce` is the challenge's, the only one outstanding.
+        d = hx(need(t, "epk_private"))
+        same("auth.epk from epk_private", x25519_public(d), epk)
+        zd = x25519(d, E)
+        same("device shared secret", zd, z)
+        same("proof (device side)", xor(xor(ck, HMAC(H(ck), am)), HKDF32(nonce, zd, info)), proof)
+    else:
+        absent(t, "epk_private")
+    # KW-CRYPTO-021: "The server first checks the echoed auth.nonce (not one
+    # it made for this account, expired, or spent: stale-nonce), then ..."
+    # The test's `nonce` is the challenge's, the only one outstanding.
     if auth[0] != nonce:
-        notes.append("the MAC beneath %s" % ("verifies" if mac_ok else "fails (auth-failed)"))
         raise Reject("stale-nonce", "echoed auth.nonce %s is not the outstanding challenge's %s"
                      % (auth[0].hex(), nonce.hex()))
-    if not mac_ok:
-        raise Reject("auth-failed", "H(proof XOR HMAC(stored_key, auth_message)) != stored_key")
+    if mask is None:
+        raise Reject("auth-failed", "X25519(challenge_private, auth.epk) is all zeros (KW-CRYPTO-005)")
+    ck2 = xor(xor(proof, HMAC(stored, am)), mask)
+    if not ct_eq(H(ck2), stored):
+        unmasked = ct_eq(H(xor(proof, HMAC(stored, am))), stored)
+        if unmasked:
+            notes.append("the proof verifies without its mask: it is unmasked")
+        raise Reject("auth-failed", "H(proof XOR HMAC(stored_key, auth_message) XOR mask) != stored_key")
+    if 13 in m:
+        # KW-CRYPTO-026: a register with cert proves the certificate's
+        # signing key: cert-pop = Sign(sig_sk, cbor(["keyway-v1 cert-pop",
+        # auth_message])), else signature-invalid (the certificate's own
+        # validity is cert.json's, recipe)
+        tbs, _, _ = decode_certificate(m[13], "register.cert")
+        si = enc(["keyway-v1 cert-pop", am])
+        same("cert_pop_input", si, hx(t["cert_pop_input"]))
+        if "sig_seed" in t:
+            seed = hx(t["sig_seed"])
+            same("certificate sig-key from sig_seed", ed25519_public(seed), tbs[6])
+            same("auth.cert-pop (re-signed)", ed25519_sign(seed, si), auth.get(4))
+        if 4 not in auth:
+            raise Reject("signature-invalid", "a register with cert and no auth.cert-pop")
+        ok, why = verify(tbs[6], si, auth[4])
+        if not ok:
+            raise Reject("signature-invalid", "auth.cert-pop: " + why)
+        return
+    absent(t, "cert_pop_input", "sig_seed")
     if 12 not in m:
         return
-    # issuance (KW-REG-007): pop, then kx-proof
+    # issuance (KW-REG-007): pop, then kx-proof with the challenge key
     csr = m[12]
     si = enc(["keyway-v1 csr", m[3], csr[0], csr[1], csr[2]])
     ok, why = verify(csr[1], si, csr[3])
@@ -416,19 +462,17 @@ def k_register_proof(t, p, notes):
         raise Reject("pop-failed", "csr.pop: " + why)
     if 2 not in auth:
         raise Reject("pop-failed", "a csr without auth.kx-proof")
-    twin = kx_pop_twin(nonce, am)
-    if twin is None:
-        notes.append("auth.kx-proof not verified: no kx-pop test gives this challenge's private key")
-        return
-    e, E = hx(twin["challenge_private"]), hx(twin["challenge"])
-    same("challenge from the kx-pop twin's challenge_private", x25519_public(e), E)
-    if "kx_private" in twin:
-        d = hx(twin["kx_private"])
-        same("csr.kx-key vs the kx-pop twin's kx_private", x25519_public(d), csr[2])
     r = kx_pop_server(e, E, nonce, m[3], csr[2], am, auth[2])
     if r is not None:
         raise Reject(r.code, "auth.kx-proof: " + r.detail)
-    notes.append("csr.pop verified; auth.kx-proof verified with the challenge key of %s" % twin["tcId"])
+    twin = kx_pop_twin(nonce, am)
+    if twin is not None:
+        same("challenge_private vs the kx-pop twin's", e, hx(twin["challenge_private"]))
+        if "kx_private" in twin:
+            same("csr.kx-key vs the kx-pop twin's kx_private", x25519_public(hx(twin["kx_private"])), csr[2])
+        notes.append("csr.pop and auth.kx-proof verified; the challenge key is that of %s" % twin["tcId"])
+    else:
+        notes.append("csr.pop and auth.kx-proof verified")
 
 
 def wrap_ad(nonce, cid):
@@ -637,6 +681,52 @@ def k_reader(t, p, notes):
     if resp[1] == 34:
         T_recording_list(strict(pt, "recording-list"), "recording-list")
     same("plaintext", pt, hx(need(t, "plaintext")))
+
+
+def k_challenge(t, p, notes):
+    """The device's check of a challenge before it answers (KW-REG-019,
+    KW-CRYPTO-025): its `cert` is valid now against the device's anchor
+    for the server account the device is configured with, role server (the
+    3xx code); `kid` names that certificate's key and `s` verifies over
+    cbor(["keyway-v1 challenge", m]), m the challenge without key 8
+    (signature-invalid); then the iteration bounds (schema), the device's
+    floor and its pinned salt and iterations (auth-failed, KW-REG-021)."""
+    msg = hx(t["challenge"])
+    m = strict(msg, "challenge")
+    check_message(m, {2})
+    mw = without_key(msg, 8)
+    same("m (cut from the bytes) vs m (re-encoded)", enc({k: v for k, v in m.items() if k != 8}), mw)
+    si = enc(["keyway-v1 challenge", mw])
+    same("signature_input", si, hx(t["signature_input"]))
+    anchors = [{"domain": p["domain"], "public": p["anchor"]}]
+    tbs = validate_cert(m[13], anchors, p["now"], subject=p["server"], role=1,
+                        what="the challenge's cert")
+    skid, s = m[8]
+    if "sig_seed" in t:
+        seed = hx(t["sig_seed"])
+        same("sig-key from sig_seed", ed25519_public(seed), tbs[6])
+        same("sig.sig (re-signed)", ed25519_sign(seed, si), s)
+    if skid != kid(tbs[6], 0):
+        raise Reject("signature-invalid", "sig.kid is not the identifier of the certificate's key")
+    ok, why = verify(tbs[6], si, s)
+    if not ok:
+        raise Reject("signature-invalid", "challenge signature: " + why)
+    # KW-CRYPTO-020: "a challenge with another count is a schema error to
+    # the device"; KW-REG-021: the device's floor, then its pin
+    n = m[17]
+    if not (4096 <= n <= 1000000):
+        raise Reject("schema", "iterations %d outside 4096..1000000 (KW-CRYPTO-020)" % n)
+    if "min_iterations" in t and n < t["min_iterations"]:
+        raise Reject("auth-failed", "iterations %d below the device's floor %d (KW-REG-021)"
+                     % (n, t["min_iterations"]))
+    schema(("pinned_salt" in t) == ("pinned_iterations" in t),
+           "pinned_salt and pinned_iterations come together")
+    if "pinned_salt" in t:
+        if m[16] != hx(t["pinned_salt"]):
+            raise Reject("auth-failed", "salt is not the pinned one (KW-REG-021)")
+        if n < t["pinned_iterations"]:
+            raise Reject("auth-failed", "iterations %d below the pinned %d (KW-REG-021)"
+                         % (n, t["pinned_iterations"]))
 
 
 # ---------------------------------------------------------------- sealed bodies
@@ -1206,6 +1296,7 @@ KINDS = {
     "cert": k_cert,
     "attest": k_attest,
     "csr": k_csr,
+    "challenge": k_challenge,
     "kx-pop": k_kx_pop,
     "register-verifier": k_register_verifier,
     "register-proof": k_register_proof,

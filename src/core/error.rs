@@ -42,7 +42,9 @@ pub enum ProtocolError {
         code: ErrorCode,
     },
     /// A message that has no response (`media`, `record-data`) that fails
-    /// its checks.
+    /// its checks; or a `challenge` that does not come from the device's
+    /// server (KW-REG-019), dropped so that the request it claims to answer
+    /// stays outstanding.
     #[error("{re:?} dropped: {}", CodeName(*code))]
     Dropped {
         /// The message's type.

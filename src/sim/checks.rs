@@ -280,8 +280,8 @@ impl Ledger {
     }
 
     /// Invariant: an issued certificate's term is its registration's
-    /// (KW-REG-008); a registration with a held certificate (F2) ends no
-    /// later than the certificate (KW-REG-009).
+    /// (KW-REG-008); a registration with a held certificate (F2) ends with
+    /// the certificate (KW-REG-009).
     pub fn registered(
         &mut self,
         now: Millis,
@@ -301,15 +301,13 @@ impl Ledger {
         let first = !rec.registered;
         rec.registered = true;
         let end = rec.not_after;
-        if first && end != not_after {
+        if end != not_after {
+            let form = if first { "" } else { " (F2)" };
             self.violation(
                 now,
-                format!("{account}: certificate {serial} ends {end}, registration {not_after}"),
-            );
-        } else if !first && not_after > end {
-            self.violation(
-                now,
-                format!("{account}: registration with certificate {serial} ends {not_after}, after it ({end})"),
+                format!(
+                    "{account}: certificate {serial} ends {end}, registration{form} {not_after}"
+                ),
             );
         }
     }

@@ -19,6 +19,7 @@
 //! Layer rule: imports `cbor`, `wire` and `crypto`.
 
 mod cert;
+mod challenge;
 mod common;
 mod kid;
 mod msgsig;
@@ -52,6 +53,7 @@ const KINDS: &[Kind] = &[
         register::generate_proof,
         register::verify_proof_json,
     ),
+    ("challenge", challenge::generate, challenge::verify_json),
     ("csr", register::generate_csr, register::verify_csr_json),
     (
         "kx-pop",

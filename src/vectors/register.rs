@@ -5,13 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Failure, Hex, Meta, VectorFile, entropy_for, same, verify_file};
 use crate::crypto::register::{
-    Verifier, auth_message, check_auth, check_csr, check_kx_proof, client_key, csr_signature_input,
-    kx_pop_key, kx_proof, make_csr, proof,
+    Verifier, auth_mask, auth_message, cert_pop, cert_pop_input, check_auth, check_cert_pop,
+    check_csr, check_kx_proof, client_key, csr_signature_input, kx_pop_key, kx_proof, make_csr,
+    masked_proof, proof,
 };
-use crate::crypto::{Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair, primitives};
+use crate::crypto::{
+    CertProfile, CertificateAuthority, Entropy, Identity, KxKeyPair, Secret32, SigningKeyPair,
+    primitives,
+};
 use crate::wire::{
-    CertRequest, Mac32, Message, Nonce, Principal, PublicKey, Register, decode_plaintext,
-    encode_plaintext, examples,
+    CertRequest, Certificate, Domain, Mac32, Message, Nonce, Principal, PublicKey, Register, Role,
+    decode_plaintext, encode_plaintext, examples,
 };
 
 const NOTES: &[(&str, &str)] = &[
@@ -30,6 +34,18 @@ const NOTES: &[(&str, &str)] = &[
         "An X25519 key of small order (KW-CRYPTO-005).",
     ),
     ("WrongAccount", "A proof checked for another account."),
+    (
+        "Unmasked",
+        "A proof without the mask of the challenge's X25519 exchange (KW-CRYPTO-021).",
+    ),
+    (
+        "NoPossession",
+        "A registration that keeps a certificate without proving its signing key (KW-REG-022).",
+    ),
+    (
+        "Substituted",
+        "An X25519 key of the answer replaced on the way by an attacker's.",
+    ),
 ];
 
 /// A verifier derived from a secret.
@@ -146,12 +162,36 @@ pub struct ProofTest {
     stored_key: Hex,
     /// The nonce the server issued.
     nonce: Hex,
+    /// The private key of the challenge's `kx-challenge` (the reference
+    /// derives it from the nonce, KW-CRYPTO-024).
+    challenge_private: Hex,
     /// The `register` as received, with `auth`.
     register: Hex,
-    auth_message: Hex,
     /// For valid tests: the device's client key, to recompute the proof.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_key: Option<Hex>,
+    /// For valid tests: the private key of `auth.epk`, the device's key of
+    /// this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epk_private: Option<Hex>,
+    /// For valid tests with `cert`: the Ed25519 seed of the certificate's
+    /// key, to recompute `auth.cert-pop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig_seed: Option<Hex>,
+    auth_message: Hex,
+    /// `kx-challenge`, the public key of `challenge_private`.
+    challenge: Hex,
+    /// The server's `z = X25519(challenge_private, auth.epk)`, unless it is
+    /// all zeros (KW-CRYPTO-005).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shared_secret: Option<Hex>,
+    /// `mask = HKDF(nonce, z, cbor(["keyway-v1 auth mask", from, epk, challenge]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mask: Option<Hex>,
+    /// `cbor(["keyway-v1 cert-pop", auth_message])`, when the register
+    /// carries `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert_pop_input: Option<Hex>,
 }
 
 /// One coherent F1 exchange: alice's keys and csr, her register, the
@@ -162,10 +202,19 @@ struct Exchange {
     salt: Nonce,
     nonce: Nonce,
     server: KxKeyPair,
+    /// Alice's key of her answer (`auth.epk`).
+    device: KxKeyPair,
     client_key: Secret32,
     stored_key: [u8; 32],
     auth_message: Vec<u8>,
+    mask: Secret32,
     answered: Register,
+    /// Her register with that certificate (F2), unanswered.
+    f2: Register,
+    /// Its `auth_message` under the exchange's nonce.
+    f2_message: Vec<u8>,
+    /// Her answer to the same challenge with it.
+    f2_answered: Register,
 }
 
 const SECRET: &[u8] = b"correct horse battery staple";
@@ -195,18 +244,66 @@ fn exchange() -> Exchange {
     let salt = Nonce(rng.array());
     let nonce = Nonce(rng.array());
     let server = KxKeyPair::generate(&mut rng);
+    let device = KxKeyPair::generate(&mut rng);
     let client_key = client_key(SECRET, &salt, 4096).unwrap_or_else(|_| Secret32::new([0; 32]));
     let stored_key = primitives::sha256(client_key.expose());
     let msg = auth_message(&nonce, &register);
     let kx = kx_proof(&alice.account, &alice.kx, &server.public(), &nonce, &msg).ok();
+    let mask = device
+        .agree(&server.public())
+        .map(|z| {
+            auth_mask(
+                &z,
+                &nonce,
+                &alice.account,
+                &device.public(),
+                &server.public(),
+            )
+        })
+        .unwrap_or_else(|_| Secret32::new([0; 32]));
     let answered = Register {
         auth: Some(crate::wire::AuthResponse {
             nonce,
-            proof: proof(&client_key, &msg),
+            proof: proof(&client_key, &msg, &mask),
             kx_proof: kx,
+            epk: device.public(),
+            cert_pop: None,
             ext: crate::wire::Extensions::new(),
         }),
         ..register.clone()
+    };
+    // The same challenge answered with the certificate alice holds (F2):
+    // the same mask, which binds no field of the register, and her proof
+    // of possession of the certificate's key.
+    let ca = CertificateAuthority::new(
+        Domain("a.example".into()),
+        SigningKeyPair::generate(&mut rng),
+    );
+    let cert: Certificate = ca.issue(&CertProfile {
+        serial: 1,
+        subject: alice.account.clone(),
+        role: Role::Device,
+        sig_key: alice.signing.public(),
+        kx_key: alice.kx.public(),
+        not_before: 1_767_225_600,
+        not_after: 1_767_225_600 + 3600,
+    });
+    let f2 = Register {
+        csr: None,
+        cert: Some(cert),
+        ..register.clone()
+    };
+    let f2_message = auth_message(&nonce, &f2);
+    let f2_answered = Register {
+        auth: Some(crate::wire::AuthResponse {
+            nonce,
+            proof: proof(&client_key, &f2_message, &mask),
+            kx_proof: None,
+            epk: device.public(),
+            cert_pop: Some(cert_pop(&alice.signing, &f2_message)),
+            ext: crate::wire::Extensions::new(),
+        }),
+        ..f2.clone()
     };
     Exchange {
         alice,
@@ -214,38 +311,52 @@ fn exchange() -> Exchange {
         salt,
         nonce,
         server,
+        device,
         client_key,
         stored_key,
         auth_message: msg,
+        mask,
         answered,
+        f2,
+        f2_message,
+        f2_answered,
     }
 }
 
-/// `register` with its `auth.nonce` replaced by `nonce`, the proof kept.
-fn echoing(register: &Register, nonce: Nonce) -> Register {
+/// `register` with its `auth` changed by `edit`, the rest kept.
+fn with_auth(register: &Register, edit: impl FnOnce(&mut crate::wire::AuthResponse)) -> Register {
     let mut r = register.clone();
     if let Some(auth) = r.auth.as_mut() {
-        auth.nonce = nonce;
+        edit(auth);
     }
     r
 }
 
 pub fn generate_proof() -> String {
     let x = exchange();
-    let reqs = ["KW-CRYPTO-021", "KW-REG-005"];
+    let reqs = ["KW-CRYPTO-021", "KW-REG-005", "KW-REG-020"];
+    let f2_reqs = ["KW-CRYPTO-026", "KW-REG-022", "KW-CRYPTO-021"];
     let make = |tc: &str,
                 comment: &str,
                 flags: &[&str],
                 nonce: &Nonce,
                 register: &Register,
                 with_key: bool| {
+        let f2 = register.cert.is_some();
         let t = ProofTest {
-            meta: Meta::valid(tc, comment, &reqs, flags),
+            meta: Meta::valid(tc, comment, if f2 { &f2_reqs } else { &reqs }, flags),
             stored_key: Hex(x.stored_key.to_vec()),
             nonce: Hex(nonce.0.to_vec()),
+            challenge_private: Hex(x.server.secret().expose().to_vec()),
             register: Hex(Message::Register(register.clone()).encode()),
-            auth_message: Hex::default(),
             client_key: with_key.then(|| Hex(x.client_key.expose().to_vec())),
+            epk_private: with_key.then(|| Hex(x.device.secret().expose().to_vec())),
+            sig_seed: (with_key && f2).then(|| Hex(x.alice.signing.seed().expose().to_vec())),
+            auth_message: Hex::default(),
+            challenge: Hex::default(),
+            shared_secret: None,
+            mask: None,
+            cert_pop_input: None,
         };
         complete_proof(&(), &t).unwrap_or(t)
     };
@@ -254,16 +365,56 @@ pub fn generate_proof() -> String {
         expires: 86_400,
         ..x.answered.clone()
     };
-    let mut wrong = x.answered.clone();
     let wrong_key =
         client_key(b"Tr0ub4dor&3", &x.salt, 4096).unwrap_or_else(|_| Secret32::new([0; 32]));
-    if let Some(auth) = wrong.auth.as_mut() {
-        auth.proof = proof(&wrong_key, &x.auth_message);
-    }
+    let wrong = with_auth(&x.answered, |a| {
+        a.proof = proof(&wrong_key, &x.auth_message, &x.mask);
+    });
+    let unmasked = with_auth(&x.answered, |a| {
+        a.proof = proof(&x.client_key, &x.auth_message, &Secret32::new([0; 32]));
+    });
+    let mallory = KxKeyPair::generate(&mut entropy_for("register-proof/other-epk")).public();
+    let other_epk = with_auth(&x.answered, |a| a.epk = mallory);
+    let low_order = with_auth(&x.answered, |a| a.epk = PublicKey(ORDER_8));
+    // F2 (KW-REG-022): one who knows the secret but not the certificate's
+    // key answers with alice's certificate.
+    let stranger = SigningKeyPair::generate(&mut entropy_for("register-proof/f2-stranger"));
+    let no_pop = with_auth(&x.f2_answered, |a| a.cert_pop = None);
+    let other_key = with_auth(&x.f2_answered, |a| {
+        a.cert_pop = Some(cert_pop(&stranger, &x.f2_message));
+    });
+    // Her cert-pop of an earlier challenge, replayed with a fresh answer.
+    let replayed_pop = with_auth(&x.f2_answered, |a| {
+        a.cert_pop = Some(cert_pop(
+            &x.alice.signing,
+            &auth_message(&other_nonce, &x.f2),
+        ));
+    });
+    // Her cert-pop moved to a register of the attacker's, which points her
+    // location elsewhere: a fresh, valid proof of the secret, her cert-pop.
+    let elsewhere = Register {
+        contact: crate::wire::Contact {
+            transport: crate::wire::Transport::Udp,
+            addr: std::net::SocketAddr::from(([203, 0, 113, 9], 5060)),
+        },
+        ..x.f2.clone()
+    };
+    let elsewhere_message = auth_message(&x.nonce, &elsewhere);
+    let moved_pop = Register {
+        auth: Some(crate::wire::AuthResponse {
+            nonce: x.nonce,
+            proof: proof(&x.client_key, &elsewhere_message, &x.mask),
+            kx_proof: None,
+            epk: x.device.public(),
+            cert_pop: Some(cert_pop(&x.alice.signing, &x.f2_message)),
+            ext: crate::wire::Extensions::new(),
+        }),
+        ..elsewhere
+    };
     let tests = vec![
         make(
             "register-proof/valid",
-            "alice answers the challenge: the proof binds the nonce and every field of her register, csr included",
+            "alice answers the challenge: the proof binds the nonce and every field of her register, csr included, and is masked by the exchange of her epk with the challenge's key",
             &[],
             &x.nonce,
             &x.answered,
@@ -301,11 +452,77 @@ pub fn generate_proof() -> String {
             &wrong,
             false,
         ),
+        make(
+            "register-proof/unmasked",
+            "the proof without its mask, as an answer that anyone who saw it could test guesses of the secret against",
+            &["Unmasked"],
+            &x.nonce,
+            &unmasked,
+            false,
+        ),
+        make(
+            "register-proof/other-epk",
+            "her answer with its epk replaced by an attacker's key: the server's mask is another",
+            &["Substituted"],
+            &x.nonce,
+            &other_epk,
+            false,
+        ),
+        make(
+            "register-proof/low-order-epk",
+            "an epk of order 8: the server's shared secret is all zeros, and there is no mask",
+            &["LowOrderPoint"],
+            &x.nonce,
+            &low_order,
+            false,
+        ),
+        make(
+            "register-proof/f2-valid",
+            "alice registers the certificate she holds (F2): her proof, and her cert-pop over auth_message by the certificate's key",
+            &[],
+            &x.nonce,
+            &x.f2_answered,
+            true,
+        ),
+        make(
+            "register-proof/f2-no-cert-pop",
+            "her certificate with a valid proof of the secret, but no cert-pop",
+            &["NoPossession"],
+            &x.nonce,
+            &no_pop,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-other-key",
+            "her certificate, the cert-pop signed by a key other than the certificate's",
+            &["NoPossession"],
+            &x.nonce,
+            &other_key,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-replayed",
+            "her cert-pop of an earlier challenge (another nonce) with a fresh answer",
+            &["Replay"],
+            &x.nonce,
+            &replayed_pop,
+            false,
+        ),
+        make(
+            "register-proof/f2-cert-pop-moved",
+            "her cert-pop moved to a register that points her location elsewhere, with a valid proof of the secret",
+            &["Moved"],
+            &x.nonce,
+            &moved_pop,
+            false,
+        ),
     ];
     let recipe = "Decode register; its auth.nonce must equal nonce (the outstanding challenge's), else stale-nonce; r0 = its encoding without auth; auth_message = cbor([\"keyway-v1 auth\", nonce, r0]) (compare); \
-client_key' = auth.proof XOR HMAC-SHA256(stored_key, auth_message); accept iff SHA-256(client_key') == stored_key. \
-With client_key given, proof = client_key XOR HMAC-SHA256(SHA-256(client_key), auth_message) equals auth.proof. \
-The register is a complete F1 request: its csr's pop and its auth's kx-proof verify (see csr and kx-pop).";
+challenge = the X25519 public key of challenge_private; z = X25519(challenge_private, auth.epk) = shared_secret (all zeros: auth-failed); mask = HKDF-SHA256(salt = nonce, ikm = z, info = cbor([\"keyway-v1 auth mask\", from, auth.epk, challenge])); \
+client_key' = auth.proof XOR HMAC-SHA256(stored_key, auth_message) XOR mask; accept iff SHA-256(client_key') == stored_key, else auth-failed. \
+With client_key and epk_private given: epk_private is auth.epk's private key, X25519(epk_private, challenge) = shared_secret, and proof = client_key XOR HMAC-SHA256(SHA-256(client_key), auth_message) XOR mask equals auth.proof. \
+The register of register-proof/valid is a complete F1 request: its csr's pop and its auth's kx-proof (with challenge_private, see kx-pop) verify. \
+A register with cert (F2) then needs auth.cert-pop: cert_pop_input = cbor([\"keyway-v1 cert-pop\", auth_message]) (compare); cert-pop must be present and verify (Ed25519, strictly) with the certificate's sig-key, else signature-invalid (the certificate's own validity is cert.json's). With sig_seed given (the certificate's key), signing reproduces cert-pop.";
     VectorFile::new(
         "register-proof",
         "spec/crypto.md §3",
@@ -315,6 +532,11 @@ The register is a complete F1 request: its csr's pop and its auth's kx-proof ver
         tests,
     )
     .to_json()
+}
+
+/// `register` with its `auth.nonce` replaced by `nonce`, the proof kept.
+fn echoing(register: &Register, nonce: Nonce) -> Register {
+    with_auth(register, |a| a.nonce = nonce)
 }
 
 fn run_proof(t: &ProofTest) -> Result<(), Failure> {
@@ -330,33 +552,75 @@ fn run_proof(t: &ProofTest) -> Result<(), Failure> {
         iterations: 4096,
         stored_key: t.stored_key.array().map_err(bad)?,
     };
-    check_auth(&verifier, &Nonce(t.nonce.array().map_err(bad)?), &r)?;
+    let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array().map_err(bad)?));
+    let nonce = Nonce(t.nonce.array().map_err(bad)?);
+    check_auth(&verifier, &nonce, &server, &r)?;
+    if let Some(cert) = &r.cert {
+        let pop = r.auth.as_ref().and_then(|a| a.cert_pop.as_ref());
+        check_cert_pop(cert, &auth_message(&nonce, &r), pop)?;
+    }
     Ok(())
 }
 
-/// The test recomputed from its inputs (`stored_key`, `nonce`, `register`,
-/// and `client_key` where given): `auth_message` and the server's verdict.
-/// With `client_key`, it must be the stored key's and reproduce the proof.
+/// The test recomputed from its inputs (`stored_key`, `nonce`,
+/// `challenge_private`, `register`, and `client_key` and `epk_private`
+/// where given): `auth_message`, the challenge key, the server's shared
+/// secret and mask, and its verdict. With `client_key`, it must be the
+/// stored key's and, with `epk_private` (the key of `auth.epk`), reproduce
+/// the proof.
 fn complete_proof(_: &(), t: &ProofTest) -> Result<ProofTest, String> {
     let (meta, _) = t.meta.judged(run_proof(t))?;
     let Message::Register(r) = Message::decode(&t.register.0).map_err(|e| e.to_string())? else {
         return Err("not a register".into());
     };
     let nonce = Nonce(t.nonce.array()?);
+    let server = KxKeyPair::from_secret(&Secret32::new(t.challenge_private.array()?));
     let msg = auth_message(&nonce, &r);
+    let auth = r.auth.as_ref().ok_or("no auth")?;
+    let shared = server.agree(&auth.epk).ok();
+    let mask = shared
+        .as_ref()
+        .map(|z| auth_mask(z, &nonce, &r.from, &auth.epk, &server.public()));
     if let Some(key) = &t.client_key {
         same(
             "stored_key of client_key",
             &t.stored_key.0,
             &primitives::sha256(&key.0),
         )?;
-        let auth = r.auth.as_ref().ok_or("no auth")?;
-        let p: Mac32 = proof(&Secret32::new(key.array()?), &msg);
+        let private = t
+            .epk_private
+            .as_ref()
+            .ok_or("client_key without epk_private")?;
+        let device = KxKeyPair::from_secret(&Secret32::new(private.array()?));
+        same("epk of epk_private", &auth.epk.0, &device.public().0)?;
+        let p: Mac32 = masked_proof(
+            &Secret32::new(key.array()?),
+            &msg,
+            &device,
+            &server.public(),
+            &nonce,
+            &r.from,
+        )
+        .map_err(|e| e.to_string())?;
         same("proof", &auth.proof.0, &p.0)?;
+    } else if t.epk_private.is_some() {
+        return Err("epk_private without client_key".into());
     }
+    if let Some(seed) = &t.sig_seed {
+        let cert = r.cert.as_ref().ok_or("sig_seed without cert")?;
+        let key = SigningKeyPair::from_seed(&Secret32::new(seed.array()?));
+        same("sig-key of sig_seed", &cert.tbs.sig_key.0, &key.public().0)?;
+        let pop = auth.cert_pop.as_ref().ok_or("sig_seed without cert-pop")?;
+        same("cert-pop", &pop.0, &cert_pop(&key, &msg).0)?;
+    }
+    let pop_input = r.cert.as_ref().map(|_| Hex(cert_pop_input(&msg)));
     Ok(ProofTest {
         meta,
         auth_message: Hex(msg),
+        challenge: Hex(server.public().0.to_vec()),
+        shared_secret: shared.map(|z| Hex(z.expose().to_vec())),
+        mask: mask.map(|m| Hex(m.expose().to_vec())),
+        cert_pop_input: pop_input,
         ..t.clone()
     })
 }

@@ -169,6 +169,8 @@ pub fn all() -> Vec<Message> {
                 nonce: Nonce(fill(0x99)),
                 proof: Mac32(fill(0xa9)),
                 kx_proof: Some(Mac32(fill(0xb9))),
+                epk: PublicKey(fill(0xc9)),
+                cert_pop: None,
                 ext: e(),
             }),
             ext: e(),
@@ -176,11 +178,13 @@ pub fn all() -> Vec<Message> {
         Message::Challenge(Challenge {
             txn: txn(0x01),
             to: alice(),
+            sig: sig(0x21),
             expires: 30,
+            cert: certificate(server_a(), "a.example", Role::Server),
             nonce: Nonce(fill(0x99)),
             salt: Nonce(fill(0x88)),
             iterations: 4096,
-            kx_challenge: Some(PublicKey(fill(0x77))),
+            kx_challenge: PublicKey(fill(0x77)),
             ext: e(),
         }),
         Message::RegisterOk(RegisterOk {

@@ -51,21 +51,31 @@ fn check_register(m: &Register) -> Result<(), WireErrorKind> {
 }
 
 wire_map! {
-    /// The server's demand that the device prove its account.
+    /// The server's demand that the device prove its account, signed by
+    /// the server so that the device answers only its own server
+    /// (KW-REG-019, KW-CRYPTO-025).
     pub struct Challenge = "challenge" {
         2 => txn: req TxnId,
         /// The account challenged.
         4 => to: req Principal,
+        /// The server's signature over the challenge without this field
+        /// (KW-CRYPTO-025).
+        8 => sig: req Signature,
         /// Seconds the nonce stays valid.
         11 => expires: req u64,
+        /// The server's certificate (role server), which `sig` is checked
+        /// with.
+        13 => cert: req Certificate,
         /// Single-use challenge nonce.
         15 => nonce: req Nonce,
         /// Salt of the account's verifier.
         16 => salt: req Nonce,
         /// Iteration count of the account's verifier.
         17 => iterations: req u64,
-        /// Server X25519 key for proof of possession of the device's.
-        18 => kx_challenge: opt PublicKey,
+        /// The server's X25519 key of this challenge: it keys the mask of
+        /// the proof and the proof of possession of a csr's key
+        /// (KW-CRYPTO-021, KW-CRYPTO-023).
+        18 => kx_challenge: req PublicKey,
     }
 }
 

@@ -79,6 +79,12 @@ wire_map! {
         1 => proof: req super::types::Mac32,
         /// Proof of possession of the X25519 key, when a certificate is requested.
         2 => kx_proof: opt super::types::Mac32,
+        /// The device's fresh X25519 key of this answer, whose exchange with
+        /// the challenge's key masks `proof` (KW-CRYPTO-021).
+        3 => epk: req PublicKey,
+        /// Proof of possession of the signing key of the certificate a
+        /// registration keeps (F2, refresh; KW-CRYPTO-026).
+        4 => cert_pop: opt SignatureBytes,
     }
 }
 

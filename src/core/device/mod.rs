@@ -53,6 +53,9 @@ pub struct DevicePolicy {
     pub anonymous_servers: bool,
     /// Refresh the registration when this percentage of the term has passed.
     pub refresh_percent: u64,
+    /// The fewest PBKDF2 iterations a challenge may ask for (KW-REG-021);
+    /// at least the protocol's 4096 (KW-CRYPTO-020).
+    pub min_iterations: u64,
     /// Answer incoming calls without asking.
     pub auto_answer: bool,
     /// Initial hop limit of requests.
@@ -68,6 +71,7 @@ impl Default for DevicePolicy {
             server_local_part: "sc".into(),
             anonymous_servers: false,
             refresh_percent: 80,
+            min_iterations: *crate::crypto::register::ITERATIONS.start(),
             auto_answer: true,
             hops: 8,
         }
@@ -235,6 +239,9 @@ enum Pending {
         request: Box<Register>,
         /// Whether this attempt was started over once already.
         started_over: bool,
+        /// The salt and iteration count of the challenge this request
+        /// answers, pinned when it passes (KW-REG-021).
+        verifier: Option<(Nonce, u64)>,
     },
     Query(Principal),
     Offer(SessionId),
@@ -288,6 +295,10 @@ pub struct Device {
     server: ServerTxns,
     kek: KeyCache,
     client_key: Option<(Nonce, u64, Secret32)>,
+    /// The salt and iteration count of the last registration that passed
+    /// (KW-REG-021): a challenge with another salt or fewer iterations is
+    /// refused.
+    pin: Option<(Nonce, u64)>,
     rejects: super::reject::DecodeRejects,
     ended: VecDeque<SessionId>,
     out: Outbox<DeviceEvent>,
@@ -327,6 +338,7 @@ impl Device {
             server: ServerTxns::new(1024),
             kek: KeyCache::new(256),
             client_key: None,
+            pin: None,
             rejects: Default::default(),
             ended: VecDeque::new(),
             out: Outbox::default(),
@@ -560,6 +572,7 @@ impl Device {
             Pending::Register {
                 request,
                 started_over,
+                ..
             } => {
                 // The nonce answered is unknown: the server lost it in a
                 // restart (KW-SM-025); the attempt starts over, once.
@@ -571,6 +584,21 @@ impl Device {
                     };
                     self.send_register_again(now, again, true);
                     return;
+                }
+                // KW-REG-009: too little of the certificate held is left to
+                // register with (F2): a new one is asked for (F1).
+                if code == ErrorCode::CERT_EXPIRED && request.cert.is_some() {
+                    if let Some(identity) = self.identity.as_ref() {
+                        let again = Register {
+                            txn: TxnId(rng.array()),
+                            csr: Some(crate::crypto::register::make_csr(identity)),
+                            cert: None,
+                            auth: None,
+                            ..*request
+                        };
+                        self.send_register_again(now, again, started_over);
+                        return;
+                    }
                 }
                 if code == ErrorCode::INTERVAL_TOO_BRIEF {
                     if let Some(min) = min_expires.filter(|m| *m > request.expires) {

@@ -10,7 +10,7 @@
 use super::{Device, DeviceEvent, Outcome, Pending};
 use crate::core::error::ProtocolError;
 use crate::core::{Millis, Now};
-use crate::crypto::{Entropy, Expect, Identity, register};
+use crate::crypto::{Entropy, Expect, Identity, KxKeyPair, register};
 use crate::wire::{
     AuthResponse, CertRequest, Certificate, ErrorCode, Extensions, Message, MsgType, Register,
     Role, TxnId,
@@ -96,6 +96,7 @@ impl Device {
         let pending = Pending::Register {
             request: Box::new(request.clone()),
             started_over,
+            verifier: None,
         };
         self.request(now, txn, Message::Register(request), pending);
     }
@@ -153,16 +154,59 @@ impl Device {
         let Some(Pending::Register { .. }) = self.client.context(&challenge.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
+        // A challenge for another account answers no register of ours.
+        if challenge.to != self.cfg.account {
+            return Err(ProtocolError::Unsolicited(MsgType::Challenge));
+        }
+        // KW-REG-019, KW-CRYPTO-025: only a challenge its server signed is
+        // answered. One that fails is dropped, not taken as the server's
+        // answer: the register stays outstanding (and is retransmitted),
+        // so that a forged challenge neither gets an answer nor ends the
+        // attempt, and the server's own challenge is still answered.
+        if let Err(e) = register::check_challenge(
+            &self.trust,
+            &self.cfg.server_account,
+            now.wall_secs(),
+            &challenge,
+        ) {
+            let code = ErrorCode::from(&e);
+            self.emit(DeviceEvent::Rejected(code));
+            return Err(ProtocolError::Dropped {
+                re: MsgType::Challenge,
+                code,
+            });
+        }
         let Some((
             _,
             Pending::Register {
                 request,
                 started_over,
+                ..
             },
         )) = self.client.complete(&challenge.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::Challenge));
         };
+        // Its server's answer, but one the device does not answer: the
+        // attempt fails (a refresh leaves the registration as it was,
+        // KW-SM-021), and nothing is sent.
+        let refuse = |this: &mut Self, e: crate::crypto::CryptoError| {
+            let code = ErrorCode::from(&e);
+            this.registration_failed(now, code, request.expires == 0);
+            Err(ProtocolError::BadResponse {
+                re: MsgType::Challenge,
+                code,
+            })
+        };
+        // KW-CRYPTO-020, KW-REG-021: iterations within bounds, not below
+        // the device's floor, and the salt and iterations it pinned.
+        if let Err(e) = register::check_challenge_verifier(
+            &challenge,
+            self.cfg.policy.min_iterations,
+            self.pin.as_ref(),
+        ) {
+            return refuse(self, e);
+        }
         let key = match &self.client_key {
             Some((salt, n, key)) if *salt == challenge.salt && *n == challenge.iterations => {
                 key.clone()
@@ -174,14 +218,7 @@ impl Device {
                         self.client_key = Some((challenge.salt, challenge.iterations, key.clone()));
                         key
                     }
-                    Err(e) => {
-                        let code = ErrorCode::from(&e);
-                        self.registration_failed(now, code, request.expires == 0);
-                        return Err(ProtocolError::BadResponse {
-                            re: MsgType::Challenge,
-                            code,
-                        });
-                    }
+                    Err(e) => return refuse(self, e),
                 }
             }
         };
@@ -191,27 +228,51 @@ impl Device {
             ..*request
         };
         let message = register::auth_message(&challenge.nonce, &answer);
-        let kx_proof = match (&answer.csr, &challenge.kx_challenge, &self.identity) {
-            (Some(_), Some(e), Some(identity)) => register::kx_proof(
+        // KW-CRYPTO-021, KW-REG-020: a fresh key per answer, whose exchange
+        // with the challenge's key masks the proof, so that no one without
+        // either private key can test a guess of the secret against it.
+        let ephemeral = KxKeyPair::generate(rng);
+        let proof = match register::masked_proof(
+            &key,
+            &message,
+            &ephemeral,
+            &challenge.kx_challenge,
+            &challenge.nonce,
+            &self.cfg.account,
+        ) {
+            Ok(proof) => proof,
+            Err(e) => return refuse(self, e),
+        };
+        let kx_proof = match (&answer.csr, &self.identity) {
+            (Some(_), Some(identity)) => register::kx_proof(
                 &self.cfg.account,
                 &identity.kx,
-                e,
+                &challenge.kx_challenge,
                 &challenge.nonce,
                 &message,
             )
             .ok(),
             _ => None,
         };
+        // KW-REG-022, KW-CRYPTO-026: a registration that keeps a
+        // certificate (F2, refresh) proves its signing key.
+        let cert_pop = match (&answer.csr, answer.expires, &self.identity) {
+            (None, 1.., Some(identity)) => Some(register::cert_pop(&identity.signing, &message)),
+            _ => None,
+        };
         answer.auth = Some(AuthResponse {
             nonce: challenge.nonce,
-            proof: register::proof(&key, &message),
+            proof,
             kx_proof,
+            epk: ephemeral.public(),
+            cert_pop,
             ext: Extensions::new(),
         });
         let txn = answer.txn;
         let pending = Pending::Register {
             request: Box::new(answer.clone()),
             started_over,
+            verifier: Some((challenge.salt, challenge.iterations)),
         };
         self.request(now, txn, Message::Register(answer), pending);
         Ok(())
@@ -228,11 +289,20 @@ impl Device {
         let Some(Pending::Register { .. }) = self.client.context(&ok.txn) else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
-        let Some((_, Pending::Register { request, .. })) =
-            self.client.complete(&ok.txn, self.cfg.server)
+        let Some((
+            _,
+            Pending::Register {
+                request, verifier, ..
+            },
+        )) = self.client.complete(&ok.txn, self.cfg.server)
         else {
             return Err(ProtocolError::Unsolicited(MsgType::RegisterOk));
         };
+        // KW-REG-021: the server accepted the proof made under this salt and
+        // iteration count; later challenges must name the same.
+        if verifier.is_some() {
+            self.pin = verifier;
+        }
         if request.expires == 0 {
             self.reg = RegState::Idle;
             self.cert = None;
@@ -254,14 +324,9 @@ impl Device {
                 now: now.wall_secs(),
             },
         );
-        // KW-REG-008, KW-REG-009, KW-REG-012: an issued certificate ends with
-        // the registration; a confirmed one does not end before it.
-        let issued_now = request.csr.is_some();
-        let term_ok = if issued_now {
-            cert.tbs.not_after.0 == ok.not_after.0
-        } else {
-            cert.tbs.not_after.0 >= ok.not_after.0
-        };
+        // KW-REG-008, KW-REG-009, KW-REG-012, KW-SM-009: a registration
+        // ends with its certificate, issued now (F1) or confirmed (F2).
+        let term_ok = cert.tbs.not_after.0 == ok.not_after.0;
         if checked.is_err() || !identity_matches || !term_ok {
             return unusable(self, ErrorCode::CERT_INVALID);
         }

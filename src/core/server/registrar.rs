@@ -79,7 +79,11 @@ impl Server {
             // Decoy challenge of an unknown account: no proof can pass.
             return reject(self, ErrorCode::AUTH_FAILED);
         };
-        if let Err(e) = register::check_auth(verifier, &auth.nonce, &r) {
+        // KW-CRYPTO-021, KW-REG-020: the proof is masked by the exchange of
+        // the device's `epk` with the challenge's key, recomputed from the
+        // nonce (KW-CRYPTO-024).
+        let kx = self.nonce_kx(&auth.nonce);
+        if let Err(e) = register::check_auth(verifier, &auth.nonce, &kx, &r) {
             return reject(self, ErrorCode::from(&e));
         }
         let kind = match (&r.csr, &r.cert, r.expires) {
@@ -101,13 +105,10 @@ impl Server {
                     ext: Extensions::new(),
                 })
             }
-            Kind::Issue => {
-                let kx = self.nonce_kx(&auth.nonce);
-                self.issue(now, from, &r, Some(&kx), &auth.nonce)
-            }
-            Kind::Confirm(cert) => self.confirm(now, from, &r, cert),
+            Kind::Issue => self.issue(now, from, &r, &kx, &auth.nonce),
+            Kind::Confirm(cert) => self.confirm(now, from, &r, cert, &auth.nonce),
             Kind::Refresh => match self.registrations.get(&r.from).map(|g| g.cert.clone()) {
-                Some(cert) => self.confirm(now, from, &r, &cert),
+                Some(cert) => self.confirm(now, from, &r, &cert, &auth.nonce),
                 None => Err(ErrorCode::CERT_NOT_FOUND),
             },
         };
@@ -198,8 +199,9 @@ impl Server {
         self.store(StoreWrite::SpendNonce { nonce, until });
     }
 
-    /// KW-REG-004: a challenge with a fresh nonce; a decoy salt for an
-    /// account that does not exist, so the answer is the same.
+    /// KW-REG-004: a challenge with a fresh nonce, the challenge's X25519
+    /// key, the server's certificate and signature; a decoy salt for an
+    /// account that does not exist, so the answer is the same (KW-SM-008).
     fn challenge(&mut self, now: Now, from: ReplyTo, r: &Register, rng: &mut impl Entropy) {
         let (salt, iterations) = match self.cfg.accounts.get(&r.from) {
             Some(v) => (v.salt, v.iterations),
@@ -216,18 +218,27 @@ impl Server {
         };
         let wall = u32::try_from(now.wall_secs()).unwrap_or(u32::MAX);
         let nonce = self.make_nonce(&r.from, wall, rng.array());
-        let kx_challenge = r.csr.as_ref().map(|_| self.nonce_kx(&nonce).public());
+        // KW-CRYPTO-023: every challenge carries its X25519 key, which keys
+        // the mask of the proof (KW-CRYPTO-021) as well as a csr's proof.
+        let kx_challenge = self.nonce_kx(&nonce).public();
         let lifetime = self.cfg.policy.challenge_secs;
-        let challenge = Message::Challenge(Challenge {
+        let mut challenge = Challenge {
             txn: r.txn,
             to: r.from.clone(),
+            sig: crate::crypto::unsigned(),
             expires: lifetime,
+            cert: self.cfg.cert.clone(),
             nonce,
             salt,
             iterations,
             kx_challenge,
             ext: Extensions::new(),
-        });
+        };
+        // KW-REG-019, KW-CRYPTO-025: signed, so that the device answers
+        // only its server, and no one else chooses its salt, iterations
+        // or challenge key.
+        register::sign_challenge(&mut challenge, &self.cfg.identity.signing);
+        let challenge = Message::Challenge(challenge);
         // Not kept for duplicates: a retransmitted `register` gets a fresh
         // challenge, and only the nonce answered counts (KW-SM-003).
         self.server.abandon(r.txn, from.peer);
@@ -241,13 +252,12 @@ impl Server {
         now: Now,
         from: ReplyTo,
         r: &Register,
-        kx: Option<&KxKeyPair>,
+        kx: &KxKeyPair,
         nonce: &Nonce,
     ) -> Result<RegisterOk, ErrorCode> {
         let csr = r.csr.as_ref().ok_or(ErrorCode::SCHEMA)?;
         register::check_csr(&r.from, csr).map_err(|e| ErrorCode::from(&e))?;
-        let (Some(kx), Some(proof)) = (kx, r.auth.as_ref().and_then(|a| a.kx_proof.as_ref()))
-        else {
+        let Some(proof) = r.auth.as_ref().and_then(|a| a.kx_proof.as_ref()) else {
             return Err(ErrorCode::from(&CryptoError::PopFailed));
         };
         let message = register::auth_message(nonce, r);
@@ -281,13 +291,19 @@ impl Server {
     }
 
     /// F2 and refresh: the certificate held must be valid and ours; the
-    /// term ends no later than it (KW-REG-009).
+    /// registration ends exactly when it does (KW-REG-009), whatever term
+    /// was asked for. A certificate is its registration's (the mission's
+    /// rule, KW-REG-008): peers that cached it judge it by its `not-after`
+    /// alone, and a revocation reaches only those that ask this server
+    /// (KW-CERT-006), so a registration shorter than its certificate would
+    /// leave the certificate accepted after the registration ended.
     fn confirm(
         &mut self,
         now: Now,
         from: ReplyTo,
         r: &Register,
         cert: &Certificate,
+        nonce: &Nonce,
     ) -> Result<RegisterOk, ErrorCode> {
         let expect = Expect {
             subject: &r.from,
@@ -300,12 +316,20 @@ impl Server {
         self.trust
             .check(cert, expect)
             .map_err(|e| ErrorCode::from(&CryptoError::Cert(e)))?;
+        // KW-REG-022, KW-CRYPTO-026: whoever keeps a certificate proves it
+        // holds its signing key, for this challenge and this request: the
+        // account's secret alone does not make a certificate one's own.
+        let cert_pop = r.auth.as_ref().and_then(|a| a.cert_pop.as_ref());
+        register::check_cert_pop(cert, &register::auth_message(nonce, r), cert_pop)
+            .map_err(|e| ErrorCode::from(&e))?;
+        // KW-REG-009: the term is the certificate's remaining term, which
+        // its issuance bounded (KW-REG-013); too little left to register
+        // with is `cert-expired`, and the device asks for a new one (F1).
         let remaining = cert.tbs.not_after.0.saturating_sub(now.wall_secs());
-        let granted = r.expires.min(self.cfg.policy.max_expires).min(remaining);
-        if granted < self.cfg.policy.min_expires {
+        if remaining < self.cfg.policy.min_expires {
             return Err(ErrorCode::CERT_EXPIRED);
         }
-        self.put_registration(now, from, r, cert.clone(), granted)
+        self.put_registration(now, from, r, cert.clone(), remaining)
     }
 
     fn put_registration(
