@@ -48,6 +48,7 @@ fn simulations_keep_every_invariant_under_random_faults() {
             loss,
             tamper,
             record: seed % 2 == 0,
+            adversary: false,
         })
         .collect();
     for _ in 0..25 {
@@ -66,6 +67,7 @@ fn simulations_keep_every_invariant_under_random_faults() {
             },
             tamper,
             record: seed % 2 == 0,
+            adversary: false,
         });
     }
     for cfg in cases {

@@ -38,7 +38,7 @@ pub use party::{Driver, NoCommand, Output, Party, carry, drain};
 pub use recorder::{RecordedPacket, Recorder, RecorderConfig, RecorderEvent, Recording};
 pub use routing::{Route, ServerDirectory};
 #[cfg(feature = "testkit")]
-pub use server::Faults;
+pub use server::{Faults, Forgery};
 pub use server::{
     FirewallLink, FirewallPlan, RecordPolicy, RecorderLink, Server, ServerConfig, ServerEvent,
     ServerPolicy, SessionEnd,

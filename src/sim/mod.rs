@@ -11,14 +11,19 @@
 //! `net` (the network: a time-ordered queue, loss, delay, duplication),
 //! `checks` (the report, counters and invariants) and `plan` (the clock's
 //! landmarks, the policies every party shares, what happens to each device
-//! and call) import no other module of the simulator; `world` (the
-//! deployment, how it is built, the run loop) imports those three;
-//! `script` (when each action happens) and `outputs` (carrying out what
-//! the state machines ask) import `world` and add `impl World` blocks of
-//! their own. The run loop calls the methods they add, but `world` imports
+//! and call) import no other module of the simulator; `adversary` (the
+//! kinds of attack, how an injection is judged, what the adversary holds)
+//! imports `net`; `world` (the deployment, how it is built, the run loop,
+//! delivering and judging) imports those four; `script` (when each action
+//! happens), `outputs` (carrying out what the state machines ask) and
+//! `attacks` (what the adversary captures, sends and follows) import
+//! `world` and add `impl World` blocks of their own; `outputs` calls
+//! into `attacks`. The run loop calls the methods they add, but `world` imports
 //! from neither, so the constants and plan types both sides need live in
 //! `plan`.
 
+mod adversary;
+mod attacks;
 mod checks;
 mod net;
 mod outputs;
@@ -46,8 +51,13 @@ pub struct SimConfig {
     /// Make the last domain's server change bodies it may only read, to
     /// check that destinations always detect it (KW-SEAL-006).
     pub tamper: bool,
-    /// Record every session of every domain.
+    /// Give each domain a recorder; its server records every session,
+    /// those of some of its devices, or none, domain by domain.
     pub record: bool,
+    /// Attack the deployment (spec/state-machines.md §6): replays,
+    /// forged edits and attestations, revoked and expired certificates,
+    /// datagrams from outside; each attack must be detected or refused.
+    pub adversary: bool,
 }
 
 impl Default for SimConfig {
@@ -60,6 +70,7 @@ impl Default for SimConfig {
             loss: 0.0,
             tamper: false,
             record: true,
+            adversary: false,
         }
     }
 }
@@ -94,6 +105,17 @@ pub fn run(cfg: &SimConfig) -> Result<Report, SimError> {
         return Err(SimError::Config(
             "--tamper needs two or more domains: the last domain's server changes what \
              passes it between them",
+        ));
+    }
+    if cfg.adversary && cfg.domains < 2 {
+        return Err(SimError::Config(
+            "--adversary needs two or more domains: it forges attestations of other \
+             domains' certificates, and the last domain's server forges edits",
+        ));
+    }
+    if cfg.adversary && cfg.calls == 0 {
+        return Err(SimError::Config(
+            "--adversary needs calls: most of its attacks are on calls",
         ));
     }
     let mut world = world::World::build(cfg);
