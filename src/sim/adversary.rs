@@ -60,8 +60,13 @@ pub(super) enum Attack {
     /// revoked (KW-CERT-006).
     RevokedCertificate,
     /// An offer presenting the caller's certificate whose term has ended
-    /// (KW-CERT-002).
+    /// (KW-CERT-002), or a `cert-notify` of an account of the device's
+    /// own domain carrying one.
     ExpiredCertificate,
+    /// A `cert-notify` of an account of the device's own domain carrying
+    /// a certificate of that account its issuer has revoked: taken (a
+    /// known weakness, `--known-weaknesses`).
+    RevokedOwnCertificate,
     /// A datagram from an address outside the deployment: a response (it
     /// matches no request sent there, KW-FRAME-013), or a copy of a
     /// firewall or recorder command, as it was or under a fresh `txn`.
@@ -81,6 +86,7 @@ impl Attack {
             Self::ForgedAttestation => "forged-attestation",
             Self::RevokedCertificate => "revoked-certificate",
             Self::ExpiredCertificate => "expired-certificate",
+            Self::RevokedOwnCertificate => "revoked-own-certificate",
             Self::UnauthorisedSource => "unauthorised-source",
         }
     }
@@ -122,7 +128,7 @@ impl Attack {
                 ErrorCode::CERT_NOT_FOUND,
                 ErrorCode::SIGNATURE_INVALID,
             ],
-            Self::RevokedCertificate => &[ErrorCode::CERT_REVOKED],
+            Self::RevokedCertificate | Self::RevokedOwnCertificate => &[ErrorCode::CERT_REVOKED],
             Self::ExpiredCertificate => &[ErrorCode::CERT_EXPIRED],
             // KW-FW-005, KW-FW-007, KW-CRYPTO-060.
             Self::UnauthorisedSource => &[

@@ -308,26 +308,39 @@ impl World {
     }
 
     /// A `cert-notify` of an account of the device's own domain with an
-    /// expired certificate of that account in place of the current one.
+    /// expired certificate of that account in place of the current one;
+    /// with `--known-weaknesses`, failing that, a revoked one.
     fn expired_notify(&mut self, from: Addr, node: Node, n: &CertNotify) {
         let now_s = secs(self.now);
+        let weaknesses = self.cfg.known_weaknesses;
         let Some(adversary) = self.adversary.as_mut() else {
             return;
         };
-        let expired = adversary
-            .certs
-            .get(&n.target)
-            .and_then(|held| {
-                held.iter()
-                    .rev()
-                    .find(|c| c.tbs.serial != n.cert.tbs.serial && c.tbs.not_after.0 < now_s)
-            })
-            .cloned();
-        let Some(cert) = expired else { return };
+        let held = adversary.certs.get(&n.target).cloned().unwrap_or_default();
+        let mut earlier = held
+            .into_iter()
+            .rev()
+            .filter(|c| c.tbs.serial != n.cert.tbs.serial);
+        let expired = earlier.clone().find(|c| c.tbs.not_after.0 < now_s);
+        // A device confirms a certificate of its own domain with its
+        // anchor alone, and learns of revocations only from its server
+        // (KW-CERT-006): a spoofed `cert-notify` carrying a revoked one is
+        // taken. A known weakness, mounted only when asked for.
+        let revoked = earlier.find(|c| {
+            weaknesses
+                && self
+                    .ledger
+                    .revoked_by(c.tbs.issuer.as_str(), c.tbs.serial, self.now)
+        });
+        let (kind, cert) = match (expired, revoked) {
+            (Some(c), _) => (Attack::ExpiredCertificate, c),
+            (None, Some(c)) => (Attack::RevokedOwnCertificate, c),
+            (None, None) => return,
+        };
         let forged = Message::CertNotify(CertNotify { cert, ..n.clone() });
         // A response that fails its checks fails its query.
         let injected = Injected {
-            kind: Attack::ExpiredCertificate,
+            kind,
             re: MsgType::CertNotify,
             may_change: true,
             verbatim: false,

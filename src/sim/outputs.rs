@@ -451,7 +451,10 @@ impl World {
             }
             // An answer the server could not read (it said why just
             // before) is relayed unread and unrecorded: the caller decides.
-            Message::Answer(a) if !unread => {
+            Message::Answer(a) => {
+                if unread {
+                    self.unread_answers.insert((i, a.session));
+                }
                 self.answers_relayed.insert((i, a.session));
             }
             Message::RecordStart(r) => self.record_start_sent(i, r.session),
@@ -868,8 +871,10 @@ impl World {
                 .get(session)
                 .and_then(|c| self.calls.get(*c))
                 .is_some_and(|c| c.established);
+            let unread = self.unread_answers.contains(&(*i, *session));
             if pinholes
                 && taken
+                && !unread
                 && self.selected(d, session)
                 && !self.records_sent.contains(&(d, *session))
             {

@@ -113,6 +113,9 @@ pub struct World {
     pub(super) answering_attack: bool,
     /// The server that just refused to read an answer it relays.
     pub(super) unread_answer: Option<usize>,
+    /// Answers each server relayed unread, by server: their retransmissions
+    /// (from its cache) say nothing again.
+    pub(super) unread_answers: BTreeSet<(usize, SessionId)>,
     /// When each server ended each session, as its events tell: its
     /// pinholes' closes are on their way from then (`check_pinholes`).
     pub(super) ended_at: BTreeMap<(usize, SessionId), Millis>,
@@ -157,6 +160,7 @@ impl World {
             answers_relayed: BTreeSet::new(),
             answering_attack: false,
             unread_answer: None,
+            unread_answers: BTreeSet::new(),
             ended_at: BTreeMap::new(),
             read_at: BTreeMap::new(),
             pinhole_sessions: BTreeMap::new(),
