@@ -13,12 +13,11 @@
 //! tampering), refused for another stated reason, or accepted — an
 //! invariant broken, as is one left without a verdict.
 //!
-//! This module imports `net` and `checks` only.
+//! This module imports no other module of the simulator.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::net::Node;
 use crate::core::{Addr, ProtocolError};
 use crate::crypto::{Entropy, SeededEntropy, SigningKeyPair};
 use crate::wire::{Certificate, ErrorCode, MsgType, Principal, Sealed, SessionId, TxnId};
@@ -224,8 +223,6 @@ pub(super) struct Adversary {
     pub(super) stranger: Option<Stranger>,
     /// The server that forges edits.
     pub(super) forger: Option<usize>,
-    /// The target of each injection, for the record.
-    pub(super) targets: BTreeMap<u64, Node>,
     /// The receiving epoch of each device's calls, as its events tell.
     pub(super) recv_epochs: BTreeMap<(usize, SessionId), u64>,
 }
@@ -241,7 +238,6 @@ impl Adversary {
             certs: BTreeMap::new(),
             stranger,
             forger,
-            targets: BTreeMap::new(),
             recv_epochs: BTreeMap::new(),
         }
     }
@@ -266,11 +262,10 @@ impl Adversary {
         TxnId(self.rng.array())
     }
 
-    /// Records an injection to `to`; its identifier.
-    pub(super) fn inject(&mut self, to: Node, injected: Injected) -> u64 {
+    /// Records an injection; its identifier.
+    pub(super) fn inject(&mut self, injected: Injected) -> u64 {
         self.next += 1;
         self.injected.insert(self.next, injected);
-        self.targets.insert(self.next, to);
         self.next
     }
 

@@ -78,7 +78,7 @@ impl World {
             return;
         };
         let kind = injected.kind.name();
-        let id = adversary.inject(to, injected);
+        let id = adversary.inject(injected);
         self.ledger.attack_injected(kind);
         self.net.inject(at, to, from, message.encode(), id);
     }

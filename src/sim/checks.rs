@@ -177,6 +177,12 @@ impl Report {
                             out.push_str(&format!("  - {}\n", item.as_str().unwrap_or_default()));
                         }
                     }
+                    serde_json::Value::Object(entries) => {
+                        out.push_str(&format!("{k}: {}\n", entries.len()));
+                        for (name, entry) in entries {
+                            out.push_str(&format!("  {name}: {entry}\n"));
+                        }
+                    }
                     other => out.push_str(&format!("{k}: {other}\n")),
                 }
             }

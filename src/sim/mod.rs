@@ -9,17 +9,17 @@
 //!
 //! Modules, in dependency order — each imports only modules before it:
 //! `net` (the network: a time-ordered queue, loss, delay, duplication),
-//! `checks` (the report, counters and invariants) and `plan` (the clock's
+//! `checks` (the report, counters and invariants), `plan` (the clock's
 //! landmarks, the policies every party shares, what happens to each device
-//! and call) import no other module of the simulator; `adversary` (the
-//! kinds of attack, how an injection is judged, what the adversary holds)
-//! imports `net`; `world` (the deployment, how it is built, the run loop,
+//! and call) and `adversary` (the kinds of attack, how an injection is
+//! judged, what the adversary holds) import no other module of the
+//! simulator; `world` (the deployment, how it is built, the run loop,
 //! delivering and judging) imports those four; `script` (when each action
-//! happens), `outputs` (carrying out what the state machines ask) and
-//! `attacks` (what the adversary captures, sends and follows) import
-//! `world` and add `impl World` blocks of their own; `outputs` calls
-//! into `attacks`. The run loop calls the methods they add, but `world` imports
-//! from neither, so the constants and plan types both sides need live in
+//! happens), `attacks` (what the adversary captures, sends and follows)
+//! and `outputs` (carrying out what the state machines ask; it imports
+//! `attacks`) import `world` and add `impl World` blocks of their own.
+//! The run loop calls the methods they add, but `world` imports from
+//! none of them, so the constants and plan types both sides need live in
 //! `plan`.
 
 mod adversary;
