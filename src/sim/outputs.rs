@@ -622,7 +622,11 @@ impl World {
                 self.read_at.insert((i, session), now);
                 self.ledger.key_held(now, me, session);
             }
-            ServerEvent::Rejected(MsgType::Answer, _) => self.unread_answer = Some(i),
+            // The server relays next an answer it could not read (an
+            // attack's copy is refused, not relayed).
+            ServerEvent::Rejected(MsgType::Answer, _) if !self.answering_attack => {
+                self.unread_answer = Some(i)
+            }
             ServerEvent::KeyReplaced(_) => self.ledger.report.session_keys_replaced += 1,
             ServerEvent::Observed(..) => self.ledger.report.messages_followed_by_servers += 1,
             ServerEvent::Forged(session, re, forgery) => {
