@@ -479,6 +479,8 @@ impl World {
                 StoreWrite::Revoke { issuer, serial, .. } => {
                     self.ledger.revoked(now, issuer.as_str(), *serial);
                 }
+                // A registration ended (de-registered, or its term over).
+                StoreWrite::DeleteRegistration(account) => self.ledger.unregistered(now, account),
                 // What the server holds, not what it says: a certificate
                 // is issued when a registration first stores it, and it
                 // must verify under its issuer's anchor (KW-CERT-001).
@@ -606,7 +608,6 @@ impl World {
     fn server_event(&mut self, i: usize, me: &Principal, e: ServerEvent) {
         let now = self.now;
         match e {
-            ServerEvent::Unregistered { account, .. } => self.ledger.unregistered(now, &account),
             ServerEvent::SessionEnded(session, end) => {
                 self.ended_at.insert((i, session), now);
                 if end == SessionEnd::Expired {
