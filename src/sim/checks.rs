@@ -117,6 +117,12 @@ pub struct Report {
     /// Sessions each domain's recorder holds keys of, all selected by its
     /// server's policy: recordings started by a delivered `record-start`.
     pub sessions_recorded: u64,
+    /// Selected sessions established but not recorded: their server could
+    /// not read the answer (its certificate expired or was revoked on the
+    /// way), relayed it unread, and the caller took it with the
+    /// certificate it held (KW-SM-022). Not an invariant broken: the
+    /// protocol leaves the caller to decide.
+    pub recordings_missed: u64,
     /// Datagrams a party refused (`ProtocolError`): mostly duplicates and
     /// late responses of lost or retransmitted exchanges.
     pub datagrams_refused: u64,

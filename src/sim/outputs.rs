@@ -862,6 +862,7 @@ impl World {
                 ));
             }
         }
+        let mut missed = 0;
         for (i, session) in &self.answers_relayed {
             let Some(d) = self.servers.get(*i).and_then(|s| s.4) else {
                 continue;
@@ -877,18 +878,20 @@ impl World {
                 .and_then(|c| self.calls.get(*c))
                 .is_some_and(|c| c.established);
             let unread = self.unread_answers.contains(&(*i, *session));
-            if pinholes
+            let missing = pinholes
                 && taken
-                && !unread
                 && self.selected(d, session)
-                && !self.records_sent.contains(&(d, *session))
-            {
+                && !self.records_sent.contains(&(d, *session));
+            if missing && unread {
+                missed += 1;
+            } else if missing {
                 found.push(format!(
                     "server of domain {d} relayed the answer of selected session {} with pinholes, and sent no record-start",
                     crate::cbor::hex(&session.0)
                 ));
             }
         }
+        self.ledger.report.recordings_missed = missed;
         self.ledger.report.sessions_recorded = self
             .recorders
             .iter()
