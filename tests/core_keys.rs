@@ -238,6 +238,7 @@ fn kw_err_004_a_refused_offer_leaves_the_callee_no_key() {
         1,
         Faults {
             tamper_read_only: true,
+            ..Faults::default()
         },
     );
     lab.register_all();
@@ -320,4 +321,58 @@ fn kw_err_004_a_refused_info_spends_no_sequence_number() {
                 "same seq, genuine".into()
             ))
     );
+}
+
+/// KW-CRYPTO-036 step 3, KW-SEAL-006: an edit signed by a server whose
+/// entry only lets it read, and genuine edits forwarded out of order, are
+/// both refused by the destination with `permission-denied`, reported as
+/// tampering, and set no call up.
+#[test]
+fn kw_crypto_036_forged_and_reordered_edits_are_detected() {
+    use keyway::core::Forgery;
+    for (faults, forgery) in [
+        (
+            Faults {
+                forge_edit: true,
+                ..Faults::default()
+            },
+            Forgery::Edit,
+        ),
+        (
+            Faults {
+                reorder_edits: true,
+                ..Faults::default()
+            },
+            Forgery::Reordered,
+        ),
+    ] {
+        let mut lab = Lab::new(LabOptions::default());
+        lab.inject_faults(1, faults);
+        lab.register_all();
+        lab.command(CALLER, DeviceCommand::Call(principal(CALLEE)));
+        lab.settle();
+        let forged = lab
+            .server_events("sc@b.example")
+            .into_iter()
+            .find_map(|e| match e {
+                ServerEvent::Forged(session, MsgType::Offer, f) if f == forgery => Some(session),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{forgery:?}: sc@b forged nothing"));
+        assert!(
+            lab.device_events(CALLEE)
+                .contains(&DeviceEvent::TamperDetected(
+                    forged,
+                    ErrorCode::PERMISSION_DENIED
+                )),
+            "{forgery:?}: {:?}",
+            lab.device_events(CALLEE)
+        );
+        assert_eq!(lab.device(CALLEE).call_state(&forged), None);
+        assert!(
+            !lab.device_events(CALLEE)
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::IncomingCall(..)))
+        );
+    }
 }

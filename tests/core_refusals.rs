@@ -631,3 +631,63 @@ fn kw_err_004_reading_a_request_cannot_starve_its_forward() {
     assert!(read);
     assert!(lab.find(mark, |s| matches!(s, Step::Sent { from, message: Message::Info(_), .. } if from == "sc@a.example")).is_some());
 }
+
+/// KW-SM-029: a `bye` replayed under a fresh `txn` after the call ended
+/// is refused with `unknown-session`, not acknowledged; the original's
+/// retransmission (same `txn`) is still answered `ok` from the cache.
+#[test]
+fn kw_sm_029_a_bye_for_a_call_the_device_does_not_have_is_refused() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    assert_eq!(lab.device("u1@b.example").call_state(&session), None);
+    let callee = lab.devices[lab.dev("u1@b.example")].contact;
+    let (server, bye) = lab
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|(f, to, m)| match m {
+            Message::Bye(b) if to == callee => Some((f, b)),
+            _ => None,
+        })
+        .unwrap();
+    let server = lab
+        .servers
+        .iter()
+        .find(|s| s.server.account().to_string() == server)
+        .map(|s| s.addr)
+        .unwrap();
+    // The original, again: answered from the cache (KW-FRAME-012).
+    let mark = lab.trace.len();
+    lab.inject(callee, server, &Message::Bye(bye.clone()).encode());
+    assert!(lab.refusals(mark, "u1@b.example").is_empty());
+    assert!(
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Sent { message: Message::Ok(ok), .. } if ok.txn == bye.txn)
+        )
+        .is_some()
+    );
+    // A replay under a fresh txn: refused, nothing acknowledged.
+    let mark = lab.trace.len();
+    let fresh = TxnId([0x5a; 8]);
+    let replayed = Message::Bye(Bye { txn: fresh, ..bye });
+    lab.inject(callee, server, &replayed.encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@b.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Bye,
+            code: ErrorCode::UNKNOWN_SESSION
+        }]
+    );
+    assert!(
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Sent { message: Message::Ok(ok), .. } if ok.txn == fresh)
+        )
+        .is_none()
+    );
+    assert!(lab.find(mark, |s| matches!(s, Step::Sent { message: Message::Error(e), .. } if e.txn == Some(fresh) && e.code == ErrorCode::UNKNOWN_SESSION)).is_some());
+}

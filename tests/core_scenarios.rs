@@ -1843,6 +1843,7 @@ fn claims_37_38_47_50_53_56_permissions_edits_and_detected_tampering() {
         1,
         Faults {
             tamper_read_only: true,
+            ..Faults::default()
         },
     );
     lab.register_all();

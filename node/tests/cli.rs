@@ -383,3 +383,49 @@ fn arbitrary_input_exits_0_or_1() {
         }
     }
 }
+
+/// `simulate --adversary` refuses a configuration it cannot attack, with
+/// a reason, rather than running without attacks; a run it can attack
+/// accounts for every attack in its JSON.
+#[test]
+fn simulate_adversary_is_refused_where_it_cannot_act_and_accounts_for_its_attacks() {
+    let one = keyway(&["simulate", "--domains", "1", "--adversary"], b"");
+    assert_eq!(one.code, 1);
+    assert!(
+        one.stderr.contains("--adversary needs two or more domains"),
+        "{}",
+        one.stderr
+    );
+    let none = keyway(&["simulate", "--calls", "0", "--adversary"], b"");
+    assert_eq!(none.code, 1);
+    assert!(
+        none.stderr.contains("--adversary needs calls"),
+        "{}",
+        none.stderr
+    );
+    let run = keyway(
+        &[
+            "simulate",
+            "--domains",
+            "2",
+            "--devices",
+            "3",
+            "--calls",
+            "8",
+            "--loss",
+            "0.1",
+            "--adversary",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(report["attacks_injected"].as_u64().unwrap() > 0);
+    assert_eq!(report["attacks_unaccounted"], 0);
+    for (kind, f) in report["attacks"].as_object().unwrap() {
+        let n = |k: &str| f[k].as_u64().unwrap();
+        assert_eq!(n("injected"), n("detected") + n("refused"), "{kind}");
+        assert_eq!(n("accepted"), 0, "{kind}");
+    }
+}

@@ -41,7 +41,7 @@ pub use reader::{Read, ReadError, RecordingReader};
 pub use recorder::{RecordedPacket, Recorder, RecorderConfig, RecorderEvent, Recording};
 pub use routing::{Route, ServerDirectory};
 #[cfg(feature = "testkit")]
-pub use server::Faults;
+pub use server::{Faults, Forgery};
 pub use server::{
     FirewallLink, FirewallPlan, RecordPolicy, RecorderLink, Server, ServerConfig, ServerEvent,
     ServerPolicy, SessionEnd,

@@ -104,6 +104,31 @@ pub struct Report {
     pub tampers_injected: u64,
     /// Of those, detected by the destination.
     pub tampers_detected: u64,
+    /// Attacks the adversary injected (`--adversary`), by kind: each
+    /// detected (refused with the error its kind expects, or reported as
+    /// tampering), refused for another reason (counted by reason), or
+    /// accepted — an invariant broken.
+    pub attacks: BTreeMap<&'static str, AttackFigures>,
+    /// Attacks injected, of every kind.
+    pub attacks_injected: u64,
+    /// Attacks neither detected nor refused: accepted, or without a
+    /// verdict at the end of the run. Each is an invariant broken.
+    pub attacks_unaccounted: u64,
+    /// Sessions each domain's recorder holds keys of, all selected by its
+    /// server's policy: recordings started by a delivered `record-start`.
+    pub sessions_recorded: u64,
+    /// Selected sessions established but not recorded: their server could
+    /// not read the answer (its certificate expired or was revoked on the
+    /// way), relayed it unread, and the caller took it with the
+    /// certificate it held (KW-SM-022). Not an invariant broken: the
+    /// protocol leaves the caller to decide.
+    pub recordings_missed: u64,
+    /// Answers refused with `permission-denied` by their caller because a
+    /// server the callee named read-modify could not read them (the
+    /// callee's certificate unknown to it, expired or revoked on the way)
+    /// and relayed them unsigned: the edit KW-SEAL-011 requires is missing.
+    /// Not tampering and not an invariant broken: the call fails.
+    pub unread_answers_refused: u64,
     /// Datagrams a party refused (`ProtocolError`): mostly duplicates and
     /// late responses of lost or retransmitted exchanges.
     pub datagrams_refused: u64,
@@ -132,6 +157,24 @@ pub struct Report {
     pub invariant_violations: Vec<String>,
 }
 
+/// What became of the attacks of one kind.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AttackFigures {
+    /// Injected.
+    pub injected: u64,
+    /// Refused by their target with the error the attack's kind expects
+    /// (or reported as tampering), by error code name.
+    pub detected: u64,
+    /// Refused for another reason.
+    pub refused: u64,
+    /// Accepted by their target: a weakness, and an invariant broken.
+    pub accepted: u64,
+    /// The codes they were detected with, and how often.
+    pub detected_codes: BTreeMap<String, u64>,
+    /// Why those refused for another reason were, and how often.
+    pub refused_reasons: BTreeMap<String, u64>,
+}
+
 impl Report {
     /// `name: value` lines, in field order.
     pub fn to_text(&self) -> String {
@@ -144,6 +187,12 @@ impl Report {
                         out.push_str(&format!("{k}: {}\n", items.len()));
                         for item in items {
                             out.push_str(&format!("  - {}\n", item.as_str().unwrap_or_default()));
+                        }
+                    }
+                    serde_json::Value::Object(entries) => {
+                        out.push_str(&format!("{k}: {}\n", entries.len()));
+                        for (name, entry) in entries {
+                            out.push_str(&format!("  {name}: {entry}\n"));
                         }
                     }
                     other => out.push_str(&format!("{k}: {other}\n")),
@@ -159,6 +208,9 @@ impl Report {
 struct Tamper {
     destination: Principal,
     detected: bool,
+    /// Whether `--tamper` made it (counted in `tampers_*`), rather than a
+    /// forgery of the adversary (counted in `attacks`).
+    counted: bool,
 }
 
 /// What the simulator knows of a certificate, from its issuer's outputs.
@@ -234,6 +286,57 @@ impl Ledger {
     pub fn violation_once(&mut self, now: Millis, key: String, what: String) {
         if self.reported.insert(key) {
             self.violation(now, what);
+        }
+    }
+
+    fn figures(&mut self, kind: &'static str) -> &mut AttackFigures {
+        self.report.attacks.entry(kind).or_default()
+    }
+
+    /// An attack of `kind` was injected.
+    pub fn attack_injected(&mut self, kind: &'static str) {
+        self.figures(kind).injected += 1;
+        self.report.attacks_injected += 1;
+    }
+
+    /// Its target refused it with the error its kind expects.
+    pub fn attack_detected(&mut self, kind: &'static str, code: String) {
+        let f = self.figures(kind);
+        f.detected += 1;
+        *f.detected_codes.entry(code).or_default() += 1;
+    }
+
+    /// Its target refused it for another reason, or it could not reach it.
+    pub fn attack_refused(&mut self, kind: &'static str, reason: String) {
+        let f = self.figures(kind);
+        f.refused += 1;
+        *f.refused_reasons.entry(reason).or_default() += 1;
+    }
+
+    /// Invariant: no attack is accepted.
+    pub fn attack_accepted(&mut self, now: Millis, kind: &'static str, what: String) {
+        self.figures(kind).accepted += 1;
+        self.violation(now, format!("attack {kind} accepted: {what}"));
+    }
+
+    /// Invariant: every attack injected is detected or refused for a
+    /// stated reason (`injected = detected + refused`).
+    pub fn attacks_accounted(&mut self, now: Millis) {
+        let mut found = Vec::new();
+        let mut unaccounted = 0;
+        for (kind, f) in &self.report.attacks {
+            let missing = f.injected.saturating_sub(f.detected + f.refused);
+            if missing > 0 {
+                unaccounted += missing;
+                found.push(format!(
+                    "{missing} of {} attacks {kind} neither detected nor refused ({} accepted)",
+                    f.injected, f.accepted
+                ));
+            }
+        }
+        self.report.attacks_unaccounted = unaccounted;
+        for v in found {
+            self.violation(now, v);
         }
     }
 
@@ -334,6 +437,19 @@ impl Ledger {
                 format!("revoked unknown certificate {issuer}/{serial}"),
             ),
         }
+    }
+
+    /// Whether the issuer of `serial` had revoked it by `now`.
+    pub fn revoked_by(&self, issuer: &str, serial: u64, now: Millis) -> bool {
+        self.certs
+            .get(&(issuer.to_string(), serial))
+            .and_then(|c| c.revoked_at)
+            .is_some_and(|at| at <= now)
+    }
+
+    /// Whether a certificate is known to have been issued.
+    pub fn is_issued(&self, issuer: &str, serial: u64) -> bool {
+        self.certs.contains_key(&(issuer.to_string(), serial))
     }
 
     /// Invariant: an issuer never hands out (serves, KW-CERT-006; confirms
@@ -506,7 +622,9 @@ impl Ledger {
     /// body a server changed without the right to.
     /// `carried` is the certificate of the offer or answer refused: one
     /// that had expired is rightly refused (KW-CERT-002), if reported as
-    /// tampering; it is counted.
+    /// tampering; it is counted. `relayed_unread`: a server relayed the
+    /// session's answer without reading it, so without the edit its
+    /// read-modify entry requires (KW-SEAL-011); refused, and counted.
     pub fn tamper_reported(
         &mut self,
         now: Millis,
@@ -514,10 +632,13 @@ impl Ledger {
         session: SessionId,
         code: crate::wire::ErrorCode,
         carried: Option<CertRef<'_>>,
+        relayed_unread: bool,
     ) {
         let expired = carried.is_some_and(|c| c.not_after < secs(now));
         if code == crate::wire::ErrorCode::CERT_EXPIRED && expired {
             self.report.expired_certificates_refused += 1;
+        } else if code == crate::wire::ErrorCode::PERMISSION_DENIED && relayed_unread {
+            self.report.unread_answers_refused += 1;
         } else if !self.tampers.contains_key(&session) {
             self.violation(
                 now,
@@ -555,11 +676,17 @@ impl Ledger {
         }
     }
 
-    pub fn tampered(&mut self, session: SessionId, destination: Principal) {
-        self.report.tampers_injected += 1;
+    /// A body of `session` changed by a server without the right to:
+    /// `counted` for `--tamper`, not for the adversary's forgeries (which
+    /// its own figures count).
+    pub fn tampered(&mut self, session: SessionId, destination: Principal, counted: bool) {
+        if counted {
+            self.report.tampers_injected += 1;
+        }
         self.tampers.entry(session).or_insert(Tamper {
             destination,
             detected: false,
+            counted,
         });
     }
 
@@ -567,7 +694,9 @@ impl Ledger {
         if let Some(t) = self.tampers.get_mut(&session) {
             if &t.destination == by && !t.detected {
                 t.detected = true;
-                self.report.tampers_detected += 1;
+                if t.counted {
+                    self.report.tampers_detected += 1;
+                }
             }
         }
     }

@@ -9,16 +9,21 @@
 //!
 //! Modules, in dependency order — each imports only modules before it:
 //! `net` (the network: a time-ordered queue, loss, delay, duplication),
-//! `checks` (the report, counters and invariants) and `plan` (the clock's
+//! `checks` (the report, counters and invariants), `plan` (the clock's
 //! landmarks, the policies every party shares, what happens to each device
-//! and call) import no other module of the simulator; `world` (the
-//! deployment, how it is built, the run loop) imports those three;
-//! `script` (when each action happens) and `outputs` (carrying out what
-//! the state machines ask) import `world` and add `impl World` blocks of
-//! their own. The run loop calls the methods they add, but `world` imports
-//! from neither, so the constants and plan types both sides need live in
+//! and call) and `adversary` (the kinds of attack, how an injection is
+//! judged, what the adversary holds) import no other module of the
+//! simulator; `world` (the deployment, how it is built, the run loop,
+//! delivering and judging) imports those four; `script` (when each action
+//! happens), `attacks` (what the adversary captures, sends and follows)
+//! and `outputs` (carrying out what the state machines ask; it imports
+//! `attacks`) import `world` and add `impl World` blocks of their own.
+//! The run loop calls the methods they add, but `world` imports from
+//! none of them, so the constants and plan types both sides need live in
 //! `plan`.
 
+mod adversary;
+mod attacks;
 mod checks;
 mod net;
 mod outputs;
@@ -46,8 +51,17 @@ pub struct SimConfig {
     /// Make the last domain's server change bodies it may only read, to
     /// check that destinations always detect it (KW-SEAL-006).
     pub tamper: bool,
-    /// Record every session of every domain.
+    /// Give each domain a recorder; its server records every session,
+    /// those of some of its devices, or none, domain by domain.
     pub record: bool,
+    /// Attack the deployment (spec/state-machines.md §6): replays,
+    /// forged edits and attestations, revoked and expired certificates,
+    /// datagrams from outside; each attack must be detected or refused.
+    pub adversary: bool,
+    /// With `adversary`, also mount the attacks the protocol is known not
+    /// to stop (spec/state-machines.md §6): each is reported as accepted,
+    /// an invariant broken.
+    pub known_weaknesses: bool,
 }
 
 impl Default for SimConfig {
@@ -60,6 +74,8 @@ impl Default for SimConfig {
             loss: 0.0,
             tamper: false,
             record: true,
+            adversary: false,
+            known_weaknesses: false,
         }
     }
 }
@@ -94,6 +110,22 @@ pub fn run(cfg: &SimConfig) -> Result<Report, SimError> {
         return Err(SimError::Config(
             "--tamper needs two or more domains: the last domain's server changes what \
              passes it between them",
+        ));
+    }
+    if cfg.adversary && cfg.domains < 2 {
+        return Err(SimError::Config(
+            "--adversary needs two or more domains: it forges attestations of other \
+             domains' certificates, and the last domain's server forges edits",
+        ));
+    }
+    if cfg.known_weaknesses && !cfg.adversary {
+        return Err(SimError::Config(
+            "--known-weaknesses needs --adversary: it adds to its attacks",
+        ));
+    }
+    if cfg.adversary && cfg.calls == 0 {
+        return Err(SimError::Config(
+            "--adversary needs calls: most of its attacks are on calls",
         ));
     }
     let mut world = world::World::build(cfg);

@@ -66,6 +66,8 @@ pub enum What {
         to: Node,
         from: Addr,
         bytes: Vec<u8>,
+        /// The adversary's identifier of an injected datagram.
+        attack: Option<u64>,
     },
     Timer(Node),
     Script(Action),
@@ -140,10 +142,33 @@ impl Net {
                     to,
                     from,
                     bytes: bytes.clone(),
+                    attack: None,
                 },
             );
         }
         let delay = 5 + self.below(36);
-        self.at(now + delay, What::Deliver { to, from, bytes });
+        self.at(
+            now + delay,
+            What::Deliver {
+                to,
+                from,
+                bytes,
+                attack: None,
+            },
+        );
+    }
+
+    /// Delivers the adversary's datagram `attack` at `at`, neither lost
+    /// nor duplicated: each is judged once.
+    pub fn inject(&mut self, at: Millis, to: Node, from: Addr, bytes: Vec<u8>, attack: u64) {
+        self.at(
+            at,
+            What::Deliver {
+                to,
+                from,
+                bytes,
+                attack: Some(attack),
+            },
+        );
     }
 }

@@ -4,14 +4,17 @@
 
 use std::collections::BTreeSet;
 
+use super::adversary::Attack;
+use super::attacks::ForgedEvent;
 use super::checks::CertRef;
 use super::net::{Node, What};
 use super::plan::{KEYS, T0, give_up};
 use super::world::World;
 use crate::core::{
-    Addr, DeviceEvent, Driver, Firewall, FirewallEvent, MemoryFirewall, Output, Party,
+    Addr, DeviceEvent, Driver, Firewall, FirewallEvent, Forgery, MemoryFirewall, Output, Party,
     RecorderEvent, ServerEvent, SessionEnd, Store, StoreError, StoreWrite, Transmit, carry,
 };
+use crate::crypto::Expect;
 use crate::testkit::domain_of;
 use crate::wire::{Certificate, Message, MsgType, Principal, RecipientKind, SessionId, Transport};
 
@@ -85,6 +88,7 @@ impl World {
             if let Node::Device(i) = node {
                 self.note_carried(i, message);
             }
+            self.tap(from, node, message);
             let now = self.now;
             self.net.datagram(now, node, from, message.encode());
         }
@@ -162,6 +166,11 @@ impl World {
         } = transmit;
         self.count_sent(&message);
         self.device_sent(i, &me, &message);
+        if let Message::Error(e) = &message {
+            if let Some(txn) = e.txn {
+                self.forged_answered(txn, e.code);
+            }
+        }
         if let Message::Media(m) = &message {
             if let Some(frame) = self.pending_frame.clone() {
                 self.ledger
@@ -316,42 +325,27 @@ impl World {
                 self.holding.remove(&i);
             }
             DeviceEvent::CertificateAccepted {
-                account,
+                account: _,
                 issuer,
                 serial,
                 not_after,
-            } => {
-                self.cached.insert((i, account), not_after);
-                self.ledger.accepted(
-                    now,
-                    me,
-                    "cert-notify",
-                    CertRef {
-                        issuer: &issuer,
-                        serial,
-                        not_after,
-                    },
-                )
-            }
-            DeviceEvent::IncomingCall(session, caller) => {
+            } => self.ledger.accepted(
+                now,
+                me,
+                "cert-notify",
+                CertRef {
+                    issuer: &issuer,
+                    serial,
+                    not_after,
+                },
+            ),
+            DeviceEvent::IncomingCall(session, _) => {
                 self.ledger.content_accepted(now, me, session);
-                // A caller of another domain is checked with the
-                // certificate the callee holds, if still valid (its keys
-                // are the offer's, or it would have fetched another,
-                // KW-SM-022); otherwise with the one the offer carries,
-                // which the callee then keeps (KW-ERR-004).
-                let held = caller.domain() != me.domain()
-                    && self
-                        .cached
-                        .get(&(i, caller.clone()))
-                        .is_some_and(|end| *end >= super::checks::secs(now));
-                if !held {
-                    self.accept_carried(i, me, session, "offer");
-                    if let Some(cert) = self.carried.get(&(i, session)) {
-                        let end = cert.tbs.not_after.0;
-                        self.cached.insert((i, caller), end);
-                    }
-                }
+                self.forged_event(i, session, ForgedEvent::Accepted);
+                // The certificate the callee checked the offer with, as it
+                // keeps it for the call (KW-SM-020): the one the offer
+                // carried, or one it held.
+                self.accept_peer(i, me, session, "offer");
                 // The callee's keys start with its answer, now.
                 self.ledger.epoch_started(now, me, session);
             }
@@ -365,17 +359,9 @@ impl World {
                 };
                 if call.caller == i && !call.established {
                     call.established = true;
-                    let callee = call.callee;
                     self.ledger.report.calls_established += 1;
-                    // Verified with the callee's certificate the caller
-                    // holds, if still valid; else with the one carried.
-                    let peer = self.devices.get(callee).map(|d| d.0.account().clone());
-                    let held = peer
-                        .and_then(|p| self.cached.get(&(i, p)))
-                        .is_some_and(|end| *end >= super::checks::secs(now));
-                    if !held {
-                        self.accept_carried(i, me, session, "answer");
-                    }
+                    self.forged_event(i, session, ForgedEvent::Accepted);
+                    self.accept_peer(i, me, session, "answer");
                     self.ledger.epoch_started(now, me, session);
                     self.schedule_caller(c);
                 } else if call.callee == i && !call.callee_established {
@@ -385,10 +371,26 @@ impl World {
             }
             DeviceEvent::TamperDetected(session, code) => {
                 let carried = self.carried.get(&(i, session)).map(cert_ref);
-                self.ledger.tamper_reported(now, me, session, code, carried);
+                let unread = self.unread_answers.iter().any(|(_, s)| *s == session);
+                self.ledger
+                    .tamper_reported(now, me, session, code, carried, unread);
                 self.ledger.tamper_detected(me, session);
+                self.forged_event(i, session, ForgedEvent::Tamper(code));
             }
-            DeviceEvent::Rekeyed { sending: true, .. } => self.ledger.report.rekeys += 1,
+            DeviceEvent::CallFailed(session, code) => {
+                self.forged_event(i, session, ForgedEvent::Failed(code));
+            }
+            DeviceEvent::Rekeyed {
+                session,
+                sending,
+                epoch,
+            } => {
+                if sending {
+                    self.ledger.report.rekeys += 1;
+                } else if let Some(adversary) = self.adversary.as_mut() {
+                    adversary.recv_epochs.insert((i, session), epoch);
+                }
+            }
             DeviceEvent::MediaReceived { .. } => self.ledger.report.media_packets_received += 1,
             DeviceEvent::CallEnded(session) => {
                 let Some(&c) = self.call_of.get(&session) else {
@@ -408,11 +410,25 @@ impl World {
         }
     }
 
-    /// The certificate of the offer or answer a device just took up.
-    fn accept_carried(&mut self, i: usize, me: &Principal, session: SessionId, what: &str) {
+    /// Invariant (KW-CERT-002, KW-CERT-003, KW-CERT-006): the certificate
+    /// a device confirmed for the peer of a call it takes up — what it
+    /// checks the peer's signatures with for the whole call (KW-SM-020),
+    /// read from the device rather than guessed from what was sent — was
+    /// issued, had not expired, and had not been revoked before its
+    /// issuer last handed it out.
+    fn accept_peer(&mut self, i: usize, me: &Principal, session: SessionId, what: &str) {
         let now = self.now;
-        if let Some(cert) = self.carried.get(&(i, session)) {
-            self.ledger.accepted(now, me, what, cert_ref(cert));
+        let cert = self
+            .devices
+            .get(i)
+            .and_then(|d| d.0.peer_certificate(&session))
+            .cloned();
+        match cert {
+            Some(cert) => self.ledger.accepted(now, me, what, cert_ref(&cert)),
+            None => self.ledger.violation(
+                now,
+                format!("{me} took up a call ({what}) without a certificate of its peer"),
+            ),
         }
     }
 
@@ -426,6 +442,26 @@ impl World {
         let me = server.account().clone();
         self.count_sent(&transmit.message);
         self.server_sent(i, &me, &transmit.message);
+        self.forged_sent(i, &transmit.message);
+        let unread =
+            matches!(transmit.message, Message::Answer(_)) && self.unread_answer.take() == Some(i);
+        match &transmit.message {
+            Message::RegisterOk(ok) => {
+                if let (Some(adversary), Some(cert)) = (self.adversary.as_mut(), ok.cert.as_ref()) {
+                    adversary.issued(cert);
+                }
+            }
+            // An answer the server could not read (it said why just
+            // before) is relayed unread and unrecorded: the caller decides.
+            Message::Answer(a) => {
+                if unread {
+                    self.unread_answers.insert((i, a.session));
+                }
+                self.answers_relayed.insert((i, a.session));
+            }
+            Message::RecordStart(r) => self.record_start_sent(i, r.session),
+            _ => {}
+        }
         self.signal(transmit.source, transmit.destination, &transmit.message);
     }
 
@@ -436,9 +472,57 @@ impl World {
             return Ok(());
         };
         store.commit(group)?;
+        let domain = self
+            .servers
+            .get(i)
+            .map(|s| s.0.account().domain().to_string());
         for write in group {
-            if let StoreWrite::Revoke { issuer, serial, .. } = write {
-                self.ledger.revoked(now, issuer.as_str(), *serial);
+            match write {
+                StoreWrite::Revoke { issuer, serial, .. } => {
+                    self.ledger.revoked(now, issuer.as_str(), *serial);
+                }
+                // A registration ended (de-registered, or its term over).
+                StoreWrite::DeleteRegistration(account) => self.ledger.unregistered(now, account),
+                // What the server holds, not what it says: a certificate
+                // is issued when a registration first stores it, and it
+                // must verify under its issuer's anchor (KW-CERT-001).
+                StoreWrite::PutRegistration(reg) => {
+                    let cert = &reg.cert;
+                    let issuer = cert.tbs.issuer.as_str().to_string();
+                    if domain.as_deref() != Some(issuer.as_str()) {
+                        self.ledger.violation(
+                            now,
+                            format!("{issuer} certificate stored by another domain's server"),
+                        );
+                    }
+                    if !self.ledger.is_issued(&issuer, cert.tbs.serial) {
+                        let expect = Expect {
+                            subject: &reg.account,
+                            role: None,
+                            now: cert.tbs.not_before.0,
+                        };
+                        if let Err(e) = self.anchors.check(cert, expect) {
+                            self.ledger.violation(
+                                now,
+                                format!(
+                                    "{}: stored certificate {issuer}/{} does not verify: {e}",
+                                    reg.account, cert.tbs.serial
+                                ),
+                            );
+                        }
+                        self.ledger.report.certificates_issued += 1;
+                        self.ledger
+                            .issued(&issuer, cert.tbs.serial, cert.tbs.not_after.0);
+                    }
+                    self.ledger.registered(
+                        now,
+                        &issuer,
+                        &reg.account,
+                        cert.tbs.serial,
+                        reg.not_after,
+                    );
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -456,6 +540,8 @@ impl World {
             }
             // A request overtaken by its session's end, under loss (a
             // copy behind the close of its pinhole), is refused rightly.
+            // The adversary's copy of a request, judged as an attack.
+            FirewallEvent::Refused { .. } if self.answering_attack => {}
             FirewallEvent::Refused { re, code, pinhole } => {
                 let server = self.domains.iter().find(|d| d.agent == i).map(|d| d.server);
                 let session = pinhole.and_then(|(_, id)| {
@@ -523,28 +609,13 @@ impl World {
 
     fn server_event(&mut self, i: usize, me: &Principal, e: ServerEvent) {
         let now = self.now;
-        let domain = me.domain().to_string();
         match e {
-            ServerEvent::CertificateIssued {
-                serial, not_after, ..
-            } => {
-                self.ledger.report.certificates_issued += 1;
-                self.ledger.issued(&domain, serial, not_after);
-            }
-            ServerEvent::Unregistered { account, .. } => self.ledger.unregistered(now, &account),
             ServerEvent::SessionEnded(session, end) => {
                 self.ended_at.insert((i, session), now);
                 if end == SessionEnd::Expired {
                     self.ledger.report.sessions_expired += 1;
                 }
             }
-            ServerEvent::Registered {
-                account,
-                serial,
-                not_after,
-            } => self
-                .ledger
-                .registered(now, &domain, &account, serial, not_after),
             ServerEvent::BodyOpened { .. } => self.ledger.report.messages_opened_by_servers += 1,
             // The event only says when to look: what counts is whether the
             // server holds the key, against what the offer entitled.
@@ -554,8 +625,20 @@ impl World {
                 self.read_at.insert((i, session), now);
                 self.ledger.key_held(now, me, session);
             }
+            // The server relays next an answer it could not read (an
+            // attack's copy is refused, not relayed).
+            ServerEvent::Rejected(MsgType::Answer, _) if !self.answering_attack => {
+                self.unread_answer = Some(i)
+            }
             ServerEvent::KeyReplaced(_) => self.ledger.report.session_keys_replaced += 1,
             ServerEvent::Observed(..) => self.ledger.report.messages_followed_by_servers += 1,
+            ServerEvent::Forged(session, re, forgery) => {
+                let kind = match forgery {
+                    Forgery::Edit => Attack::ForgedEdit,
+                    Forgery::Reordered => Attack::ReorderedEdits,
+                };
+                self.forged(session, re, kind);
+            }
             ServerEvent::Tampered(session, re) => {
                 let Some(call) = self.call_of.get(&session).and_then(|c| self.calls.get(*c)) else {
                     return;
@@ -567,7 +650,7 @@ impl World {
                 };
                 if let Some((d, ..)) = self.devices.get(destination) {
                     let account = d.account().clone();
-                    self.ledger.tampered(session, account);
+                    self.ledger.tampered(session, account, true);
                 }
             }
             _ => {}
@@ -698,6 +781,126 @@ impl World {
         }
         for (server, session) in held {
             self.ledger.key_held(now, &server, session);
+        }
+    }
+
+    /// Whether domain `d`'s policy selects `session`: one of its parties
+    /// is of the domain and selected (KW-REC-001).
+    fn selected(&self, d: usize, session: &SessionId) -> bool {
+        let (Some(policy), Some(domain)) = (self.record_policies.get(d), self.domains.get(d))
+        else {
+            return false;
+        };
+        let Some(call) = self.call_of.get(session).and_then(|c| self.calls.get(*c)) else {
+            return false;
+        };
+        [call.caller, call.callee].into_iter().any(|p| {
+            self.devices.get(p).is_some_and(|x| {
+                let account = x.0.account();
+                account.domain() == domain.name.as_str() && policy.selects(account)
+            })
+        })
+    }
+
+    /// Invariant: a server asks its recorder to record only sessions its
+    /// policy selects (KW-REC-001).
+    fn record_start_sent(&mut self, server: usize, session: SessionId) {
+        let Some(d) = self.servers.get(server).and_then(|s| s.4) else {
+            return;
+        };
+        if !self.selected(d, &session) {
+            let now = self.now;
+            let name = self.domains.get(d).map(|x| x.name.as_str().to_string());
+            self.ledger.violation_once(
+                now,
+                format!("record {d} {}", crate::cbor::hex(&session.0)),
+                format!(
+                    "{name:?}: record-start for session {}, which its policy does not select",
+                    crate::cbor::hex(&session.0)
+                ),
+            );
+        }
+        self.records_sent.insert((d, session));
+    }
+
+    /// Invariant, at the end of the run: each recorder holds keys of the
+    /// sessions its domain's policy selects only — and of all of them: of
+    /// every session whose `record-start` reached it; and its server sent
+    /// one for every selected session whose answer it read and relayed
+    /// with pinholes open (KW-REC-001, KW-SM-014). (An answer a server
+    /// cannot read — its certificate expired or was revoked on the way —
+    /// is relayed unread and the session goes unrecorded there, though
+    /// the caller may take it with the certificate it holds, KW-SM-022.)
+    pub(super) fn check_recordings(&mut self) {
+        let now = self.now;
+        let mut found = Vec::new();
+        for (d, (recorder, ..)) in self.recorders.iter().enumerate() {
+            let name = self
+                .domains
+                .get(d)
+                .map_or_else(String::new, |x| x.name.as_str().to_string());
+            for rec in recorder.recordings() {
+                let session = crate::cbor::hex(&rec.session.0);
+                if !self.selected(d, &rec.session) {
+                    found.push(format!(
+                        "{name}: its recorder holds keys of session {session}, not selected"
+                    ));
+                }
+                if rec.key_count() == 0 {
+                    found.push(format!(
+                        "{name}: its recorder holds no key of session {session}"
+                    ));
+                }
+            }
+            let held = self
+                .record_started
+                .iter()
+                .filter(|(r, _)| *r == d)
+                .filter(|(_, s)| recorder.recording_of(s).is_none_or(|x| x.key_count() == 0))
+                .count();
+            if held > 0 {
+                found.push(format!(
+                    "{name}: its recorder holds no keys of {held} sessions whose record-start reached it"
+                ));
+            }
+        }
+        let mut missed = 0;
+        for (i, session) in &self.answers_relayed {
+            let Some(d) = self.servers.get(*i).and_then(|s| s.4) else {
+                continue;
+            };
+            let pinholes = self
+                .pinhole_sessions
+                .iter()
+                .any(|((s, _), x)| s == i && x == session);
+            // A genuine answer: its caller took it.
+            let taken = self
+                .call_of
+                .get(session)
+                .and_then(|c| self.calls.get(*c))
+                .is_some_and(|c| c.established);
+            let unread = self.unread_answers.contains(&(*i, *session));
+            let missing = pinholes
+                && taken
+                && self.selected(d, session)
+                && !self.records_sent.contains(&(d, *session));
+            if missing && unread {
+                missed += 1;
+            } else if missing {
+                found.push(format!(
+                    "server of domain {d} relayed the answer of selected session {} with pinholes, and sent no record-start",
+                    crate::cbor::hex(&session.0)
+                ));
+            }
+        }
+        self.ledger.report.recordings_missed = missed;
+        self.ledger.report.sessions_recorded = self
+            .recorders
+            .iter()
+            .map(|r| r.0.recordings().count() as u64)
+            .sum();
+        for v in found {
+            self.ledger.violation(now, v);
         }
     }
 

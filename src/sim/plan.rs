@@ -5,9 +5,11 @@
 //! the parties, the script to schedule what they do. This module imports
 //! no other module of the simulator.
 
-use crate::core::{DevicePolicy, Millis, RetransmitPolicy};
+use std::collections::BTreeSet;
+
+use crate::core::{DevicePolicy, Millis, RecordPolicy, RetransmitPolicy};
 use crate::crypto::KeyPolicy;
-use crate::wire::Permission;
+use crate::wire::{Permission, Principal};
 
 /// The virtual clock starts here (2027-01-15), so certificate times look
 /// like real ones.
@@ -119,6 +121,23 @@ pub(super) fn policy_of(index: usize) -> DevicePolicy {
             ..DevicePolicy::default()
         },
         _ => DevicePolicy::default(),
+    }
+}
+
+/// Which sessions the server of domain `d` (named `name`, with
+/// `devices` devices) records, when domains record (KW-REC-001): in
+/// turn every session, those of its odd-numbered devices (`u1`, `u3`, …),
+/// none.
+pub(super) fn record_policy_of(d: usize, name: &str, devices: usize) -> RecordPolicy {
+    match d % 3 {
+        0 => RecordPolicy::Everything,
+        1 => RecordPolicy::Accounts(
+            (1..=devices)
+                .step_by(2)
+                .filter_map(|k| Principal::new(&format!("u{k}@{name}")).ok())
+                .collect::<BTreeSet<_>>(),
+        ),
+        _ => RecordPolicy::Nothing,
     }
 }
 

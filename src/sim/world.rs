@@ -4,16 +4,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::SimConfig;
+use super::adversary::{Adversary, Injected, Stranger, Verdict, judge};
 use super::checks::{Ledger, Report};
 use super::net::{Net, Node, What};
-use super::plan::{CallKind, KEYS, Lifecycle, SESSION_SECS, T0, give_up, policy_of};
-use crate::core::{
-    Addr, Device, DeviceCommand, DevicePolicy, FirewallAgent, MemoryFirewall, MemoryStore, Millis,
-    Now, Party, Receive, Recorder, Server, ServerPolicy,
+use super::plan::{
+    CallKind, KEYS, Lifecycle, SESSION_SECS, T0, give_up, policy_of, record_policy_of,
 };
-use crate::crypto::SeededEntropy;
+use crate::core::{
+    Addr, Device, DeviceCommand, DevicePolicy, Firewall, FirewallAgent, MemoryFirewall,
+    MemoryStore, Millis, Now, Party, ProtocolError, Receive, RecordPolicy, Recorder, Server,
+    ServerPolicy,
+};
+use crate::crypto::{SeededEntropy, TrustStore};
 use crate::testkit::{Faults, Plan, SERVICE_SERIAL};
-use crate::wire::{Certificate, Domain, Principal, SessionId};
+use crate::wire::{Certificate, Domain, Message, MsgType, Principal, SessionId};
 
 /// Most events processed, against runaway loops.
 const MAX_EVENTS: u64 = 50_000_000;
@@ -89,10 +93,29 @@ pub struct World {
     /// The certificate the latest offer or answer sent to a device carried,
     /// by device and session.
     pub(super) carried: BTreeMap<(usize, SessionId), Certificate>,
-    /// The end of the certificate each device holds of each account, as
-    /// its acceptances tell (KW-QUERY-006): a caller verifies an answer
-    /// with the one it holds, if valid, rather than the one carried.
-    pub(super) cached: BTreeMap<(usize, Principal), u64>,
+    /// The adversary, with `--adversary`.
+    pub(super) adversary: Option<Adversary>,
+    /// Each domain's recording policy, as configured (`Nothing` without
+    /// recorders).
+    pub(super) record_policies: Vec<RecordPolicy>,
+    /// The anchors of every domain: what a certificate a server stores
+    /// must verify under.
+    pub(super) anchors: TrustStore,
+    /// Sessions whose `record-start` reached each domain's recorder, by
+    /// domain.
+    pub(super) record_started: BTreeSet<(usize, SessionId)>,
+    /// Sessions each domain's server sent a `record-start` for, by domain.
+    pub(super) records_sent: BTreeSet<(usize, SessionId)>,
+    /// Sessions whose answer each server relayed, by server.
+    pub(super) answers_relayed: BTreeSet<(usize, SessionId)>,
+    /// Whether the outputs being carried out answer an attack: a firewall
+    /// agent's refusal of it is no invariant broken.
+    pub(super) answering_attack: bool,
+    /// The server that just refused to read an answer it relays.
+    pub(super) unread_answer: Option<usize>,
+    /// Answers each server relayed unread, by server: their retransmissions
+    /// (from its cache) say nothing again.
+    pub(super) unread_answers: BTreeSet<(usize, SessionId)>,
     /// When each server ended each session, as its events tell: its
     /// pinholes' closes are on their way from then (`check_pinholes`).
     pub(super) ended_at: BTreeMap<(usize, SessionId), Millis>,
@@ -129,7 +152,15 @@ impl World {
             confirming: BTreeSet::new(),
             commanded_rekey: false,
             carried: BTreeMap::new(),
-            cached: BTreeMap::new(),
+            adversary: None,
+            record_policies: Vec::new(),
+            anchors: TrustStore::new(Vec::new()),
+            record_started: BTreeSet::new(),
+            records_sent: BTreeSet::new(),
+            answers_relayed: BTreeSet::new(),
+            answering_attack: false,
+            unread_answer: None,
+            unread_answers: BTreeSet::new(),
             ended_at: BTreeMap::new(),
             read_at: BTreeMap::new(),
             pinhole_sessions: BTreeMap::new(),
@@ -147,6 +178,12 @@ impl World {
             // domains.
             hub: cfg.domains >= 2,
             record: cfg.record,
+            record_policies: (1..=cfg.domains)
+                .map(|d| {
+                    let name = format!("d{d}.example");
+                    (d - 1, record_policy_of(d - 1, &name, cfg.devices))
+                })
+                .collect(),
             server_policy: ServerPolicy {
                 min_expires: MIN_EXPIRES_SECS,
                 session_secs: SESSION_SECS,
@@ -163,9 +200,11 @@ impl World {
             ..Plan::default()
         };
         let deployment = plan.provision();
+        world.anchors = TrustStore::new(deployment.anchors.clone());
         // Service certificates end 30 days after T0 (Plan::provision).
         let service_end = T0 / 1000 + 30 * 24 * 3600;
         let last = cfg.domains.saturating_sub(1);
+        let mut forger = None;
         for (d, kit) in deployment.domains.into_iter().enumerate() {
             let name = kit.name.clone();
             world
@@ -193,6 +232,11 @@ impl World {
                 agent_addr,
                 plan.rng(&format!("agent {}", name.as_str())),
             ));
+            let policy = match cfg.record {
+                true => kit.server.policy.record.clone(),
+                false => RecordPolicy::Nothing,
+            };
+            world.record_policies.push(policy);
             let server_addr = kit.server.addr;
             let rng = plan.rng(&format!("server {}", name.as_str()));
             let mut server = Server::new(kit.server);
@@ -201,7 +245,13 @@ impl World {
             if cfg.tamper && d == last && cfg.domains > 1 {
                 server.inject_faults(Faults {
                     tamper_read_only: true,
+                    ..Faults::default()
                 });
+            }
+            if cfg.adversary && d == last {
+                // With --adversary the last domain's server forges edits of
+                // some of the bodies it reads (`World::arm_forgery`).
+                forger = Some(world.servers.len());
             }
             world
                 .servers
@@ -229,6 +279,16 @@ impl World {
                 server: server_index,
                 agent: world.agents.len() - 1,
             });
+        }
+        if cfg.adversary {
+            // The hub's server is of no device's domain: its attestations
+            // are forgeries to every device (KW-CRYPTO-012).
+            let stranger = deployment.hub.as_ref().map(|h| Stranger {
+                account: h.identity.account.clone(),
+                key: h.identity.signing.clone(),
+                cert: h.cert.clone(),
+            });
+            world.adversary = Some(Adversary::new(cfg.seed, stranger, forger));
         }
         if let Some(config) = deployment.hub {
             let addr = config.addr;
@@ -285,7 +345,12 @@ impl World {
             events += 1;
             self.now = at;
             match what {
-                What::Deliver { to, from, bytes } => self.deliver(to, from, &bytes),
+                What::Deliver {
+                    to,
+                    from,
+                    bytes,
+                    attack,
+                } => self.deliver(to, from, &bytes, attack),
                 What::Timer(node) => self.timer(node),
                 What::Script(action) => self.act(action),
             }
@@ -304,6 +369,8 @@ impl World {
         self.now = self.end.max(self.now);
         self.check_state();
         self.check_quiescent();
+        self.check_recordings();
+        self.close_attacks();
         self.finish();
     }
 
@@ -313,10 +380,16 @@ impl World {
 
     // ------------------------------------------------------------ input
 
-    fn deliver(&mut self, to: Node, from: Addr, bytes: &[u8]) {
+    fn deliver(&mut self, to: Node, from: Addr, bytes: &[u8], attack: Option<u64>) {
+        let attack = attack.and_then(|id| self.adversary.as_mut()?.injected.remove(&id));
         if let Node::Device(i) = to {
             if self.offline.contains(&i) {
-                self.ledger.report.datagrams_unreachable += 1;
+                match attack {
+                    Some(a) => self
+                        .ledger
+                        .attack_refused(a.kind.name(), "its target was off line".into()),
+                    None => self.ledger.report.datagrams_unreachable += 1,
+                }
                 return;
             }
         }
@@ -324,6 +397,8 @@ impl World {
         let Some(destination) = self.addr_of(to) else {
             return;
         };
+        let before = attack.as_ref().map(|_| self.fingerprint(to));
+        let armed = attack.is_none() && self.arm_forgery(to, bytes);
         let receive = Receive::udp(from, destination, bytes);
         let outcome = match to {
             Node::Server(i) => self
@@ -343,10 +418,154 @@ impl World {
                 .get_mut(i)
                 .map(|(a, _, rng)| a.handle_receive(now, receive, rng)),
         };
-        if let Some(Err(_)) = outcome {
-            self.ledger.report.datagrams_refused += 1;
+        if armed {
+            self.disarm_forgery();
         }
+        let Some(outcome) = outcome else { return };
+        let attacked = attack.is_some();
+        match (attack, before) {
+            (Some(attack), Some(before)) => self.judge_attack(to, attack, &outcome, &before),
+            _ => {
+                if outcome.is_err() {
+                    self.ledger.report.datagrams_refused += 1;
+                }
+                self.delivered(to, from, bytes, &outcome);
+            }
+        }
+        self.answering_attack = attacked;
         self.drain(to);
+        self.answering_attack = false;
+    }
+
+    /// What a party's state comes to, as far as an injected datagram may
+    /// change it: the calls of a device and its registration; the
+    /// sessions, keys and registrations of a server; the pinholes of a
+    /// firewall; the recordings of a recorder.
+    fn fingerprint(&self, node: Node) -> String {
+        match node {
+            Node::Device(i) => self.devices.get(i).map_or_else(String::new, |(d, ..)| {
+                let calls: Vec<_> = d
+                    .sessions()
+                    .into_iter()
+                    .map(|s| (s, d.call_state(&s)))
+                    .collect();
+                let serial = d.certificate().map(|c| c.tbs.serial);
+                format!("{calls:?} {serial:?} {:?}", d.registered_until())
+            }),
+            Node::Server(i) => self.servers.get(i).map_or_else(String::new, |(s, ..)| {
+                let sessions: Vec<_> = s
+                    .session_ids()
+                    .into_iter()
+                    .map(|id| (id, s.holds_key(&id), s.session_expiry(&id)))
+                    .collect();
+                format!("{sessions:?} {}", s.registration_count())
+            }),
+            Node::Agent(i) => self
+                .agents
+                .get(i)
+                .map_or_else(String::new, |a| format!("{:?}", a.0.firewall().pinholes())),
+            Node::Recorder(i) => self.recorders.get(i).map_or_else(String::new, |r| {
+                let held: Vec<_> =
+                    r.0.recordings()
+                        .map(|x| (x.session, x.key_count(), x.packets.len(), x.ended))
+                        .collect();
+                format!("{held:?}")
+            }),
+        }
+    }
+
+    /// Judges what the target of an injected datagram did with it.
+    fn judge_attack(
+        &mut self,
+        to: Node,
+        attack: Injected,
+        outcome: &Result<(), ProtocolError>,
+        before: &str,
+    ) {
+        let now = self.now;
+        let kind = attack.kind.name();
+        let unchanged = self.fingerprint(to) == before;
+        match judge(attack.kind, attack.re, outcome) {
+            Verdict::Detected(code) => self.ledger.attack_detected(kind, code),
+            Verdict::Refused(reason) => self.ledger.attack_refused(kind, reason),
+            // A copy of an `ack` of a call established: answered `ok` and
+            // nothing changed, as for a duplicate (KW-FRAME-012).
+            Verdict::Accepted if attack.re == MsgType::Ack && unchanged => {
+                self.ledger.attack_refused(
+                    kind,
+                    "ack of a call already established: answered ok, nothing changed".into(),
+                );
+            }
+            // A signed command carried out before, as it was: carried out
+            // again, idempotently (KW-FW-008), changing nothing.
+            Verdict::Accepted if attack.verbatim && unchanged => {
+                self.ledger.attack_refused(
+                    kind,
+                    format!(
+                        "{:?} already carried out, as it was: idempotent, nothing changed",
+                        attack.re
+                    ),
+                );
+            }
+            Verdict::Accepted => {
+                self.ledger
+                    .attack_accepted(now, kind, format!("{to:?} took a {:?}", attack.re));
+                return;
+            }
+        }
+        // KW-ERR-004: a refused request changes nothing.
+        if !attack.may_change && !unchanged {
+            self.ledger.violation(
+                now,
+                format!(
+                    "{to:?} refused an attack {kind} ({:?}) and changed its state",
+                    attack.re
+                ),
+            );
+        }
+    }
+
+    /// Makes the forging server forge the edits of some offers and
+    /// answers it reads, one in `RATE` each way; whether it did.
+    fn arm_forgery(&mut self, to: Node, bytes: &[u8]) -> bool {
+        let Some(adversary) = self.adversary.as_mut() else {
+            return false;
+        };
+        let Node::Server(i) = to else { return false };
+        if adversary.forger != Some(i) {
+            return false;
+        }
+        if !matches!(
+            Message::decode(bytes),
+            Ok(Message::Offer(_) | Message::Answer(_))
+        ) {
+            return false;
+        }
+        let (forge_edit, reorder_edits) = match adversary.below(super::adversary::RATE) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => return false,
+        };
+        let tamper = self.cfg.tamper;
+        if let Some((server, ..)) = self.servers.get_mut(i) {
+            server.inject_faults(Faults {
+                tamper_read_only: tamper,
+                forge_edit,
+                reorder_edits,
+            });
+        }
+        true
+    }
+
+    fn disarm_forgery(&mut self) {
+        let forger = self.adversary.as_ref().and_then(|a| a.forger);
+        let tamper = self.cfg.tamper;
+        if let Some((server, ..)) = forger.and_then(|i| self.servers.get_mut(i)) {
+            server.inject_faults(Faults {
+                tamper_read_only: tamper,
+                ..Faults::default()
+            });
+        }
     }
 
     /// The address a party receives signalling at.

@@ -50,8 +50,12 @@ pub struct Plan {
     /// default route); without it each domain routes to every other
     /// directly.
     pub hub: bool,
-    /// A recorder per domain, recording every session (KW-REC-001).
+    /// A recorder per domain, recording every session (KW-REC-001), or
+    /// what `record_policies` says.
     pub record: bool,
+    /// Per domain index, which sessions its server records, in place of
+    /// every one (when `record`).
+    pub record_policies: BTreeMap<usize, RecordPolicy>,
     /// The servers' policy.
     pub server_policy: ServerPolicy,
     /// Per domain index, a policy in place of `server_policy`.
@@ -90,6 +94,7 @@ impl Default for Plan {
             devices: 2,
             hub: true,
             record: false,
+            record_policies: BTreeMap::new(),
             server_policy: ServerPolicy::default(),
             server_policies: BTreeMap::new(),
             device_policy: DevicePolicy::default(),
@@ -354,7 +359,11 @@ impl Plan {
                 .cloned()
                 .unwrap_or_else(|| self.server_policy.clone());
             if self.record {
-                policy.record = RecordPolicy::Everything;
+                policy.record = self
+                    .record_policies
+                    .get(&d)
+                    .cloned()
+                    .unwrap_or(RecordPolicy::Everything);
             }
             let server = ServerConfig {
                 identity: server_id,

@@ -81,9 +81,21 @@ enum Command {
         /// The last domain's server changes bodies it may only read.
         #[arg(long)]
         tamper: bool,
-        /// Record nothing.
+        /// No recorders (otherwise domains record every session, some
+        /// devices' sessions, or none, in turn).
         #[arg(long)]
         no_record: bool,
+        /// Attack the deployment: replays under fresh transaction ids, old
+        /// rekeys, forged and reordered edits, stripped and forged
+        /// attestations, revoked and expired certificates, datagrams from
+        /// outside. Exit 1 unless every attack is detected or refused.
+        #[arg(long)]
+        adversary: bool,
+        /// With --adversary, also mount the attacks the protocol is known
+        /// not to stop (a revoked certificate of the device's own domain in
+        /// a spoofed cert-notify); each is reported accepted: exit 1.
+        #[arg(long)]
+        known_weaknesses: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -158,6 +170,8 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             loss,
             tamper,
             no_record,
+            adversary,
+            known_weaknesses,
             json,
             min_completion,
         } => simulate(
@@ -169,6 +183,8 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
                 loss,
                 tamper,
                 record: !no_record,
+                adversary,
+                known_weaknesses,
             },
             json,
             min_completion,

@@ -373,6 +373,12 @@ impl Device {
         self.calls.get(session).map(|c| c.state)
     }
 
+    /// The peer's certificate as this device confirmed it when the call was
+    /// set up (KW-SM-020): what it checks the peer's signatures with.
+    pub fn peer_certificate(&self, session: &SessionId) -> Option<&Certificate> {
+        self.calls.get(session).and_then(|c| c.peer_cert.as_ref())
+    }
+
     /// The calls in progress.
     pub fn sessions(&self) -> Vec<SessionId> {
         self.calls.keys().copied().collect()

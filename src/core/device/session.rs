@@ -518,9 +518,18 @@ impl Device {
 
     pub(super) fn on_bye(&mut self, now: Now, from: ReplyTo, bye: Bye) -> Outcome {
         if !self.call_from(&bye.session, &bye.from) {
-            // The call may already be over: answer so the peer stops.
-            self.ok(now, from, bye.txn, MsgType::Bye, bye.session, None);
-            return Ok(());
+            // KW-SM-029: a `bye` for a call this device does not have is
+            // refused, not acknowledged: a retransmission of one it took is
+            // answered from the transaction cache (KW-FRAME-012), and any
+            // other — a replay under a fresh `txn` — must not read as the
+            // end of a call.
+            return self.reject_request(
+                now,
+                from,
+                bye.txn,
+                MsgType::Bye,
+                ErrorCode::UNKNOWN_SESSION,
+            );
         }
         let opened = self
             .calls

@@ -57,7 +57,9 @@ pub enum RecordPolicy {
 }
 
 impl RecordPolicy {
-    fn selects(&self, party: &Principal) -> bool {
+    /// Whether a session with `party` (of the server's domain) is
+    /// recorded.
+    pub fn selects(&self, party: &Principal) -> bool {
         match self {
             Self::Nothing => false,
             Self::Everything => true,
@@ -192,6 +194,23 @@ pub struct ServerConfig {
 pub struct Faults {
     /// Change bodies this server may only read (KW-SEAL-006).
     pub tamper_read_only: bool,
+    /// Change bodies this server may only read and sign the change as an
+    /// edit of its own, as if it had read-modify permission (KW-SEAL-006,
+    /// KW-CRYPTO-036 step 3).
+    pub forge_edit: bool,
+    /// Edit a body twice (a change, then its undoing) and forward the two
+    /// edits in the wrong order, whatever its permission (KW-CRYPTO-036
+    /// step 3: the chain of `prev` and `next`).
+    pub reorder_edits: bool,
+}
+
+/// What a misbehaving server did to a body (`Faults`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Forgery {
+    /// Signed an edit it had no read-modify permission for.
+    Edit,
+    /// Forwarded edits out of order.
+    Reordered,
 }
 
 /// Why a session ended at a server.
@@ -265,6 +284,8 @@ pub enum ServerEvent {
     KeyReplaced(SessionId),
     /// Fault injection: the server changed a body it may only read.
     Tampered(SessionId, MsgType),
+    /// Fault injection: the server forged or reordered a body's edits.
+    Forged(SessionId, MsgType, Forgery),
     /// The server followed a rekey of a session (KW-KEY-006).
     Rekeyed {
         /// The session.

@@ -15,12 +15,14 @@ use crate::core::store::{EndedSession, StoreWrite};
 use crate::core::transport::ReplyTo;
 use crate::core::{Addr, Millis};
 use crate::crypto::{
-    CryptoError, Entropy, Expect, KeyCache, Rekeying, SealContext, Secret32, SessionKeys, edit,
-    open, open_with_key, reencrypt_without_edit, verify_sealed_with,
+    CryptoError, Entropy, Expect, KeyCache, Rekeying, SealContext, Secret32, SessionKeys,
+    content_digest, edit, edit_signature_input, open, open_with_key, permission_map,
+    reencrypt_without_edit, verify_sealed_with,
 };
 use crate::wire::{
-    Answer, Certificate, ErrorCode, Message, MsgType, Offer, Permission, Principal, RecordingId,
-    Sealed, SessionDesc, SessionId, TxnId, decode_plaintext, encode_plaintext,
+    Answer, Certificate, Edit, ErrorCode, Extensions, List, Message, MsgType, Offer, Permission,
+    Principal, RecordingId, Sealed, SessionDesc, SessionId, TxnId, decode_plaintext,
+    encode_plaintext,
 };
 
 /// A pinhole as the server wants it (KW-FW-001, KW-FW-002): what it asks
@@ -252,6 +254,9 @@ impl Server {
         rng: &mut impl Entropy,
     ) -> (Sealed, SessionDesc, Option<Secret32>) {
         let ctx = SealContext::of(body, &session, re, Some(to));
+        if let Some(forged) = self.forge(body, session, re, to, cek, desc, perm) {
+            return forged;
+        }
         let rewritten = match local {
             true => self.rewrite(desc, perm),
             false => None,
@@ -337,6 +342,87 @@ impl Server {
             }
         }
         (body.clone(), desc.clone(), None)
+    }
+
+    /// The injected forgeries of edits (`Faults`), made with the public
+    /// crypto API — the content re-encrypted under the same key, an edit
+    /// signed with this server's own key over the digests of
+    /// KW-CRYPTO-031 — so that each edit is well-formed and genuinely
+    /// signed: only the destination's checks (KW-CRYPTO-036 step 3) can
+    /// tell. Only a server named by an explicit entry forges (an edit
+    /// names its editor's entry).
+    #[allow(clippy::too_many_arguments)]
+    fn forge(
+        &mut self,
+        body: &Sealed,
+        session: SessionId,
+        re: MsgType,
+        to: &Principal,
+        cek: &Secret32,
+        desc: &SessionDesc,
+        perm: Option<Permission>,
+    ) -> Option<(Sealed, SessionDesc, Option<Secret32>)> {
+        let me = &self.cfg.identity;
+        let named = body
+            .recipients
+            .iter()
+            .any(|r| r.id.as_ref() == Some(&me.account));
+        if !named {
+            return None;
+        }
+        let sign = |body: &Sealed, desc: &SessionDesc| -> Option<Sealed> {
+            let plaintext = encode_plaintext(desc);
+            let mut out = reencrypt_without_edit(body, &session, cek, &plaintext).ok()?;
+            let ctx = SealContext::of(body, &session, re, Some(to));
+            let prev = body
+                .edits
+                .iter()
+                .flat_map(|e| e.iter())
+                .last()
+                .map_or(body.hash, |e| e.next);
+            let next = content_digest(ctx, cek, &plaintext);
+            let map = permission_map(&out.recipients);
+            let sig = me.signing.sign(&edit_signature_input(
+                ctx,
+                &me.account,
+                &prev,
+                &next,
+                None,
+                &map,
+            ));
+            let mut edits = out.edits.take().map(List::into_vec).unwrap_or_default();
+            edits.push(Edit {
+                editor: me.account.clone(),
+                kid: me.signing.kid(),
+                prev,
+                next,
+                sig,
+                epk: None,
+                cert: self.cfg.cert.clone(),
+                ext: Extensions::new(),
+            });
+            out.edits = Some(List::new(edits)?);
+            Some(out)
+        };
+        let (edited, changed, kind) =
+            if self.faults.forge_edit && perm != Some(Permission::ReadModify) {
+                let changed = Self::tampered(desc);
+                (sign(body, &changed)?, changed, super::Forgery::Edit)
+            } else if self.faults.reorder_edits {
+                // A change and its undoing, each edit genuinely signed, in the
+                // wrong order: the first one's `prev` is not `hash`.
+                let once = sign(body, &Self::tampered(desc))?;
+                let mut twice = sign(&once, desc)?;
+                let mut edits = twice.edits.take()?.into_vec();
+                let n = edits.len();
+                edits.swap(n.checked_sub(2)?, n.checked_sub(1)?);
+                twice.edits = Some(List::new(edits)?);
+                (twice, desc.clone(), super::Forgery::Reordered)
+            } else {
+                return None;
+            };
+        self.event(ServerEvent::Forged(session, re, kind));
+        Some((edited, changed, None))
     }
 
     /// A new pinhole of `session` as the server wants it; its identifier.
