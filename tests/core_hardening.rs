@@ -5,8 +5,10 @@
 //! server's domain is not carried on (KW-CERT-006), the servers an offer
 //! must make recipients are policy (KW-POLICY-002), media packets are
 //! accepted once (KW-KEY-007), an unsigned `error` ends no more than
-//! its transaction (KW-FRAME-014), and no one can keep an account from
-//! registering by asking for challenges (KW-REG-018).
+//! its transaction (KW-FRAME-014), no one can keep an account from
+//! registering by asking for challenges (KW-REG-018), and a device takes
+//! a notified certificate only with its server's attestation
+//! (KW-QUERY-007).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -939,4 +941,78 @@ fn kw_seal_011_a_server_signs_what_it_does_not_change() {
         lab.device("u1@b.example").call_state(&session),
         Some(keyway::core::CallState::Established)
     );
+}
+
+/// KW-QUERY-007, KW-CERT-006: a device takes a certificate of its own
+/// domain from a `cert-notify` only with its server's attestation, which
+/// is what shows it has not been revoked: a notify spoofed from the
+/// server's address with the query's `txn` — the revoked certificate
+/// bare (`cert-invalid`), or under the attestation the server made for
+/// the current one (`signature-invalid`) — is refused, and the device
+/// takes no certificate from it.
+#[test]
+fn kw_query_007_a_notified_certificate_needs_its_servers_attestation() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let revoked = lab.device("u2@a.example").certificate().unwrap().clone();
+    // A refresh revokes it.
+    lab.command("u2@a.example", DeviceCommand::Register);
+    lab.settle();
+    let current = lab.device("u2@a.example").certificate().unwrap().clone();
+    assert_ne!(current.tbs.serial, revoked.tbs.serial);
+
+    let server = lab.servers[0].addr;
+    let contact = lab.devices[lab.dev("u1@a.example")].contact;
+    for spoof_attestation in [false, true] {
+        // The server's own answer is lost on its way: the spoof takes its
+        // place.
+        lab.drop_if = Some(Box::new(|m| matches!(m, Message::CertNotify(_))));
+        let mark = lab.trace.len();
+        lab.command(
+            "u1@a.example",
+            DeviceCommand::QueryCertificate(principal("u2@a.example")),
+        );
+        lab.settle();
+        lab.drop_if = None;
+        let genuine = lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent {
+                    message: Message::CertNotify(n),
+                    ..
+                } => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap();
+        // The server attests a certificate of its own domain for its
+        // device.
+        assert_eq!(genuine.cert, current);
+        assert!(genuine.attestation.is_some());
+        let (attestation, code) = match spoof_attestation {
+            false => (None, ErrorCode::CERT_INVALID),
+            true => (genuine.attestation.clone(), ErrorCode::SIGNATURE_INVALID),
+        };
+        let spoofed = Message::CertNotify(keyway::wire::CertNotify {
+            cert: revoked.clone(),
+            attestation,
+            ..genuine.clone()
+        });
+        let mark = lab.trace.len();
+        lab.inject(contact, server, &spoofed.encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@a.example"),
+            vec![ProtocolError::BadResponse {
+                re: MsgType::CertNotify,
+                code
+            }]
+        );
+        lab.settle();
+        assert!(!lab.trace[mark..].iter().any(|s| matches!(
+            s,
+            Step::Device {
+                event: DeviceEvent::CertificateAccepted { .. },
+                ..
+            }
+        )));
+    }
 }

@@ -50,7 +50,6 @@ fn simulations_keep_every_invariant_under_random_faults() {
             tamper,
             record: seed % 2 == 0,
             adversary: false,
-            known_weaknesses: false,
         })
         .collect();
     for _ in 0..25 {
@@ -71,7 +70,6 @@ fn simulations_keep_every_invariant_under_random_faults() {
             tamper,
             record: seed % 2 == 0,
             adversary,
-            known_weaknesses: false,
         });
     }
     for cfg in cases {
@@ -273,43 +271,34 @@ fn simulator_completes_95_percent_of_calls_at_5_percent_loss() {
     }
 }
 
-/// A known weakness, kept visible: a device confirms a certificate of its
-/// own domain with its anchor alone and learns of revocations only from
-/// its server (KW-CERT-006), so a `cert-notify` spoofed from its server's
-/// address with the query's `txn` makes it take a revoked certificate of
-/// that account (spec/transport.md §2, spec/state-machines.md §6). The
-/// simulator's adversary mounts it only with `known_weaknesses`, and then
-/// reports it accepted, an invariant broken. When the protocol stops it,
-/// this test fails: move the attack into the default set.
+/// Formerly a known weakness: a device confirms a certificate of its own
+/// domain with its anchor, which cannot show a revocation (KW-CERT-006),
+/// and a response is authenticated by its `txn` and source alone
+/// (spec/transport.md §2), so a `cert-notify` spoofed from its server's
+/// address made it take a revoked certificate of that account. Now every
+/// notified certificate comes with its server's attestation (KW-QUERY-007),
+/// which the copy fails: the adversary mounts it, and it is detected.
 #[test]
-fn known_weakness_a_spoofed_cert_notify_delivers_a_revoked_own_domain_certificate() {
-    let cfg = SimConfig {
+fn kw_query_007_a_spoofed_cert_notify_cannot_deliver_a_revoked_own_domain_certificate() {
+    let report = run(&SimConfig {
         domains: 3,
         devices: 5,
         calls: 100,
         seed: 2,
         loss: 0.0,
         adversary: true,
-        known_weaknesses: true,
         ..SimConfig::default()
-    };
-    let report = run(&cfg).unwrap();
-    let taken = &report.attacks["revoked-own-certificate"];
-    assert!(taken.injected > 0 && taken.accepted > 0, "{taken:?}");
-    assert!(
-        report
-            .invariant_violations
-            .iter()
-            .any(|v| v.contains("attack revoked-own-certificate accepted")),
-        "{:?}",
-        report.invariant_violations
-    );
-    // Without it, the same run accounts for every attack.
-    let report = run(&SimConfig {
-        known_weaknesses: false,
-        ..cfg
     })
     .unwrap();
+    let attack = &report.attacks["revoked-own-certificate"];
+    assert!(attack.injected > 0, "{attack:?}");
+    assert_eq!(attack.accepted, 0, "{attack:?}");
+    assert_eq!(
+        attack.injected,
+        attack.detected + attack.refused,
+        "{attack:?}"
+    );
+    assert!(attack.detected > 0, "{attack:?}");
     assert!(
         report.invariant_violations.is_empty(),
         "{:?}",

@@ -447,9 +447,10 @@ fn claims_6_8_11_13_15_certificate_query_own_domain_and_forwarded() {
     lab.settle();
     let inquiry = query_for(DEVICE, "u2@a.example");
     // One event once the certificate was found, searched and confirmed
-    // valid: the server reports only what it serves.
-    let confirmed = served(A, "u2@a.example", false);
-    let notified = notify(A, "u2@a.example", false);
+    // valid: the server reports only what it serves, attested for its
+    // own device (KW-QUERY-007).
+    let confirmed = served(A, "u2@a.example", true);
+    let notified = notify(A, "u2@a.example", true);
     let received = accepted("u2@a.example");
     // Claim 6.
     lab.assert_in_order(

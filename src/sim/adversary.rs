@@ -63,8 +63,8 @@ pub(super) enum Attack {
     /// own domain carrying one.
     ExpiredCertificate,
     /// A `cert-notify` of an account of the device's own domain carrying
-    /// a certificate of that account its issuer has revoked: taken (a
-    /// known weakness, `--known-weaknesses`).
+    /// a certificate of that account its issuer has revoked, under the
+    /// attestation of the current one (KW-QUERY-007).
     RevokedOwnCertificate,
     /// A datagram from an address outside the deployment: a response (it
     /// matches no request sent there, KW-FRAME-013), or a copy of a
@@ -127,7 +127,13 @@ impl Attack {
                 ErrorCode::CERT_NOT_FOUND,
                 ErrorCode::SIGNATURE_INVALID,
             ],
-            Self::RevokedCertificate | Self::RevokedOwnCertificate => &[ErrorCode::CERT_REVOKED],
+            Self::RevokedCertificate => &[ErrorCode::CERT_REVOKED],
+            // KW-QUERY-007: a notified certificate in place of the one
+            // its server attested fails the attestation's signature.
+            Self::RevokedOwnCertificate => &[ErrorCode::SIGNATURE_INVALID],
+            Self::ExpiredCertificate if re == MsgType::CertNotify => {
+                &[ErrorCode::SIGNATURE_INVALID]
+            }
             Self::ExpiredCertificate => &[ErrorCode::CERT_EXPIRED],
             // KW-FW-005, KW-FW-007, KW-CRYPTO-060.
             Self::UnauthorisedSource => &[

@@ -221,11 +221,15 @@ impl World {
         };
         match message {
             Message::CertNotify(n) if matches!(node, Node::Device(_)) && adversary.one_in(RATE) => {
-                let Some(att) = n.attestation.clone() else {
-                    // A certificate of the device's own domain, which its
-                    // anchor confirms: an expired one of the same account
-                    // in its place (KW-CERT-002).
+                // A certificate of the device's own domain, which its
+                // anchor confirms: half the time an expired or revoked one
+                // of the same account in its place (KW-CERT-002,
+                // KW-QUERY-007); its attestation is attacked as any other.
+                if n.target.domain() == n.to.domain() && adversary.below(2) == 0 {
                     return self.expired_notify(from, node, n);
+                }
+                let Some(att) = n.attestation.clone() else {
+                    return;
                 };
                 let (kind, attestation) = match adversary.alternate() {
                     0 => (Attack::StrippedAttestation, None),
@@ -308,11 +312,10 @@ impl World {
     }
 
     /// A `cert-notify` of an account of the device's own domain with an
-    /// expired certificate of that account in place of the current one;
-    /// with `--known-weaknesses`, failing that, a revoked one.
+    /// expired certificate of that account in place of the current one,
+    /// failing that a revoked one.
     fn expired_notify(&mut self, from: Addr, node: Node, n: &CertNotify) {
         let now_s = secs(self.now);
-        let weaknesses = self.cfg.known_weaknesses;
         let Some(adversary) = self.adversary.as_mut() else {
             return;
         };
@@ -322,15 +325,12 @@ impl World {
             .rev()
             .filter(|c| c.tbs.serial != n.cert.tbs.serial);
         let expired = earlier.clone().find(|c| c.tbs.not_after.0 < now_s);
-        // A device confirms a certificate of its own domain with its
-        // anchor alone, and learns of revocations only from its server
-        // (KW-CERT-006): a spoofed `cert-notify` carrying a revoked one is
-        // taken. A known weakness, mounted only when asked for.
+        // Its anchor confirms a revoked certificate of the device's own
+        // domain; the server's attestation, made for the current one, is
+        // what it fails (KW-QUERY-007).
         let revoked = earlier.find(|c| {
-            weaknesses
-                && self
-                    .ledger
-                    .revoked_by(c.tbs.issuer.as_str(), c.tbs.serial, self.now)
+            self.ledger
+                .revoked_by(c.tbs.issuer.as_str(), c.tbs.serial, self.now)
         });
         let (kind, cert) = match (expired, revoked) {
             (Some(c), _) => (Attack::ExpiredCertificate, c),

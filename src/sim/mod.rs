@@ -58,10 +58,6 @@ pub struct SimConfig {
     /// forged edits and attestations, revoked and expired certificates,
     /// datagrams from outside; each attack must be detected or refused.
     pub adversary: bool,
-    /// With `adversary`, also mount the attacks the protocol is known not
-    /// to stop (spec/state-machines.md §6): each is reported as accepted,
-    /// an invariant broken.
-    pub known_weaknesses: bool,
 }
 
 impl Default for SimConfig {
@@ -75,7 +71,6 @@ impl Default for SimConfig {
             tamper: false,
             record: true,
             adversary: false,
-            known_weaknesses: false,
         }
     }
 }
@@ -116,11 +111,6 @@ pub fn run(cfg: &SimConfig) -> Result<Report, SimError> {
         return Err(SimError::Config(
             "--adversary needs two or more domains: it forges attestations of other \
              domains' certificates, and the last domain's server forges edits",
-        ));
-    }
-    if cfg.known_weaknesses && !cfg.adversary {
-        return Err(SimError::Config(
-            "--known-weaknesses needs --adversary: it adds to its attacks",
         ));
     }
     if cfg.adversary && cfg.calls == 0 {

@@ -91,11 +91,6 @@ enum Command {
         /// outside. Exit 1 unless every attack is detected or refused.
         #[arg(long)]
         adversary: bool,
-        /// With --adversary, also mount the attacks the protocol is known
-        /// not to stop (a revoked certificate of the device's own domain in
-        /// a spoofed cert-notify); each is reported accepted: exit 1.
-        #[arg(long)]
-        known_weaknesses: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -171,7 +166,6 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             tamper,
             no_record,
             adversary,
-            known_weaknesses,
             json,
             min_completion,
         } => simulate(
@@ -184,7 +178,6 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
                 tamper,
                 record: !no_record,
                 adversary,
-                known_weaknesses,
             },
             json,
             min_completion,

@@ -113,7 +113,28 @@ impl Device {
         };
         self.queries.remove(&target);
         let cert = notify.cert;
-        let checked = if target.domain() == self.cfg.account.domain() {
+        // KW-QUERY-007, KW-CERT-005: every notified certificate comes with
+        // its server's fresh attestation, one of the device's own domain
+        // too: its anchor shows that the domain issued it, not that it
+        // has not been revoked since (KW-CERT-006), which only the server
+        // knows. A response is authenticated by its txn and source alone
+        // (transport.md §2); the attestation is what an attacker on the
+        // path cannot make.
+        let attested = match &notify.attestation {
+            Some(att) => check_attestation(
+                &self.trust,
+                att,
+                &cert,
+                &target,
+                &self.cfg.account,
+                now.wall_secs(),
+            ),
+            None => Err(crate::crypto::CryptoError::Cert(CertError::UnknownIssuer)),
+        };
+        let checked = attested.and_then(|()| {
+            if target.domain() != self.cfg.account.domain() {
+                return Ok(());
+            }
             self.trust
                 .check(
                     &cert,
@@ -124,19 +145,7 @@ impl Device {
                     },
                 )
                 .map_err(crate::crypto::CryptoError::Cert)
-        } else {
-            match &notify.attestation {
-                Some(att) => check_attestation(
-                    &self.trust,
-                    att,
-                    &cert,
-                    &target,
-                    &self.cfg.account,
-                    now.wall_secs(),
-                ),
-                None => Err(crate::crypto::CryptoError::Cert(CertError::UnknownIssuer)),
-            }
-        };
+        });
         match checked {
             Ok(()) => {
                 self.emit(DeviceEvent::CertificateAccepted {

@@ -166,16 +166,29 @@ impl Server {
         // KW-QUERY-003: own domain.
         match self.local_certificate(now, &q.target) {
             Ok(cert) => {
+                // KW-QUERY-007: attested for a device of this domain, which
+                // cannot tell a revoked certificate from its anchor alone;
+                // another domain's server attests it for its own device.
+                let attestation = self.is_local(&q.from).then(|| {
+                    attest(
+                        self.account(),
+                        &self.cfg.identity.signing,
+                        &self.cfg.cert,
+                        &cert,
+                        &q.from,
+                        now.wall_secs(),
+                    )
+                });
                 self.event(ServerEvent::CertificateServed {
                     account: q.target.clone(),
-                    attested: false,
+                    attested: attestation.is_some(),
                 });
                 let notify = Message::CertNotify(CertNotify {
                     txn: q.txn,
                     to: q.from.clone(),
                     cert,
                     target: q.target.clone(),
-                    attestation: None,
+                    attestation,
                     ext: Extensions::new(),
                 });
                 self.respond(now, from, q.txn, notify);
