@@ -237,6 +237,7 @@ fn kw_policy_002_required_recipients_are_policy() {
         (DevicePolicy::default(), vec!["sc@b.example"], true),
         (DevicePolicy::default(), vec![], false),
     ] {
+        let anonymous = device_policy.anonymous_servers;
         let required: BTreeSet<_> = required.into_iter().map(principal).collect();
         let mut lab = Lab::new(LabOptions {
             domains: vec!["a.example"],
@@ -262,6 +263,22 @@ fn kw_policy_002_required_recipients_are_policy() {
                 code: ErrorCode::RECIPIENT_MISSING,
             });
         assert_eq!(missing, refused, "{required:?}");
+        // The policy hides the servers' entries, never the destination's.
+        let sent = lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent {
+                    from,
+                    message: Message::Offer(o),
+                    ..
+                } if from == "u1@a.example" => Some(o.body.clone()),
+                _ => None,
+            })
+            .unwrap();
+        for r in sent.recipients.iter() {
+            let hidden = r.kind == keyway::wire::RecipientKind::Server && anonymous;
+            assert_eq!(r.id.is_none(), hidden, "{r:?}");
+        }
         let forwarded = lab.trace[mark..]
             .iter()
             .any(|s| matches!(s, Step::Sent { from, message: Message::Offer(_), .. } if from == "sc@a.example"));

@@ -764,6 +764,8 @@ fn kw_rec_011_what_is_read_is_sealed_for_its_requester() {
             more: false,
         }
     );
+    // Taken once: the request no longer waits.
+    assert_eq!(alice_reader.open(&data), Err(ReadError::Unsolicited));
 
     // The recorder restarts and forgets the fetch; the captured fetch is
     // sent again, still fresh, from elsewhere: answered there, unreadable.
@@ -983,4 +985,39 @@ fn kw_rec_011_a_party_reads_its_recorded_call() {
         others.open(&answer),
         Err(ReadError::Refused(ErrorCode::RECORDING_FORBIDDEN))
     );
+}
+
+/// A reader keeps at most 64 requests waiting for their answers, the
+/// oldest forgotten first, and a request answered waits no more: what a
+/// recorder, or anyone sending from its address, can make it hold is
+/// bounded.
+#[test]
+fn a_readers_waiting_requests_are_bounded() {
+    let mut b = bench();
+    let t = b.secs();
+    let server = b.server_addr;
+    let start = b.start(t, RecordingMode::Plaintext, vec![key(&alice(), 1, 0, 1)]);
+    assert_ok(&b.command(start), server, MsgType::RecordStart);
+    let alice_id = b.alice.clone();
+    let alice_addr = b.alice_addr;
+    let mut reader = b.reader(&alice_id);
+    let mut rng = SeededEntropy::from_label("alice lists");
+    let mut answered = |b: &mut Bench, reader: &mut RecordingReader| {
+        let list = reader.list(b.now, None, &mut rng);
+        b.deliver(alice_addr, &list.encode())
+            .answer(alice_addr)
+            .clone()
+    };
+    let first = answered(&mut b, &mut reader);
+    let second = answered(&mut b, &mut reader);
+    assert!(reader.open(&second).is_ok());
+    let early = answered(&mut b, &mut reader);
+    // 62 more wait: 64 in all with `first` and `early`; one more pushes
+    // `first` out.
+    let mut filler = SeededEntropy::from_label("filler");
+    for _ in 0..63 {
+        let _ = reader.list(b.now, None, &mut filler);
+    }
+    assert_eq!(reader.open(&first), Err(ReadError::Unsolicited));
+    assert!(matches!(reader.open(&early), Ok(Read::Listing(_))));
 }

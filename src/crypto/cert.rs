@@ -337,5 +337,11 @@ mod tests {
         let mut revoked = store.clone();
         revoked.revoke(ca.domain().clone(), 1);
         assert_eq!(revoked.check(&cert, at(1500)), Err(CertError::Revoked));
+        // KW-SM-019: a revocation is forgotten once its certificate has
+        // ended (the server's prune); only that one.
+        revoked.revoke(ca.domain().clone(), 2);
+        revoked.forget_revocation(ca.domain(), 1);
+        revoked.check(&cert, at(1500)).unwrap();
+        assert_eq!(revoked.revoked.len(), 1);
     }
 }

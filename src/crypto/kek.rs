@@ -407,6 +407,8 @@ mod tests {
         };
         assert!(receiver.unwrap(&renamed, &bob, &nonce, 0, &first).is_err());
 
+        assert!(!sender.is_empty());
+        assert!(sender.existing_ephemeral(&session).is_some());
         sender.forget_session(&session);
         assert!(sender.is_empty());
         assert!(sender.existing_ephemeral(&session).is_none());
@@ -435,7 +437,12 @@ mod tests {
                 .wrap(&b, &Nonce([0; 16]), 0, &Secret32::new([i; 32]))
                 .unwrap();
             cache.unwrap(&b, &me, &Nonce([0; 16]), 0, &wrapped).unwrap();
-            assert!(cache.len() <= 4);
+            assert_eq!(cache.len(), usize::from(i + 1).min(4));
         }
+        // KW-CRYPTO-050: forgetting a session erases its keys, and only its.
+        cache.forget_session(&SessionId([9; 16]));
+        assert_eq!(cache.len(), 3);
+        cache.forget_session(&SessionId([0; 16]));
+        assert_eq!(cache.len(), 3, "session 0 was evicted long ago");
     }
 }
