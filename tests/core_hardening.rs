@@ -1033,3 +1033,56 @@ fn kw_query_007_a_notified_certificate_needs_its_servers_attestation() {
         )));
     }
 }
+
+/// KW-SM-017 at the callee: an offer of a session that has ended — the
+/// first of two, so that remembering only the last would not do — is
+/// refused with `bad-state` when replayed under a fresh `txn`, and starts
+/// no call.
+#[test]
+fn kw_sm_017_a_device_does_not_take_an_offer_of_an_ended_call_again() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let mut offers = Vec::new();
+    for _ in 0..2 {
+        let mark = lab.trace.len();
+        let session = lab.call("u1@a.example", "u2@a.example");
+        offers.push(
+            lab.trace[mark..]
+                .iter()
+                .find_map(|s| match s {
+                    Step::Sent {
+                        from,
+                        message: Message::Offer(o),
+                        ..
+                    } if from == "sc@a.example" => Some(o.clone()),
+                    _ => None,
+                })
+                .unwrap(),
+        );
+        lab.command("u1@a.example", DeviceCommand::HangUp(session));
+        lab.settle();
+        assert!(lab.device("u2@a.example").sessions().is_empty());
+    }
+    let server = lab.servers[0].addr;
+    let callee = lab.devices[lab.dev("u2@a.example")].contact;
+    let mut replayed = offers[0].clone();
+    replayed.txn = TxnId([0x77; 8]);
+    let mark = lab.trace.len();
+    lab.inject(callee, server, &Message::Offer(replayed).encode());
+    assert_eq!(
+        lab.refusals(mark, "u2@a.example"),
+        vec![ProtocolError::Refused {
+            re: MsgType::Offer,
+            code: ErrorCode::BAD_STATE
+        }]
+    );
+    lab.settle();
+    assert!(lab.device("u2@a.example").sessions().is_empty());
+    assert!(!lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Device {
+            event: DeviceEvent::IncomingCall(..),
+            ..
+        }
+    )));
+}
