@@ -1086,3 +1086,93 @@ fn kw_sm_017_a_device_does_not_take_an_offer_of_an_ended_call_again() {
         }
     )));
 }
+
+/// KW-SM-016 at the caller: an answer is its callee's own — from the
+/// callee, and sealed by it. One that names the callee in `from` but
+/// carries a body another account sealed is refused with
+/// `permission-denied`, and the call is not established.
+#[test]
+fn kw_sm_016_a_caller_takes_only_its_callees_own_answer() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let relayed_answer = |lab: &Lab, mark: usize| {
+        lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent {
+                    from,
+                    message: Message::Answer(a),
+                    ..
+                } if from == "sc@a.example" => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    // u3's answer to an earlier call.
+    let mark = lab.trace.len();
+    lab.call("u1@a.example", "u3@a.example");
+    let other_body = relayed_answer(&lab, mark).body;
+    assert_eq!(other_body.sender.as_str(), "u3@a.example");
+
+    // A call to u2, whose answer the server relays and the network loses
+    // (the first answer on the wire is u2's to the server, the second the
+    // server's to u1).
+    let mut answers = 0;
+    lab.drop_if = Some(Box::new(move |m| {
+        answers += usize::from(matches!(m, Message::Answer(_)));
+        answers == 2
+    }));
+    let mark = lab.trace.len();
+    lab.call("u1@a.example", "u2@a.example");
+    lab.drop_if = None;
+    let answer = relayed_answer(&lab, mark);
+    let forged = keyway::wire::Answer {
+        body: other_body,
+        ..answer
+    };
+    let server = lab.servers[0].addr;
+    let caller = lab.devices[lab.dev("u1@a.example")].contact;
+    let mark = lab.trace.len();
+    lab.inject(caller, server, &Message::Answer(forged).encode());
+    assert_eq!(
+        lab.refusals(mark, "u1@a.example"),
+        vec![ProtocolError::BadResponse {
+            re: MsgType::Answer,
+            code: ErrorCode::PERMISSION_DENIED
+        }]
+    );
+    assert!(!lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Device {
+            event: DeviceEvent::CallEstablished(..),
+            ..
+        }
+    )));
+}
+
+/// KW-QUERY-006: a device keeps a notified certificate no longer than its
+/// `not-after`: asked for the account again after that, it queries its
+/// server rather than use the one it kept.
+#[test]
+fn kw_query_006_a_kept_certificate_ends_with_its_term() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let query = |lab: &mut Lab| {
+        let mark = lab.trace.len();
+        lab.command(
+            "u1@a.example",
+            DeviceCommand::QueryCertificate(principal("u2@a.example")),
+        );
+        let asked = lab.trace[mark..].iter().any(|s| {
+            matches!(s, Step::Sent { from, message: Message::CertQuery(_), .. } if from == "u1@a.example")
+        });
+        lab.settle();
+        asked
+    };
+    assert!(query(&mut lab));
+    assert!(!query(&mut lab), "kept");
+    let kept = lab.device("u2@a.example").certificate().unwrap().clone();
+    let ends_in = kept.tbs.not_after.0 * 1000 - lab.clock().wall;
+    lab.advance(ends_in + 1000);
+    assert!(query(&mut lab), "kept past its term");
+}
