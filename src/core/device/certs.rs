@@ -279,3 +279,66 @@ impl Device {
 pub(super) fn same_keys(a: &Certificate, b: &Certificate) -> bool {
     a.tbs.subject == b.tbs.subject && a.tbs.sig_key == b.tbs.sig_key && a.tbs.kx_key == b.tbs.kx_key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::device::{DeviceConfig, DevicePolicy};
+    use crate::core::{Addr, RetransmitPolicy};
+    use crate::crypto::{
+        CertProfile, CertificateAuthority, Identity, KeyPolicy, SeededEntropy, SigningKeyPair,
+    };
+    use crate::wire::{Contact, Domain, Role, Transport};
+
+    /// KW-SM-019: the certificates a device keeps are bounded; a new
+    /// account beyond the bound pushes one out, a kept account's new
+    /// certificate pushes out nothing.
+    #[test]
+    fn kw_sm_019_the_certificates_kept_are_bounded() {
+        let mut rng = SeededEntropy::from_label("cert cache");
+        let ca = CertificateAuthority::new(
+            Domain::new("a.example").unwrap(),
+            SigningKeyPair::generate(&mut rng),
+        );
+        let me = Principal::new("me@a.example").unwrap();
+        let addr = Addr::new(std::net::IpAddr::from([10, 0, 0, 1]), 5060);
+        let mut device = Device::new(DeviceConfig {
+            account: me.clone(),
+            secret: b"secret".to_vec(),
+            server: addr,
+            server_account: Principal::new("sc@a.example").unwrap(),
+            contact: Contact {
+                transport: Transport::Udp,
+                addr,
+            },
+            media: addr,
+            expires: 3600,
+            anchor: ca.anchor(),
+            policy: DevicePolicy::default(),
+            retransmit: RetransmitPolicy::default(),
+            keys: KeyPolicy::default(),
+            identity: None,
+        });
+        let id = Identity::generate(me, &mut rng);
+        let cert = ca.issue(&CertProfile {
+            serial: 1,
+            subject: id.account.clone(),
+            role: Role::Device,
+            sig_key: id.signing.public(),
+            kx_key: id.kx.public(),
+            not_before: 0,
+            not_after: 10,
+        });
+        let account = |i: usize| Principal::new(&format!("u{i}@a.example")).unwrap();
+        for i in 0..CERT_CACHE {
+            device.remember_cert(account(i), cert.clone());
+        }
+        assert_eq!(device.certs.len(), CERT_CACHE);
+        device.remember_cert(account(0), cert.clone());
+        assert_eq!(device.certs.len(), CERT_CACHE);
+        assert!(device.certs.contains_key(&account(0)));
+        device.remember_cert(account(CERT_CACHE), cert);
+        assert_eq!(device.certs.len(), CERT_CACHE);
+        assert!(device.certs.contains_key(&account(CERT_CACHE)));
+    }
+}
