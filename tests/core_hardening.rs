@@ -1176,3 +1176,50 @@ fn kw_query_006_a_kept_certificate_ends_with_its_term() {
     lab.advance(ends_in + 1000);
     assert!(query(&mut lab), "kept past its term");
 }
+
+/// KW-SM-022: an answer that carries no certificate is checked with the
+/// callee's certificate the caller holds — the one it sealed the offer
+/// for, confirmed by its server — and the call is established.
+#[test]
+fn kw_sm_022_an_answer_without_a_certificate_is_checked_with_the_one_held() {
+    let mut lab = one_domain();
+    lab.register_all();
+    // The server's relay of the answer is lost (the first answer on the
+    // wire is u2's to the server, the second the server's to u1).
+    let mut answers = 0;
+    lab.drop_if = Some(Box::new(move |m| {
+        answers += usize::from(matches!(m, Message::Answer(_)));
+        answers == 2
+    }));
+    let mark = lab.trace.len();
+    lab.call("u1@a.example", "u2@a.example");
+    lab.drop_if = None;
+    let answer = lab.trace[mark..]
+        .iter()
+        .find_map(|s| match s {
+            Step::Sent {
+                from,
+                message: Message::Answer(a),
+                ..
+            } if from == "sc@a.example" => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(answer.cert.is_some());
+    let bare = keyway::wire::Answer {
+        cert: None,
+        ..answer
+    };
+    let server = lab.servers[0].addr;
+    let caller = lab.devices[lab.dev("u1@a.example")].contact;
+    let mark = lab.trace.len();
+    lab.inject(caller, server, &Message::Answer(bare).encode());
+    assert_eq!(lab.refusals(mark, "u1@a.example"), vec![]);
+    assert!(lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Device {
+            event: DeviceEvent::CallEstablished(..),
+            ..
+        }
+    )));
+}

@@ -448,6 +448,29 @@ mod tests {
     use crate::crypto::SeededEntropy;
     use crate::wire::examples;
 
+    /// Verifiers are equal in salt, iterations and stored key alike (the
+    /// last compared in constant time).
+    #[test]
+    fn verifiers_are_equal_in_every_part() {
+        let v = Verifier::with_salt(b"secret", Nonce([1; 16]), 4096).unwrap();
+        assert_eq!(v, v.clone());
+        let other_salt = Verifier {
+            salt: Nonce([2; 16]),
+            ..v.clone()
+        };
+        let other_count = Verifier {
+            iterations: 4097,
+            ..v.clone()
+        };
+        let other_key = Verifier {
+            stored_key: [0; 32],
+            ..v.clone()
+        };
+        for other in [other_salt, other_count, other_key] {
+            assert_ne!(v, other);
+        }
+    }
+
     fn register() -> Register {
         match examples::all().remove(0) {
             Message::Register(r) => r,

@@ -290,11 +290,7 @@ mod tests {
     };
     use crate::wire::{Contact, Domain, Role, Transport};
 
-    /// KW-SM-019: the certificates a device keeps are bounded; a new
-    /// account beyond the bound pushes one out, a kept account's new
-    /// certificate pushes out nothing.
-    #[test]
-    fn kw_sm_019_the_certificates_kept_are_bounded() {
+    fn device() -> (Device, CertificateAuthority, Identity) {
         let mut rng = SeededEntropy::from_label("cert cache");
         let ca = CertificateAuthority::new(
             Domain::new("a.example").unwrap(),
@@ -302,7 +298,7 @@ mod tests {
         );
         let me = Principal::new("me@a.example").unwrap();
         let addr = Addr::new(std::net::IpAddr::from([10, 0, 0, 1]), 5060);
-        let mut device = Device::new(DeviceConfig {
+        let device = Device::new(DeviceConfig {
             account: me.clone(),
             secret: b"secret".to_vec(),
             server: addr,
@@ -319,16 +315,33 @@ mod tests {
             keys: KeyPolicy::default(),
             identity: None,
         });
-        let id = Identity::generate(me, &mut rng);
-        let cert = ca.issue(&CertProfile {
+        (device, ca, Identity::generate(me, &mut rng))
+    }
+
+    fn cert(
+        ca: &CertificateAuthority,
+        id: &Identity,
+        not_before: u64,
+        not_after: u64,
+    ) -> Certificate {
+        ca.issue(&CertProfile {
             serial: 1,
             subject: id.account.clone(),
             role: Role::Device,
             sig_key: id.signing.public(),
             kx_key: id.kx.public(),
-            not_before: 0,
-            not_after: 10,
-        });
+            not_before,
+            not_after,
+        })
+    }
+
+    /// KW-SM-019: the certificates a device keeps are bounded; a new
+    /// account beyond the bound pushes one out, a kept account's new
+    /// certificate pushes out nothing.
+    #[test]
+    fn kw_sm_019_the_certificates_kept_are_bounded() {
+        let (mut device, ca, id) = device();
+        let cert = cert(&ca, &id, 0, 10);
         let account = |i: usize| Principal::new(&format!("u{i}@a.example")).unwrap();
         for i in 0..CERT_CACHE {
             device.remember_cert(account(i), cert.clone());
@@ -340,5 +353,26 @@ mod tests {
         device.remember_cert(account(CERT_CACHE), cert);
         assert_eq!(device.certs.len(), CERT_CACHE);
         assert!(device.certs.contains_key(&account(CERT_CACHE)));
+    }
+
+    /// KW-CERT-002, KW-CERT-003: a kept certificate stands for its subject
+    /// within its term only, both ends included, and for its role.
+    #[test]
+    fn kw_cert_003_a_kept_certificate_holds_within_its_term() {
+        let (mut device, ca, id) = device();
+        let cert = cert(&ca, &id, 5, 10);
+        device.remember_cert(id.account.clone(), cert.clone());
+        let at = |secs: u64| Now::at(secs * 1000);
+        let check =
+            |device: &Device, secs, role| device.validator(at(secs))(&cert, &id.account, role);
+        assert_eq!(check(&device, 4, None), Err(CertError::NotYetValid));
+        assert_eq!(check(&device, 5, None), Ok(()));
+        assert_eq!(check(&device, 10, Some(Role::Device)), Ok(()));
+        assert_eq!(check(&device, 11, None), Err(CertError::Expired));
+        assert_eq!(check(&device, 12, None), Err(CertError::Expired));
+        assert_eq!(
+            check(&device, 7, Some(Role::Server)),
+            Err(CertError::RoleMismatch)
+        );
     }
 }
