@@ -1223,3 +1223,30 @@ fn kw_sm_022_an_answer_without_a_certificate_is_checked_with_the_one_held() {
         }
     )));
 }
+
+/// KW-REG-016, KW-SM-009 at the device: a registration whose refreshes
+/// all fail ends at its term — the device drops its certificate and says
+/// so — and not a second before.
+#[test]
+fn kw_reg_016_a_device_whose_refreshes_fail_lapses_at_its_term() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let not_after = lab.device("u1@a.example").registered_until().unwrap();
+    // Every register from now on is lost.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Register(_))));
+    let until_end = not_after * 1000 - lab.clock().wall;
+    lab.advance(until_end);
+    assert_eq!(
+        lab.device("u1@a.example").registered_until(),
+        Some(not_after)
+    );
+    assert!(lab.device("u1@a.example").certificate().is_some());
+    let mark = lab.trace.len();
+    lab.advance(1000);
+    assert_eq!(lab.device("u1@a.example").registered_until(), None);
+    assert!(lab.device("u1@a.example").certificate().is_none());
+    assert!(lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Device { device, event: DeviceEvent::RegistrationExpired } if device == "u1@a.example"
+    )));
+}
