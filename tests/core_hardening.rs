@@ -1250,3 +1250,67 @@ fn kw_reg_016_a_device_whose_refreshes_fail_lapses_at_its_term() {
         Step::Device { device, event: DeviceEvent::RegistrationExpired } if device == "u1@a.example"
     )));
 }
+
+/// KW-REG-012: a device takes from `register-ok` only a certificate of its
+/// own keys, both of them. One its domain really issued, for its account,
+/// with its X25519 key but another signing key — or its signing key and
+/// another X25519 key — is refused with `cert-invalid`, and the device is
+/// not registered.
+#[test]
+fn kw_reg_012_a_device_takes_only_a_certificate_of_its_own_keys() {
+    use keyway::crypto::{CertProfile, Identity, SeededEntropy};
+    for swap_signing in [true, false] {
+        let mut lab = one_domain();
+        // The server's register-ok is lost; the test answers in its place.
+        lab.drop_if = Some(Box::new(|m| matches!(m, Message::RegisterOk(_))));
+        let mark = lab.trace.len();
+        lab.command("u1@a.example", DeviceCommand::Register);
+        lab.settle();
+        lab.drop_if = None;
+        let ok = lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent {
+                    message: Message::RegisterOk(ok),
+                    ..
+                } => Some(ok.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let issued = ok.cert.clone().unwrap();
+        let other = Identity::generate(
+            principal("u1@a.example"),
+            &mut SeededEntropy::from_label("other keys"),
+        );
+        let (sig_key, kx_key) = match swap_signing {
+            true => (other.signing.public(), issued.tbs.kx_key),
+            false => (issued.tbs.sig_key, other.kx.public()),
+        };
+        let cert = lab.servers[0].config.ca.issue(&CertProfile {
+            serial: issued.tbs.serial + 100,
+            subject: issued.tbs.subject.clone(),
+            role: issued.tbs.role,
+            sig_key,
+            kx_key,
+            not_before: issued.tbs.not_before.0,
+            not_after: issued.tbs.not_after.0,
+        });
+        let forged = keyway::wire::RegisterOk {
+            cert: Some(cert),
+            ..ok
+        };
+        let server = lab.servers[0].addr;
+        let device = lab.devices[lab.dev("u1@a.example")].contact;
+        let mark = lab.trace.len();
+        lab.inject(device, server, &Message::RegisterOk(forged).encode());
+        assert_eq!(
+            lab.refusals(mark, "u1@a.example"),
+            vec![ProtocolError::BadResponse {
+                re: MsgType::RegisterOk,
+                code: ErrorCode::CERT_INVALID
+            }]
+        );
+        assert!(lab.device("u1@a.example").certificate().is_none());
+        assert_eq!(lab.device("u1@a.example").registered_until(), None);
+    }
+}

@@ -749,3 +749,29 @@ pub fn edit(
     out.edits = Some(List::new(edits).ok_or(CryptoError::PermissionDenied("edit chain full"))?);
     Ok((out, cek))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two openings are equal in key, content and entry alike; whether a
+    /// key was left to cache is not compared.
+    #[test]
+    fn openings_are_equal_in_key_content_and_entry() {
+        let opened = |key: u8, plaintext: &[u8], entry: usize| Opened {
+            cek: Secret32::new([key; 32]),
+            plaintext: plaintext.to_vec(),
+            entry,
+            pending: None,
+        };
+        let base = opened(1, b"sdp", 0);
+        assert_eq!(base, opened(1, b"sdp", 0));
+        for other in [
+            opened(2, b"sdp", 0),
+            opened(1, b"sdq", 0),
+            opened(1, b"sdp", 1),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+}
