@@ -162,6 +162,38 @@ fn trial_unwrap_finds_anonymous_entries() {
     assert_eq!(destination_check(&pki, &sealed).unwrap(), plaintext());
 }
 
+/// KW-SEAL-003, KW-CRYPTO-034: an explicit entry is the party's only
+/// when it names both its account and its key: an entry for its account
+/// under another key (one it held before) is not its, and the party finds
+/// its anonymous entry by trial.
+#[test]
+fn an_explicit_entry_names_both_account_and_key() {
+    let pki = pki();
+    let old_key = KxKeyPair::generate(&mut SeededEntropy::from_label("sc_b old key"));
+    let mut specs = recipients(&pki);
+    specs.insert(
+        1,
+        RecipientSpec {
+            kx_key: old_key.public(),
+            ..spec(&pki.sc_b, RecipientKind::Server, Permission::Read)
+        },
+    );
+    specs[2].anonymous = true;
+    let (sealed, cek) = seal(
+        offer(),
+        &pki.alice.id,
+        &specs,
+        &plaintext(),
+        None,
+        &mut KeyCache::new(8),
+        &mut SeededEntropy::from_label("stale entry"),
+    )
+    .unwrap();
+    assert_eq!(sealed.recipients[1].id.as_ref(), Some(&pki.sc_b.id.account));
+    let opened = open(&sealed, &SESSION, &pki.sc_b.id, &mut KeyCache::new(8)).unwrap();
+    assert_eq!((opened.entry, opened.cek), (2, cek));
+}
+
 /// KW-SEAL-005: the signed permission map: entries cannot be dropped,
 /// added, swapped or altered.
 #[test]
