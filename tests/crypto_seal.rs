@@ -162,6 +162,30 @@ fn trial_unwrap_finds_anonymous_entries() {
     assert_eq!(destination_check(&pki, &sealed).unwrap(), plaintext());
 }
 
+/// KW-CRYPTO-032: the content identifier a body's signatures cover is
+/// the body's own `cid`, whatever the verifier's context names: a body is
+/// judged as it is, not as a caller describes it.
+#[test]
+fn the_content_identifier_is_the_bodys_own() {
+    let pki = pki();
+    let sealed = sealed_offer(&pki);
+    let opened = open(&sealed, &SESSION, &pki.bob.id, &mut KeyCache::new(8)).unwrap();
+    let named_otherwise = SealContext {
+        cid: sealed.cid + 7,
+        ..offer()
+    };
+    verify_sealed(
+        &sealed,
+        named_otherwise,
+        &opened.plaintext,
+        &opened.cek,
+        &pki.alice.cert,
+        &pki.trust,
+        NOW,
+    )
+    .unwrap();
+}
+
 /// KW-SEAL-003, KW-CRYPTO-034: an explicit entry is the party's only
 /// when it names both its account and its key: an entry for its account
 /// under another key (one it held before) is not its, and the party finds
