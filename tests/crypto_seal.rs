@@ -184,6 +184,23 @@ fn the_content_identifier_is_the_bodys_own() {
         NOW,
     )
     .unwrap();
+    // So does an editor's signature: made under another named cid, the
+    // edit still verifies as the body's.
+    let mut cache = KeyCache::new(8);
+    let at_editor = open(&sealed, &SESSION, &pki.sc_a.id, &mut cache).unwrap();
+    let (edited, _) = edit(
+        &sealed,
+        named_otherwise,
+        &pki.sc_a.id,
+        &pki.sc_a.cert,
+        &at_editor.cek,
+        &modified_desc(),
+        Rekeying::KeepKey,
+        &mut cache,
+        &mut SeededEntropy::from_label("edit elsewhere"),
+    )
+    .unwrap();
+    assert_eq!(destination_check(&pki, &edited).unwrap(), modified_desc());
 }
 
 /// KW-SEAL-003, KW-CRYPTO-034: an explicit entry is the party's only

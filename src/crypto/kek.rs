@@ -422,7 +422,8 @@ mod tests {
         let mut cache = KeyCache::new(4);
         let mut wrappers = KeyCache::new(64);
         let me_pub = me.public();
-        for i in 0..10u8 {
+        let mut epks = Vec::new();
+        for i in 0..14u8 {
             let session = SessionId([i; 16]);
             let epk = wrappers.ephemeral(&session, &mut rng).public();
             let b = KekBinding {
@@ -437,12 +438,33 @@ mod tests {
                 .wrap(&b, &Nonce([0; 16]), 0, &Secret32::new([i; 32]))
                 .unwrap();
             cache.unwrap(&b, &me, &Nonce([0; 16]), 0, &wrapped).unwrap();
-            assert_eq!(cache.len(), usize::from(i + 1).min(4));
+            epks.push(epk);
+            if i < 10 {
+                assert_eq!(cache.len(), usize::from(i + 1).min(4));
+            }
+            if i == 9 {
+                // KW-CRYPTO-050: forgetting a session erases its keys, and
+                // only its.
+                cache.forget_session(&SessionId([9; 16]));
+                assert_eq!(cache.len(), 3);
+                cache.forget_session(&SessionId([0; 16]));
+                assert_eq!(cache.len(), 3, "session 0 was evicted long ago");
+            }
         }
-        // KW-CRYPTO-050: forgetting a session erases its keys, and only its.
-        cache.forget_session(&SessionId([9; 16]));
-        assert_eq!(cache.len(), 3);
-        cache.forget_session(&SessionId([0; 16]));
-        assert_eq!(cache.len(), 3, "session 0 was evicted long ago");
+        // The oldest go first, as before the forgetting: only the last
+        // four sessions' keys are left.
+        assert_eq!(cache.len(), 4);
+        for (i, epk) in epks.iter().enumerate() {
+            let session = SessionId([i as u8; 16]);
+            let b = KekBinding {
+                session: &session,
+                wrapper: &alice,
+                epk,
+                recipient: &me_pub,
+                kind: RecipientKind::Destination,
+                perm: Permission::Read,
+            };
+            assert_eq!(cache.has_unwrap(&b), i >= 10, "session {i}");
+        }
     }
 }
