@@ -376,22 +376,6 @@ fn kw_frame_014_an_unsigned_error_ends_no_more_than_its_request() {
     assert!(!lab.session_ended(0, session, SessionEnd::Bye));
 }
 
-/// The challenge waiting in the lab's queue for `to`, taken out of it.
-fn take_challenge(lab: &mut Lab, to: Addr) -> keyway::wire::Challenge {
-    let at = lab
-        .queue
-        .iter()
-        .position(|(_, dst, bytes)| {
-            *dst == to && matches!(Message::decode(bytes), Ok(Message::Challenge(_)))
-        })
-        .expect("a challenge is queued");
-    let (_, _, bytes) = lab.queue.remove(at).unwrap();
-    match Message::decode(&bytes).unwrap() {
-        Message::Challenge(c) => c,
-        _ => unreachable!(),
-    }
-}
-
 /// A `register` for `account` at `addr` echoing `nonce` with a proof
 /// that cannot pass: what someone who intercepted a challenge can send.
 fn forged_answer(account: &str, addr: Addr, nonce: keyway::wire::Nonce, txn: u8) -> Vec<u8> {
@@ -455,7 +439,7 @@ fn kw_reg_018_asking_for_challenges_cannot_block_registration() {
     let (from, to, bytes) = lab.queue.pop_front().unwrap();
     assert_eq!(to, server);
     lab.inject(to, from, &bytes);
-    let challenge = take_challenge(&mut lab, device);
+    let challenge = lab.take_challenge(device);
     let writes = lab.servers[0].store.writes;
 
     for n in 0..5000u32 {
@@ -508,7 +492,7 @@ fn kw_reg_018_nonces_are_bound_checked_spent_and_survive_restarts() {
     lab.command("u1@a.example", DeviceCommand::Register);
     let (from, to, bytes) = lab.queue.pop_front().unwrap();
     lab.inject(to, from, &bytes);
-    let challenge = take_challenge(&mut lab, device);
+    let challenge = lab.take_challenge(device);
     lab.restart_server(0);
     lab.inject(
         device,
@@ -553,7 +537,7 @@ fn kw_reg_018_nonces_are_bound_checked_spent_and_survive_restarts() {
     lab.command("u2@a.example", DeviceCommand::Register);
     let (from, to, bytes) = lab.queue.pop_front().unwrap();
     lab.inject(to, from, &bytes);
-    let held = take_challenge(&mut lab, u2);
+    let held = lab.take_challenge(u2);
     let mut flipped = held.nonce;
     flipped.0[3] ^= 1;
     let cases = [

@@ -39,22 +39,6 @@ fn one_domain() -> Lab {
     })
 }
 
-/// The challenge waiting in the lab's queue for `to`, taken out of it.
-fn take_challenge(lab: &mut Lab, to: Addr) -> Challenge {
-    let at = lab
-        .queue
-        .iter()
-        .position(|(_, dst, bytes)| {
-            *dst == to && matches!(Message::decode(bytes), Ok(Message::Challenge(_)))
-        })
-        .expect("a challenge is queued");
-    let (_, _, bytes) = lab.queue.remove(at).unwrap();
-    match Message::decode(&bytes).unwrap() {
-        Message::Challenge(c) => c,
-        _ => unreachable!(),
-    }
-}
-
 /// `account` asks to register (F1 unless `with_cert`), the server answers,
 /// and its challenge is taken off the network: the device waits for it.
 fn challenged(lab: &mut Lab, account: &str, command: DeviceCommand) -> Challenge {
@@ -63,7 +47,7 @@ fn challenged(lab: &mut Lab, account: &str, command: DeviceCommand) -> Challenge
     let (from, to, bytes) = lab.queue.pop_front().unwrap();
     assert_eq!(to, lab.servers[0].addr);
     lab.inject(to, from, &bytes);
-    take_challenge(lab, device)
+    lab.take_challenge(device)
 }
 
 /// Whether `account` sent a `register` with `auth` since `mark`.
@@ -544,7 +528,7 @@ fn register_with_certificate(lab: &mut Lab, account: &str, expires: u64, txn: u8
         ext: Extensions::new(),
     };
     lab.inject(server, device, &Message::Register(request.clone()).encode());
-    let challenge = take_challenge(lab, device);
+    let challenge = lab.take_challenge(device);
     let secret = lab.secrets[&principal(account)].clone();
     let key = lab.devices[i].identity.signing.clone();
     let answer = answer_as(
@@ -777,7 +761,7 @@ fn kw_reg_022_a_registration_that_keeps_a_certificate_proves_its_key() {
             attacker,
             &Message::Register(request.clone()).encode(),
         );
-        let challenge = take_challenge(&mut lab, attacker);
+        let challenge = lab.take_challenge(attacker);
         let signer = match pop {
             Pop::By(key) => Some(key),
             Pop::None | Pop::Replayed => None,

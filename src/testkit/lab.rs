@@ -565,6 +565,26 @@ impl Lab {
         self.trace.push(Step::Restarted { node });
     }
 
+    /// The challenge waiting in the queue for `to`, taken out of it, for
+    /// a test to answer (or not) in the device's place.
+    pub fn take_challenge(&mut self, to: Addr) -> crate::wire::Challenge {
+        let taken = self
+            .queue
+            .iter()
+            .position(|(_, dst, bytes)| {
+                *dst == to && matches!(Message::decode(bytes), Ok(Message::Challenge(_)))
+            })
+            .and_then(|at| self.queue.remove(at))
+            .and_then(|(_, _, bytes)| match Message::decode(&bytes) {
+                Ok(Message::Challenge(c)) => Some(c),
+                _ => None,
+            });
+        match taken {
+            Some(c) => c,
+            None => panic!("no challenge queued for {to}"),
+        }
+    }
+
     /// Delivers raw bytes to the party at `to` as if from `from`.
     pub fn inject(&mut self, to: Addr, from: Addr, bytes: &[u8]) {
         if let Some(node) = self.by_addr.get(&to).copied() {
