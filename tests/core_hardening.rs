@@ -1287,3 +1287,64 @@ fn kw_reg_012_a_device_takes_only_a_certificate_of_its_own_keys() {
         assert_eq!(lab.device("u1@a.example").registered_until(), None);
     }
 }
+
+/// KW-REG-016, KW-CERT-003: a registration's end is timed on the
+/// monotonic clock but judged by the wall clock, both ends of its term
+/// included. When the wall clock was stepped back a second, the server
+/// keeps the registration and the device its certificate at the
+/// deadline — the wall clock says the term's last second — and both end
+/// a second later, when the wall clock has passed the term.
+#[test]
+fn kw_reg_016_a_stepped_back_wall_clock_ends_a_registration_when_it_passes_the_term() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let who = principal("u1@a.example");
+    let not_after = lab.server(0).registration(&who).unwrap().not_after;
+    assert_eq!(
+        lab.device("u1@a.example").registered_until(),
+        Some(not_after)
+    );
+    // Every refresh is lost.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Register(_))));
+    // The deadlines are at the wall time just past the term.
+    let until_deadline = (not_after + 1) * 1000 - lab.clock().wall;
+    lab.advance(until_deadline - 1);
+    lab.step_wall(-1000);
+    lab.advance(1);
+    assert_eq!(lab.clock().wall_secs(), not_after);
+    assert!(lab.server(0).registration(&who).is_some());
+    assert_eq!(
+        lab.device("u1@a.example").registered_until(),
+        Some(not_after)
+    );
+    lab.advance(1000);
+    assert!(lab.server(0).registration(&who).is_none());
+    assert_eq!(lab.device("u1@a.example").registered_until(), None);
+}
+
+/// KW-CERT-006, KW-CERT-003: a certificate is valid through the last
+/// second of its term; a device that deregisters in that second has it
+/// revoked (the server reports the serial and keeps the revocation), not
+/// left valid for the rest of the second.
+#[test]
+fn kw_cert_006_a_certificate_deregistered_in_its_last_second_is_revoked() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let who = principal("u1@a.example");
+    let registration = lab.server(0).registration(&who).unwrap();
+    let (not_after, serial) = (registration.not_after, registration.cert.tbs.serial);
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Register(_))));
+    lab.advance(not_after * 1000 - lab.clock().wall);
+    lab.drop_if = None;
+    assert_eq!(lab.clock().wall_secs(), not_after);
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::Deregister);
+    lab.settle();
+    assert_eq!(lab.clock().wall_secs(), not_after);
+    assert!(lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Server { event: keyway::core::ServerEvent::Unregistered { account, revoked: Some(s) }, .. }
+            if *account == who && *s == serial
+    )));
+    assert!(lab.server(0).revoked().any(|(_, s)| *s == serial));
+}

@@ -323,6 +323,125 @@ fn kw_err_004_a_refused_info_spends_no_sequence_number() {
     );
 }
 
+/// KW-SM-005, KW-CRYPTO-044: a receiver holds a request under the epoch
+/// right after its current one, whose `rekey` may still be on its way,
+/// and no other: an `info` or a `bye` under an epoch two or more ahead is
+/// refused at once with `stale-epoch`, and the call goes on.
+#[test]
+fn kw_sm_005_only_the_next_epoch_is_held_for_its_rekey() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let (_, key) = delivered_offer(&lab, session);
+    let callee = lab.devices[lab.dev(CALLEE)].contact;
+    let server = lab.servers[1].addr;
+    let signing = lab.devices[lab.dev(CALLER)].identity.signing.clone();
+    let mut keys = DirectionKeys::new(session, principal(CALLER), principal(CALLEE), key, 0);
+    for (txn, epoch, bye) in [(1u8, 2u64, false), (2, 9, false), (3, 2, true)] {
+        let re = if bye { MsgType::Bye } else { MsgType::Info };
+        let sealed = keys.seal(re, b"").unwrap();
+        let (txn, from, to) = (
+            keyway::wire::TxnId([txn; 8]),
+            principal(CALLER),
+            principal(CALLEE),
+        );
+        let (hops, sig, payload) = (
+            keyway::wire::Hops::new(4).unwrap(),
+            keyway::crypto::unsigned(),
+            Bytes::new(sealed.payload).unwrap(),
+        );
+        let mut request = if bye {
+            Message::Bye(keyway::wire::Bye {
+                txn,
+                from,
+                to,
+                session,
+                hops,
+                via: None,
+                sig,
+                epoch,
+                seq: sealed.seq,
+                payload,
+                ext: Default::default(),
+            })
+        } else {
+            Message::Info(Info {
+                txn,
+                from,
+                to,
+                session,
+                hops,
+                via: None,
+                sig,
+                epoch,
+                seq: sealed.seq,
+                payload,
+                ext: Default::default(),
+            })
+        };
+        keyway::crypto::sign_message(&mut request, &signing).unwrap();
+        let mark = lab.trace.len();
+        lab.inject(callee, server, &request.encode());
+        assert_eq!(
+            lab.refusals(mark, CALLEE),
+            [ProtocolError::Refused {
+                re,
+                code: ErrorCode::STALE_EPOCH
+            }],
+            "{re:?} under epoch {epoch}"
+        );
+        assert_eq!(
+            lab.device(CALLEE).call_state(&session),
+            Some(CallState::Established)
+        );
+    }
+}
+
+/// KW-SM-005: a `bye` that overtakes its `rekey` is held and carried out
+/// as soon as the rekey arrives — the caller sends it once, and the call
+/// ends when the rekey lands, not at the bye's retransmission.
+#[test]
+fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let mut dropped = false;
+    lab.drop_if = Some(Box::new(move |m| {
+        let first_rekey = matches!(m, Message::Rekey(_)) && !dropped;
+        dropped |= first_rekey;
+        first_rekey
+    }));
+    lab.command(CALLER, DeviceCommand::Rekey(session, false));
+    lab.command(CALLER, DeviceCommand::HangUp(session));
+    lab.settle();
+    assert_eq!(
+        lab.device(CALLEE).call_state(&session),
+        Some(CallState::Established),
+        "the bye is held"
+    );
+    let mark = lab.trace.len();
+    lab.advance(10_000);
+    assert_eq!(lab.device(CALLEE).call_state(&session), None);
+    let event = |wanted: fn(&DeviceEvent) -> bool| {
+        lab.find(
+            mark,
+            |s| matches!(s, Step::Device { device, event } if device == CALLEE && wanted(event)),
+        )
+        .unwrap()
+    };
+    let rekeyed = event(|e| matches!(e, DeviceEvent::Rekeyed { sending: false, .. }));
+    let ended = event(|e| matches!(e, DeviceEvent::CallEnded(_)));
+    assert!(rekeyed < ended);
+    // Nothing brought the bye again in between: the held one ended it.
+    assert!(!lab.trace[rekeyed..ended].iter().any(|s| matches!(
+        s,
+        Step::Sent {
+            message: Message::Bye(_),
+            ..
+        }
+    )));
+}
+
 /// KW-CRYPTO-036 step 3, KW-SEAL-006: an edit signed by a server whose
 /// entry only lets it read, and genuine edits forwarded out of order, are
 /// both refused by the destination with `permission-denied`, reported as

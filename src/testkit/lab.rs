@@ -337,8 +337,11 @@ pub enum Node {
 
 /// See the module documentation.
 pub struct Lab {
-    /// The one clock of the lab (wall and monotonic alike).
+    /// The lab's monotonic clock; the wall clock is it plus `wall_step`.
     pub now: Millis,
+    /// How far the wall clock has been stepped from the monotonic one
+    /// (`step_wall`): zero unless a test steps it.
+    pub wall_step: i64,
     /// The domains' servers, then the hub.
     pub servers: Vec<LabServer>,
     /// Every device.
@@ -385,6 +388,7 @@ impl Lab {
         let deployment = plan.provision();
         let mut lab = Lab {
             now: plan.t0,
+            wall_step: 0,
             servers: Vec::new(),
             devices: Vec::new(),
             recorders: Vec::new(),
@@ -470,7 +474,16 @@ impl Lab {
 
     /// The lab's time, for an input.
     pub fn clock(&self) -> Now {
-        Now::at(self.now)
+        Now {
+            mono: self.now,
+            wall: self.now.saturating_add_signed(self.wall_step),
+        }
+    }
+
+    /// Steps the wall clock by `ms` (back when negative), as an operator or
+    /// NTP does; the monotonic clock, and every deadline on it, runs on.
+    pub fn step_wall(&mut self, ms: i64) {
+        self.wall_step = self.wall_step.saturating_add(ms);
     }
 
     /// The device of an account.
@@ -670,10 +683,22 @@ impl Lab {
     /// Moves the clock and fires every timer due, settling after each.
     pub fn advance(&mut self, ms: Millis) {
         let end = self.now + ms;
+        // A party whose deadline stays due after it handled it would spin
+        // here for ever: fail, naming the time, instead of hanging.
+        let mut spins_at = (self.now, 0u32);
         loop {
             let next = self.next_timer().filter(|t| *t <= end);
             let Some(t) = next else { break };
             self.now = self.now.max(t);
+            spins_at = match spins_at {
+                (at, n) if at == self.now => (at, n + 1),
+                _ => (self.now, 0),
+            };
+            assert!(
+                spins_at.1 < 10_000,
+                "a timer stays due at {} ms after it fired",
+                self.now
+            );
             let due = |deadline: Option<Millis>, now: Millis| deadline.is_some_and(|x| x <= now);
             for i in 0..self.servers.len() {
                 if due(self.servers[i].server.poll_timeout(), self.now) {
