@@ -544,3 +544,38 @@ fn kw_sm_027_an_unacknowledged_answer_ends_the_session() {
     }
     assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
 }
+
+/// KW-SM-027: only the caller's `ack` sets the session up. An `ack`
+/// the callee signs for its own call — a party to the session, so its
+/// signature passes — is carried on, but the servers still wait for the
+/// caller's, and end the session unacknowledged without it.
+#[test]
+fn kw_sm_027_only_the_callers_ack_sets_the_session_up() {
+    let mut lab = lab();
+    // Every ack of the caller is lost.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::Ack(a) if a.from.as_str() == CALLER),
+    ));
+    let session = lab.call(CALLER, CALLEE);
+    let callee = &lab.devices[lab.dev(CALLEE)];
+    let mut ack = Message::Ack(keyway::wire::Ack {
+        txn: TxnId([0xac; 8]),
+        from: keyway::testkit::principal(CALLEE),
+        to: keyway::testkit::principal(CALLER),
+        session,
+        hops: keyway::wire::Hops::new(8).unwrap(),
+        via: None,
+        sig: unsigned(),
+        ext: Extensions::default(),
+    });
+    sign_message(&mut ack, &callee.identity.signing).unwrap();
+    let (contact, server) = (callee.contact, lab.servers[1].addr);
+    let mark = lab.trace.len();
+    lab.inject(server, contact, &ack.encode());
+    lab.settle();
+    assert!(lab.refusals(mark, "sc@b.example").is_empty(), "carried on");
+    lab.advance(70_000);
+    for server in [0, 1] {
+        assert!(lab.session_ended(server, session, SessionEnd::Unacknowledged));
+    }
+}

@@ -442,6 +442,50 @@ fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
     )));
 }
 
+/// KW-SM-005: at most 8 requests are held per call for their rekey. Of
+/// nine `info`s that overtake it — the one with the new media keys that
+/// every rekey brings, then eight with text — the first eight are read as
+/// soon as the rekey lands; the ninth was dropped, and only its
+/// retransmission brings it.
+#[test]
+fn kw_sm_005_at_most_eight_requests_are_held() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call(CALLER, CALLEE);
+    let mut dropped = false;
+    lab.drop_if = Some(Box::new(move |m| {
+        let first_rekey = matches!(m, Message::Rekey(_)) && !dropped;
+        dropped |= first_rekey;
+        first_rekey
+    }));
+    lab.command(CALLER, DeviceCommand::Rekey(session, false));
+    for i in 0..8 {
+        lab.command(CALLER, DeviceCommand::Info(session, format!("info {i}")));
+    }
+    lab.settle();
+    let mark = lab.trace.len();
+    lab.advance(10_000);
+    let rekeyed = lab
+        .find(mark, |s| matches!(s, Step::Device { device, event: DeviceEvent::Rekeyed { sending: false, .. } } if device == CALLEE))
+        .unwrap();
+    // Up to the next info the callee's server sends: the held ones only.
+    let resent = lab
+        .find(rekeyed, |s| matches!(s, Step::Sent { from, message: Message::Info(_), .. } if from == "sc@b.example"))
+        .unwrap();
+    let read = lab.trace[rekeyed..resent]
+        .iter()
+        .filter(|s| matches!(s, Step::Device { device, event: DeviceEvent::InfoReceived(..) } if device == CALLEE))
+        .count();
+    // The first held, without text, is read without an event.
+    assert_eq!(read, 7);
+    let all = lab
+        .device_events(CALLEE)
+        .iter()
+        .filter(|e| matches!(e, DeviceEvent::InfoReceived(..)))
+        .count();
+    assert_eq!(all, 8);
+}
+
 /// KW-CRYPTO-036 step 3, KW-SEAL-006: an edit signed by a server whose
 /// entry only lets it read, and genuine edits forwarded out of order, are
 /// both refused by the destination with `permission-denied`, reported as
