@@ -44,17 +44,6 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
-    /// The highest sequence number seen and the bitmap behind it, for a
-    /// store.
-    pub fn parts(&self) -> (Option<u64>, u64) {
-        (self.highest, self.seen)
-    }
-
-    /// A window as [`ReplayWindow::parts`] described it.
-    pub fn from_parts(highest: Option<u64>, seen: u64) -> Self {
-        Self { highest, seen }
-    }
-
     /// Whether `seq` would be accepted. Does not record it.
     pub fn check(&self, seq: u64) -> Result<(), CryptoError> {
         match self.highest {
