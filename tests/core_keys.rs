@@ -14,7 +14,7 @@ mod support;
 
 use keyway::core::{
     CallState, DeviceCommand, DeviceEvent, DevicePolicy, Millis, ProtocolError, ServerEvent,
-    ServerPolicy,
+    ServerPolicy, SessionEnd,
 };
 use keyway::crypto::{
     DirectionKeys, KeyCache, RecipientSpec, SealContext, Secret32, SeededEntropy, open, seal,
@@ -326,15 +326,17 @@ fn kw_err_004_a_refused_info_spends_no_sequence_number() {
 /// KW-SM-005, KW-CRYPTO-044: a receiver holds a request under the epoch
 /// right after its current one, whose `rekey` may still be on its way,
 /// and no other: an `info` or a `bye` under an epoch two or more ahead is
-/// refused at once with `stale-epoch`, and the call goes on.
+/// refused at once with `stale-epoch` by the callee, and the callee's
+/// server, which follows the session, does not hold it either; the call
+/// goes on.
 #[test]
 fn kw_sm_005_only_the_next_epoch_is_held_for_its_rekey() {
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
     let session = lab.call(CALLER, CALLEE);
     let (_, key) = delivered_offer(&lab, session);
-    let callee = lab.devices[lab.dev(CALLEE)].contact;
-    let server = lab.servers[1].addr;
+    // From the hub, as the callee's server receives the caller's requests.
+    let (server, hub) = (lab.servers[1].addr, lab.servers[2].addr);
     let signing = lab.devices[lab.dev(CALLER)].identity.signing.clone();
     let mut keys = DirectionKeys::new(session, principal(CALLER), principal(CALLEE), key, 0);
     for (txn, epoch, bye) in [(1u8, 2u64, false), (2, 9, false), (3, 2, true)] {
@@ -381,7 +383,8 @@ fn kw_sm_005_only_the_next_epoch_is_held_for_its_rekey() {
         };
         keyway::crypto::sign_message(&mut request, &signing).unwrap();
         let mark = lab.trace.len();
-        lab.inject(callee, server, &request.encode());
+        lab.inject(server, hub, &request.encode());
+        lab.settle();
         assert_eq!(
             lab.refusals(mark, CALLEE),
             [ProtocolError::Refused {
@@ -389,6 +392,15 @@ fn kw_sm_005_only_the_next_epoch_is_held_for_its_rekey() {
                 code: ErrorCode::STALE_EPOCH
             }],
             "{re:?} under epoch {epoch}"
+        );
+        assert!(
+            lab.find(mark, |s| matches!(
+                s,
+                Step::Server { server, event: ServerEvent::Rejected(r, ErrorCode::STALE_EPOCH) }
+                    if server == "sc@b.example" && *r == re
+            ))
+            .is_some(),
+            "the server refuses to hold {re:?} under epoch {epoch}"
         );
         assert_eq!(
             lab.device(CALLEE).call_state(&session),
@@ -440,6 +452,18 @@ fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
             ..
         }
     )));
+    // The servers that follow the session held it too: each follows the
+    // caller's rekey, then ends the session by the bye.
+    for (i, name) in [(0, "sc@a.example"), (1, "sc@b.example")] {
+        let followed = lab
+            .find(mark, |s| matches!(s, Step::Server { server, event: ServerEvent::Rekeyed { .. } } if server == name))
+            .unwrap();
+        let ended = lab
+            .find(mark, |s| matches!(s, Step::Server { server, event: ServerEvent::SessionEnded(_, SessionEnd::Bye) } if server == name))
+            .unwrap_or_else(|| panic!("{name} ends the session by the bye"));
+        assert!(followed < ended, "{name}");
+        assert!(lab.session_ended(i, session, SessionEnd::Bye));
+    }
 }
 
 /// KW-SM-005: at most 8 requests are held per call for their rekey. Of
@@ -484,6 +508,21 @@ fn kw_sm_005_at_most_eight_requests_are_held() {
         .filter(|e| matches!(e, DeviceEvent::InfoReceived(..)))
         .count();
     assert_eq!(all, 8);
+    // The callee's server, which follows the session, held eight as well:
+    // it reads them once it follows the rekey, and not the ninth, which it
+    // carried on without holding.
+    let observed = lab
+        .server_events("sc@b.example")
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Observed(s, MsgType::Info) if *s == session))
+        .count();
+    assert_eq!(observed, 8);
+    // Held infos end nothing.
+    assert!(lab.server(1).session_ids().contains(&session));
+    assert_eq!(
+        lab.device(CALLEE).call_state(&session),
+        Some(CallState::Established)
+    );
 }
 
 /// KW-CRYPTO-036 step 3, KW-SEAL-006: an edit signed by a server whose

@@ -2626,3 +2626,57 @@ fn the_device_policy_chooses_servers_per_destination_domain() {
         Some(CallState::Established)
     );
 }
+
+/// KW-REC-002, KW-SM-025: a server keeps the media keys of each party's
+/// four latest descriptions, and after a restart sends its recorder a
+/// `record-start` with exactly those: after five rekeys of the caller, its
+/// descriptions 2 to 5 and the callee's first, and no older one.
+#[test]
+fn kw_rec_002_a_restarted_server_sends_the_latest_media_keys() {
+    use keyway::wire::{MediaKeys, decode_plaintext};
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 2,
+        hub: false,
+        record: true,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let (caller, callee) = (principal("u1@a.example"), principal("u2@a.example"));
+    let session = lab.call(caller.as_str(), callee.as_str());
+    for _ in 0..5 {
+        lab.command(caller.as_str(), DeviceCommand::Rekey(session, false));
+        lab.settle();
+    }
+    let mark = lab.trace.len();
+    lab.restart_server(0);
+    lab.settle();
+    let start = lab.trace[mark..]
+        .iter()
+        .find_map(|s| match s {
+            Step::Sent {
+                message: Message::RecordStart(r),
+                ..
+            } => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a record-start after the restart");
+    let recorder = &lab.recorders[0].config.identity;
+    let opened = keyway::crypto::open(
+        &start.keys,
+        &session,
+        recorder,
+        &mut keyway::crypto::KeyCache::new(4),
+    )
+    .unwrap();
+    let keys = decode_plaintext::<MediaKeys>(&opened.plaintext).unwrap();
+    let numbers = |party: &keyway::wire::Principal| {
+        keys.keys
+            .iter()
+            .filter(|k| &k.sender == party)
+            .map(|k| k.epoch)
+            .collect::<std::collections::BTreeSet<u64>>()
+    };
+    assert_eq!(numbers(&caller), [2, 3, 4, 5].into());
+    assert_eq!(numbers(&callee), [0].into());
+}

@@ -635,6 +635,59 @@ mod tests {
     use super::*;
     use crate::crypto::SeededEntropy;
 
+    /// KW-KEY-005: the window accepts exactly what a model that remembers
+    /// every number does, within 64 behind the highest: each number once,
+    /// anything newer, nothing 64 or more behind. Walks that advance by
+    /// steps of 1 to 70 (so the bitmap shifts by small, exact and
+    /// overflowing amounts) and go back within and past the window.
+    #[test]
+    fn kw_key_005_the_replay_window_matches_a_model() {
+        let mut rng = SeededEntropy::from_label("replay window walks");
+        for _ in 0..200 {
+            let mut window = ReplayWindow::default();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut highest: Option<u64> = None;
+            let mut at = 1000u64;
+            for _ in 0..200 {
+                let draw: [u8; 2] = rng.array();
+                let step = u64::from(draw[1] % 71);
+                at = match draw[0] % 3 {
+                    0 => at + step,
+                    1 => at.saturating_sub(step),
+                    _ => at,
+                };
+                let fresh = match highest {
+                    None => true,
+                    Some(h) => at > h || (h - at < REPLAY_WINDOW && !seen.contains(&at)),
+                };
+                assert_eq!(window.check(at).is_ok(), fresh, "{at} after {highest:?}");
+                if fresh {
+                    window.record(at);
+                    seen.insert(at);
+                    highest = highest.max(Some(at));
+                }
+            }
+        }
+    }
+
+    /// KW-KEY-005 at the edges: a jump of exactly the window's width
+    /// forgets every number before it; one less keeps the oldest.
+    #[test]
+    fn kw_key_005_the_window_edges() {
+        let mut w = ReplayWindow::default();
+        w.record(10);
+        w.record(10 + REPLAY_WINDOW - 1);
+        assert!(w.check(10).is_err(), "63 behind, seen");
+        assert!(w.check(11).is_ok(), "62 behind, not seen");
+        let mut w = ReplayWindow::default();
+        w.record(10);
+        w.record(10 + REPLAY_WINDOW);
+        assert!(w.check(10).is_err(), "64 behind: outside");
+        assert!(w.check(11).is_ok(), "63 behind, not seen");
+        w.record(11);
+        assert!(w.check(11).is_err());
+    }
+
     fn pair() -> (DirectionKeys, DirectionKeys) {
         let session = SessionId([5; 16]);
         let a = Principal::new("alice@a.example").unwrap();
