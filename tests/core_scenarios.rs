@@ -2680,3 +2680,47 @@ fn kw_rec_002_a_restarted_server_sends_the_latest_media_keys() {
     assert_eq!(numbers(&caller), [2, 3, 4, 5].into());
     assert_eq!(numbers(&callee), [0].into());
 }
+
+/// KW-ROUTE-001, KW-ROUTE-003: in-session requests — `ack`, `info`,
+/// `rekey`, `bye` — go hop by hop like the offer: each server decrements
+/// `hops` and adds itself to `via`, so a loop of them ends too.
+#[test]
+fn in_session_requests_carry_via_and_hops() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let caller = "u1@a.example";
+    let session = lab.call(caller, "u1@b.example");
+    lab.command(caller, DeviceCommand::Rekey(session, false));
+    lab.settle();
+    lab.command(caller, DeviceCommand::HangUp(session));
+    lab.settle();
+    let route = |m: &Message| match m {
+        Message::Ack(r) => Some((r.from.clone(), r.hops, r.via.clone())),
+        Message::Info(r) => Some((r.from.clone(), r.hops, r.via.clone())),
+        Message::Rekey(r) => Some((r.from.clone(), r.hops, r.via.clone())),
+        Message::Bye(r) => Some((r.from.clone(), r.hops, r.via.clone())),
+        _ => None,
+    };
+    for re in [MsgType::Ack, MsgType::Info, MsgType::Rekey, MsgType::Bye] {
+        let mut hops_and_via = Vec::new();
+        for sender in [caller, "sc@a.example", "sc@hub.example"] {
+            let (_, hops, via) = lab
+                .sent()
+                .into_iter()
+                .filter(|(from, _, m)| from == sender && m.msg_type() == re)
+                .find_map(|(_, _, m)| route(&m).filter(|(from, ..)| from.as_str() == caller))
+                .unwrap_or_else(|| panic!("{sender} sends {re:?}"));
+            let last = via.and_then(|v| v.last().map(|p| p.to_string()));
+            hops_and_via.push((hops.get(), last));
+        }
+        assert_eq!(
+            hops_and_via,
+            [
+                (8, None),
+                (7, Some("sc@a.example".into())),
+                (6, Some("sc@hub.example".into()))
+            ],
+            "{re:?}"
+        );
+    }
+}
