@@ -1348,3 +1348,141 @@ fn kw_cert_006_a_certificate_deregistered_in_its_last_second_is_revoked() {
     )));
     assert!(lab.server(0).revoked().any(|(_, s)| *s == serial));
 }
+
+/// KW-CERT-006: an answer that presents a certificate its domain's
+/// server has revoked — the callee's answer, lost, then repeated after a
+/// refresh replaced the certificate it carries — is not carried on, even
+/// by a server that cannot read the session: the caller gets
+/// `cert-revoked`, and no answer.
+#[test]
+fn kw_cert_006_an_answer_with_a_revoked_certificate_is_not_carried_on() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 3,
+        hub: false,
+        device_policy: DevicePolicy {
+            own_server: None,
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    // The callee's answers are lost until its certificate is replaced.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Answer(_))));
+    let mark = lab.trace.len();
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    let answered_with = lab.trace[mark..]
+        .iter()
+        .find_map(|s| match s {
+            Step::Sent {
+                from,
+                message: Message::Answer(a),
+                ..
+            } if from == "u2@a.example" => a.cert.clone(),
+            _ => None,
+        })
+        .unwrap();
+    lab.command("u2@a.example", DeviceCommand::Register);
+    lab.settle();
+    assert_ne!(
+        lab.device("u2@a.example").certificate(),
+        Some(&answered_with)
+    );
+    lab.drop_if = None;
+    let mark = lab.trace.len();
+    lab.advance(5_000);
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Sent { from, message: Message::Answer(a), .. }
+                if from == "u2@a.example" && a.cert.as_ref() == Some(&answered_with)
+        ))
+        .is_some(),
+        "the old answer is repeated"
+    );
+    assert!(
+        lab.refusals(mark, "sc@a.example")
+            .contains(&ProtocolError::BadResponse {
+                re: MsgType::Answer,
+                code: ErrorCode::CERT_REVOKED
+            })
+    );
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Sent { from, message: Message::Answer(_), .. } if from == "sc@a.example"
+        ))
+        .is_none()
+    );
+    assert!(
+        lab.find(mark, |s| matches!(
+            s,
+            Step::Sent { from, message: Message::Error(e), .. }
+                if from == "sc@a.example" && e.code == ErrorCode::CERT_REVOKED
+        ))
+        .is_some()
+    );
+}
+
+/// KW-SM-026: a server reads an answer only as the answer of the session
+/// its offer was for. A callee that answers one offer with its answer of
+/// another session the server follows (another call it is in) sets
+/// nothing of that other session up again: no firewall change.
+#[test]
+fn kw_sm_026_an_answer_is_read_only_for_its_offers_session() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let other = lab.call("u3@a.example", "u2@a.example");
+    let other_answer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Answer(a) if from == "u2@a.example" && a.session == other => Some(a),
+            _ => None,
+        })
+        .unwrap();
+    // The callee's answer to the second call is lost.
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Answer(_))));
+    let mark = lab.trace.len();
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    let offer_txn = lab.trace[mark..]
+        .iter()
+        .find_map(|s| match s {
+            Step::Sent {
+                from,
+                message: Message::Offer(o),
+                ..
+            } if from == "sc@a.example" => Some(o.txn),
+            _ => None,
+        })
+        .unwrap();
+    lab.drop_if = Some(Box::new(|_| true));
+    let forged = keyway::wire::Answer {
+        txn: offer_txn,
+        ..other_answer
+    };
+    let (server, callee) = (lab.servers[0].addr, lab.devices[1].contact);
+    let mark = lab.trace.len();
+    lab.inject(server, callee, &Message::Answer(forged).encode());
+    // Relayed unread, for the caller to refuse; no pinhole touched.
+    assert!(!lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Sent {
+            from,
+            message: Message::PinholeOpen(_)
+                | Message::PinholeNarrow(_)
+                | Message::PinholeClose(_)
+                | Message::MediaCopy(_),
+            ..
+        } if from == "sc@a.example"
+    )));
+    assert!(lab.server(0).session_ids().contains(&other));
+}

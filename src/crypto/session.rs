@@ -264,12 +264,6 @@ impl DirectionKeys {
         self.epochs.last().map_or(0, |e| e.number)
     }
 
-    /// The key of the current epoch (e.g. to seal a rekey body for
-    /// recipients, or for a recorder).
-    pub fn current_key(&self) -> Option<&Secret32> {
-        self.epochs.last().map(|e| &e.key)
-    }
-
     /// Whether the sender should rekey now (KW-KEY-003).
     pub fn needs_rekey(&self, now: u64, policy: &KeyPolicy) -> bool {
         now.saturating_sub(self.epoch_started) >= policy.rekey_after_secs
