@@ -1486,3 +1486,63 @@ fn kw_sm_026_an_answer_is_read_only_for_its_offers_session() {
     )));
     assert!(lab.server(0).session_ids().contains(&other));
 }
+
+/// KW-QUERY-004, KW-CERT-005: a server attests for its device only the
+/// certificate of the account the device asked for. Another domain's
+/// server that answers a query for one account with the genuine
+/// certificate of another is refused with `cert-subject-mismatch`, and
+/// the device takes no certificate.
+#[test]
+fn kw_query_004_a_server_attests_only_the_certificate_asked_for() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example", "b.example"],
+        devices: 2,
+        hub: false,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let other = lab.device("u2@b.example").certificate().cloned().unwrap();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::CertNotify(_))));
+    let mark = lab.trace.len();
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::QueryCertificate(principal("u1@b.example")),
+    );
+    lab.settle();
+    let txn = lab.trace[mark..]
+        .iter()
+        .find_map(|s| match s {
+            Step::Sent {
+                from,
+                message: Message::CertQuery(q),
+                ..
+            } if from == "sc@a.example" => Some(q.txn),
+            _ => None,
+        })
+        .unwrap();
+    lab.drop_if = None;
+    let notify = Message::CertNotify(keyway::wire::CertNotify {
+        txn,
+        to: principal("u1@a.example"),
+        cert: other.clone(),
+        target: principal("u2@b.example"),
+        attestation: None,
+        ext: Extensions::default(),
+    });
+    let (a, b) = (lab.servers[0].addr, lab.servers[1].addr);
+    let mark = lab.trace.len();
+    lab.inject(a, b, &notify.encode());
+    lab.settle();
+    assert!(
+        lab.refusals(mark, "sc@a.example")
+            .contains(&ProtocolError::BadResponse {
+                re: MsgType::CertNotify,
+                code: ErrorCode::CERT_SUBJECT_MISMATCH
+            })
+    );
+    assert!(
+        !lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::CertificateAccepted { .. }))
+    );
+}

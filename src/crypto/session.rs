@@ -682,6 +682,34 @@ mod tests {
         assert!(w.check(11).is_err());
     }
 
+    /// A direction kept in a store moves from the monotonic clock to the
+    /// wall clock and back (KW-SM-025): every time moves, none below zero.
+    #[test]
+    fn a_stored_direction_moves_between_clocks() {
+        let (mut send, mut recv) = pair();
+        let policy = KeyPolicy::default();
+        let r = send
+            .rekey_wrapped(100, &mut SeededEntropy::from_label("shift"))
+            .unwrap();
+        recv.accept_rekey_wrapped(r.epoch, r.seq, &r.wrapped, 100, &policy)
+            .unwrap();
+        let state = recv.state();
+        assert_eq!(state.epoch_started, 100);
+        assert_eq!(state.epochs[0].retire_at, Some(100 + policy.grace_secs));
+        let mut moved = state.clone();
+        moved.shift(1_000);
+        assert_eq!(moved.epoch_started, 1_100);
+        assert_eq!(moved.epochs[0].retire_at, Some(1_100 + policy.grace_secs));
+        assert_eq!(moved.epochs[1].retire_at, None);
+        moved.shift(-1_000);
+        assert_eq!(moved, state);
+        moved.shift(-1_000);
+        assert_eq!(
+            (moved.epoch_started, moved.epochs[0].retire_at),
+            (0, Some(0))
+        );
+    }
+
     fn pair() -> (DirectionKeys, DirectionKeys) {
         let session = SessionId([5; 16]);
         let a = Principal::new("alice@a.example").unwrap();
