@@ -45,6 +45,6 @@ pub use seal::{
 pub use secret::{Secret32, ct_eq};
 pub use session::{
     DirectionKeys, DirectionState, EpochState, KeyPolicy, REPLAY_WINDOW, RekeyWrapped,
-    ReplayWindow, SealedPayload, Seen, SessionKeyStore, SessionKeys, media_ad, message_ad,
-    open_media, rekey_ad, seal_media,
+    ReplayWindow, SealedPayload, Seen, SessionKeys, media_ad, message_ad, open_media, rekey_ad,
+    seal_media,
 };

@@ -585,45 +585,6 @@ impl SessionKeys {
     }
 }
 
-/// Session keys by session and opposing party (KW-KEY-001): what a device
-/// or a trusted server keeps, and reuses, for the life of a session.
-#[derive(Debug, Default)]
-pub struct SessionKeyStore {
-    keys: std::collections::HashMap<(SessionId, Principal), SessionKeys>,
-}
-
-impl SessionKeyStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Keeps the keys of `session` with `peer`, replacing any.
-    pub fn insert(&mut self, session: SessionId, peer: Principal, keys: SessionKeys) {
-        self.keys.insert((session, peer), keys);
-    }
-
-    /// The keys of `session` with `peer`.
-    pub fn get_mut(&mut self, session: &SessionId, peer: &Principal) -> Option<&mut SessionKeys> {
-        self.keys.get_mut(&(*session, peer.clone()))
-    }
-
-    /// Erases the keys of `session` with every peer (KW-KEY-004).
-    pub fn remove_session(&mut self, session: &SessionId) {
-        self.keys.retain(|(s, _), _| s != session);
-    }
-
-    /// Number of (session, peer) entries.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,60 +751,47 @@ mod tests {
         );
     }
 
-    /// KW-KEY-001, KW-KEY-002, KW-ERR-004: keys kept by session and peer
-    /// serve both directions; a rejected payload leaves them as they were.
+    /// KW-KEY-001, KW-KEY-002, KW-ERR-004: one key serves both
+    /// directions of a session, each with its own associated data; a
+    /// rejected payload leaves the keys as they were.
     #[test]
-    fn kw_key_001_the_store_keeps_both_directions_by_session_and_peer() {
+    fn kw_key_001_one_key_serves_both_directions() {
         let session = SessionId([9; 16]);
         let a = Principal::new("alice@a.example").unwrap();
         let b = Principal::new("bob@b.example").unwrap();
         let k = Secret32::new([4; 32]);
-        let mut alice = SessionKeyStore::new();
-        alice.insert(
-            session,
-            b.clone(),
-            SessionKeys::new(session, a.clone(), b.clone(), k.clone(), 0),
-        );
-        let mut bob = SessionKeyStore::new();
-        bob.insert(
-            session,
-            a.clone(),
-            SessionKeys::new(session, b.clone(), a.clone(), k, 0),
-        );
-
-        let to_bob = alice
-            .get_mut(&session, &b)
-            .unwrap()
-            .send
-            .seal(MsgType::Info, b"hi")
-            .unwrap();
-        let bob_keys = bob.get_mut(&session, &a).unwrap();
+        let mut alice = SessionKeys::new(session, a.clone(), b.clone(), k.clone(), 0);
+        let mut bob = SessionKeys::new(session, b, a, k, 0);
+        let to_bob = alice.send.seal(MsgType::Info, b"hi").unwrap();
         let mut forged = to_bob.payload.clone();
         forged[3] ^= 1;
         assert!(
-            bob_keys
-                .recv
+            bob.recv
                 .open(MsgType::Info, 0, to_bob.seq, &forged, 1)
                 .is_err()
         );
         assert_eq!(
-            bob_keys
-                .recv
+            bob.recv
                 .open(MsgType::Info, 0, to_bob.seq, &to_bob.payload, 1)
                 .unwrap(),
             b"hi"
         );
-        let reply = bob_keys.send.seal(MsgType::Info, b"hello").unwrap();
-        let alice_keys = alice.get_mut(&session, &b).unwrap();
+        let reply = bob.send.seal(MsgType::Info, b"hello").unwrap();
+        // Bob's first message has Alice's sequence number, but not her
+        // direction: it opens only as Bob's.
+        assert_eq!(reply.seq, to_bob.seq);
+        assert!(
+            DirectionKeys::from_state(alice.send.state())
+                .open(MsgType::Info, 0, reply.seq, &reply.payload, 1)
+                .is_err()
+        );
         assert_eq!(
-            alice_keys
+            alice
                 .recv
                 .open(MsgType::Info, 0, reply.seq, &reply.payload, 1)
                 .unwrap(),
             b"hello"
         );
-        alice.remove_session(&session);
-        assert!(alice.is_empty());
     }
 
     #[test]
