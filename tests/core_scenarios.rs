@@ -2724,3 +2724,46 @@ fn in_session_requests_carry_via_and_hops() {
         );
     }
 }
+
+/// KW-REC-001: a server records a session only when its policy selects a
+/// party of its own domain, and only with pinholes to copy. Selecting
+/// `u1@a.example` records its calls and not another local account's; a
+/// domain without a firewall records nothing.
+#[test]
+fn kw_rec_001_only_selected_sessions_with_media_to_copy_are_recorded() {
+    use keyway::core::{RecordPolicy, Server};
+    let selected = principal("u1@a.example");
+    let lab_with = |firewall: bool| {
+        let mut plan = LabOptions {
+            domains: vec!["a.example"],
+            devices: 3,
+            hub: false,
+            record: true,
+            ..LabOptions::default()
+        }
+        .plan();
+        plan.record_policies = [(0, RecordPolicy::Accounts([selected.clone()].into()))].into();
+        let mut lab = Lab::from_plan(&plan);
+        if !firewall {
+            lab.servers[0].config.firewall = None;
+            lab.servers[0].server = Server::new(lab.servers[0].config.clone());
+        }
+        lab.register_all();
+        lab
+    };
+    let started = |lab: &Lab, session| {
+        lab.server_events("sc@a.example")
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::RecordingStarted(s, _) if *s == session))
+            .count()
+    };
+    let mut lab = lab_with(true);
+    let unselected = lab.call("u2@a.example", "u3@a.example");
+    assert_eq!(started(&lab, unselected), 0);
+    let recorded = lab.call("u2@a.example", selected.as_str());
+    assert_eq!(started(&lab, recorded), 1);
+    let mut lab = lab_with(false);
+    let without_firewall = lab.call("u2@a.example", selected.as_str());
+    assert_eq!(started(&lab, without_firewall), 0);
+    assert!(lab.recorders[0].recorder.recordings().next().is_none());
+}
