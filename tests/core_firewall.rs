@@ -579,3 +579,52 @@ fn kw_sm_027_only_the_callers_ack_sets_the_session_up() {
         assert!(lab.session_ended(server, session, SessionEnd::Unacknowledged));
     }
 }
+
+/// KW-FW-002, KW-SM-026: a server relays an answer only once every
+/// firewall request it made for it — the caller's pinhole narrowed, the
+/// callee's opened — is acknowledged. With the `pinhole-open` lost, the
+/// narrowing acknowledged is not enough: the answer waits, and goes on
+/// when the retransmitted request is acknowledged.
+#[test]
+fn kw_fw_002_an_answer_waits_for_every_pinhole() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 2,
+        hub: false,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    // The offer's pinhole-open passes; the answer's is lost once.
+    let mut opens = 0;
+    lab.drop_if = Some(Box::new(move |m| {
+        if matches!(m, Message::PinholeOpen(_)) {
+            opens += 1;
+            return opens == 2;
+        }
+        false
+    }));
+    let mark = lab.trace.len();
+    lab.command(
+        CALLER,
+        DeviceCommand::Call(keyway::testkit::principal("u2@a.example")),
+    );
+    lab.settle();
+    let answered = lab.find(
+        mark,
+        sent_by("u2@a.example", |m| matches!(m, Message::Answer(_))),
+    );
+    let narrowed = lab.find(mark, sent_by(A, |m| matches!(m, Message::PinholeNarrow(_))));
+    assert!(answered.is_some() && narrowed.is_some());
+    assert!(
+        lab.find(
+            narrowed.unwrap(),
+            sent_by("fw@a.example", |m| matches!(m, Message::Ok(_)))
+        )
+        .is_some(),
+        "the narrowing is acknowledged"
+    );
+    let relayed = |lab: &Lab| lab.find(mark, sent_by(A, |m| matches!(m, Message::Answer(_))));
+    assert!(relayed(&lab).is_none(), "the answer waits");
+    lab.advance(2_000);
+    assert!(relayed(&lab).is_some());
+}

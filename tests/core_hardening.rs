@@ -1546,3 +1546,94 @@ fn kw_query_004_a_server_attests_only_the_certificate_asked_for() {
             .any(|e| matches!(e, DeviceEvent::CertificateAccepted { .. }))
     );
 }
+
+/// KW-CRYPTO-036, KW-SEAL-006 at the server: a server that reads an offer
+/// checks its body's signature before it acts on it — an offer whose body
+/// signature is broken is refused there with `signature-invalid`, and
+/// nothing is forwarded or set up, rather than left for the callee.
+#[test]
+fn kw_crypto_036_a_server_refuses_an_offer_whose_body_signature_fails() {
+    let mut lab = one_domain();
+    lab.register_all();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Offer(_))));
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u2@a.example")),
+    );
+    lab.settle();
+    let mut offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == "u1@a.example" => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    offer.body.sig.0[7] ^= 1;
+    lab.drop_if = None;
+    let (server, caller) = (lab.servers[0].addr, lab.devices[0].contact);
+    let mark = lab.trace.len();
+    lab.inject(server, caller, &Message::Offer(offer.clone()).encode());
+    assert_eq!(
+        lab.refusals(mark, "sc@a.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Offer,
+            code: ErrorCode::SIGNATURE_INVALID
+        }]
+    );
+    assert!(!lab.server(0).session_ids().contains(&offer.session));
+    assert!(!lab.trace[mark..].iter().any(|s| matches!(
+        s,
+        Step::Sent { from, message: Message::Offer(_) | Message::PinholeOpen(_), .. }
+            if from == "sc@a.example"
+    )));
+}
+
+/// KW-SEAL-006, KW-SEAL-007: a server the caller made a read-only
+/// recipient does not rewrite the caller's media addresses, even when its
+/// policy rewrites them for the calls it may modify: it maps no public
+/// port, edits nothing, and the callee gets the caller's body as sealed.
+/// The same server with read-modify does rewrite (KW-SM-012).
+#[test]
+fn kw_seal_007_a_read_only_server_rewrites_no_address() {
+    for (perm, rewrites) in [
+        (keyway::wire::Permission::Read, false),
+        (keyway::wire::Permission::ReadModify, true),
+    ] {
+        let mut lab = Lab::new(LabOptions {
+            domains: vec!["a.example"],
+            devices: 3,
+            hub: false,
+            device_policy: DevicePolicy {
+                own_server: Some(perm),
+                ..DevicePolicy::default()
+            },
+            ..LabOptions::default()
+        });
+        lab.register_all();
+        let mark = lab.trace.len();
+        let session = lab.call("u1@a.example", "u2@a.example");
+        let mapped = lab.trace[mark..].iter().any(|s| {
+            matches!(
+                s,
+                Step::Stored {
+                    write: keyway::core::StoreWrite::PutMapping { .. },
+                    ..
+                }
+            )
+        });
+        assert_eq!(mapped, rewrites, "{perm:?}");
+        let bodies: Vec<_> = lab.trace[mark..]
+            .iter()
+            .filter_map(|s| match s {
+                Step::Sent {
+                    message: Message::Offer(o),
+                    ..
+                } if o.session == session => Some(o.body.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies.len(), 2, "{perm:?}");
+        assert_eq!(bodies[0] == bodies[1], !rewrites, "{perm:?}");
+    }
+}

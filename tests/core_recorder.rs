@@ -168,6 +168,16 @@ impl Bench {
     /// Media keys sealed for the recorder by the server, as the server
     /// seals them (KW-REC-002).
     fn keys(&mut self, re: MsgType, keys: Vec<MediaKey>) -> keyway::wire::Sealed {
+        self.keys_for(&SESSION, re, keys)
+    }
+
+    /// Media keys sealed for the recorder under `session`'s identifier.
+    fn keys_for(
+        &mut self,
+        session: &SessionId,
+        re: MsgType,
+        keys: Vec<MediaKey>,
+    ) -> keyway::wire::Sealed {
         let plaintext = encode_plaintext(&MediaKeys {
             keys: List::new(keys).unwrap(),
             ext: Extensions::new(),
@@ -181,7 +191,7 @@ impl Bench {
         };
         self.next_cid += 1;
         let ctx = SealContext {
-            session: &SESSION,
+            session,
             cid: self.next_cid,
             re,
             to: None,
@@ -1020,4 +1030,40 @@ fn a_readers_waiting_requests_are_bounded() {
     }
     assert_eq!(reader.open(&first), Err(ReadError::Unsolicited));
     assert!(matches!(reader.open(&early), Ok(Read::Listing(_))));
+}
+
+/// KW-REC-009, KW-SM-014: a `record-key` adds keys only to a recording of
+/// the session it names, from the server that started it: one that names
+/// the recording but another session, its keys sealed for that session,
+/// is refused with `unknown-recording` and adds nothing. The recorder
+/// finds the recording by its session, and by no other.
+#[test]
+fn kw_rec_009_a_record_key_for_another_session_is_refused() {
+    let mut b = bench();
+    let server = b.server_addr;
+    let t = b.secs();
+    let start = b.start(t, RecordingMode::Plaintext, vec![key(&alice(), 1, 0, 1)]);
+    assert_ok(&b.command(start), server, MsgType::RecordStart);
+    let other = SessionId([0x6f; 16]);
+    let sealed = b.keys_for(&other, MsgType::RecordKey, vec![key(&alice(), 1, 1, 2)]);
+    let record_key = Message::RecordKey(RecordKey {
+        txn: b.txn(),
+        from: b.server.account.clone(),
+        session: other,
+        sig: unsigned(),
+        time: Time(t),
+        epoch: 1,
+        recording: RECORDING,
+        keys: sealed,
+        ext: Extensions::new(),
+    });
+    let before = b.state();
+    let d = b.command(record_key);
+    assert_refused(&d, server, MsgType::RecordKey, ErrorCode::UNKNOWN_RECORDING);
+    assert_eq!(b.state(), before);
+    assert_eq!(
+        b.recorder.recording_of(&SESSION).map(|r| r.key_count()),
+        Some(1)
+    );
+    assert!(b.recorder.recording_of(&other).is_none());
 }
