@@ -1066,4 +1066,74 @@ fn kw_rec_009_a_record_key_for_another_session_is_refused() {
         Some(1)
     );
     assert!(b.recorder.recording_of(&other).is_none());
+    // Nor does a record-stop naming the recording and another session
+    // end it.
+    let stop = match b.stop(t) {
+        Message::RecordStop(stop) => Message::RecordStop(RecordStop {
+            session: other,
+            ..stop
+        }),
+        _ => unreachable!(),
+    };
+    let d = b.command(stop);
+    assert_refused(
+        &d,
+        server,
+        MsgType::RecordStop,
+        ErrorCode::UNKNOWN_RECORDING,
+    );
+    assert_eq!(b.state(), before);
+}
+
+/// KW-REC-008: a recorder keeps at most its capacity of recordings. When
+/// full of live ones it refuses a new one with `busy`; once one has ended,
+/// a new recording takes the place of the oldest ended one.
+#[test]
+fn kw_rec_008_a_recorder_keeps_at_most_its_capacity() {
+    let mut b = bench();
+    b.config.capacity = 2;
+    b.recorder = Recorder::new(b.config.clone());
+    let t = b.secs();
+    let start = |b: &mut Bench, n: u8| {
+        let session = SessionId([n; 16]);
+        let keys = b.keys_for(&session, MsgType::RecordStart, vec![key(&alice(), 1, 0, n)]);
+        Message::RecordStart(RecordStart {
+            txn: b.txn(),
+            from: b.server.account.clone(),
+            session,
+            sig: unsigned(),
+            time: Time(t),
+            recording: RecordingId([n; 16]),
+            mode: RecordingMode::Plaintext,
+            keys,
+            parties: List::new(vec![alice(), bob()]).unwrap(),
+            ext: Extensions::new(),
+        })
+    };
+    for n in [1, 2] {
+        let m = start(&mut b, n);
+        assert_eq!(b.command(m).outcome, Ok(()));
+    }
+    let m = start(&mut b, 3);
+    assert_eq!(
+        b.command(m).outcome,
+        Err(ProtocolError::Refused {
+            re: MsgType::RecordStart,
+            code: ErrorCode::BUSY
+        })
+    );
+    let stop = Message::RecordStop(RecordStop {
+        txn: b.txn(),
+        from: b.server.account.clone(),
+        session: SessionId([1; 16]),
+        sig: unsigned(),
+        time: Time(t),
+        recording: RecordingId([1; 16]),
+        ext: Extensions::new(),
+    });
+    assert_eq!(b.command(stop).outcome, Ok(()));
+    let m = start(&mut b, 3);
+    assert_eq!(b.command(m).outcome, Ok(()));
+    let kept: Vec<RecordingId> = b.recorder.recordings().map(|r| r.id).collect();
+    assert_eq!(kept, [RecordingId([2; 16]), RecordingId([3; 16])]);
 }

@@ -2767,3 +2767,59 @@ fn kw_rec_001_only_selected_sessions_with_media_to_copy_are_recorded() {
     assert_eq!(started(&lab, without_firewall), 0);
     assert!(lab.recorders[0].recorder.recordings().next().is_none());
 }
+
+/// KW-SEAL-008, KW-ROUTE-001, KW-ROUTE-003: an offer a server cannot read
+/// (the caller made no server a recipient) is forwarded with its body
+/// byte for byte, and still hop by hop: each server decrements `hops` and
+/// adds itself to `via`.
+#[test]
+fn an_unreadable_offer_is_forwarded_with_via_and_hops() {
+    use keyway::core::DevicePolicy;
+    let mut lab = Lab::new(LabOptions {
+        device_policy: DevicePolicy {
+            own_server: None,
+            peer_server: None,
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let mark = lab.trace.len();
+    lab.command(
+        "u1@a.example",
+        DeviceCommand::Call(principal("u1@b.example")),
+    );
+    lab.settle();
+    let offers: Vec<_> = ["u1@a.example", "sc@a.example", "sc@hub.example"]
+        .into_iter()
+        .map(|sender| {
+            lab.trace[mark..]
+                .iter()
+                .find_map(|s| match s {
+                    Step::Sent {
+                        from,
+                        message: Message::Offer(o),
+                        ..
+                    } if from == sender => Some(o.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{sender} sends the offer"))
+        })
+        .collect();
+    let route: Vec<(u64, Option<String>)> = offers
+        .iter()
+        .map(|o| {
+            let last = o.via.as_ref().and_then(|v| v.last()).map(|p| p.to_string());
+            (o.hops.get(), last)
+        })
+        .collect();
+    assert_eq!(
+        route,
+        [
+            (8, None),
+            (7, Some("sc@a.example".into())),
+            (6, Some("sc@hub.example".into()))
+        ]
+    );
+    assert!(offers.iter().all(|o| o.body == offers[0].body));
+}
