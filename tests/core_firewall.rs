@@ -31,6 +31,8 @@ struct Bench {
     rng: SeededEntropy,
     now: Now,
     next_txn: u8,
+    /// What the agent told its application, in order.
+    events: Vec<FirewallEvent>,
 }
 
 fn addr(text: &str) -> Addr {
@@ -54,6 +56,7 @@ fn bench() -> Bench {
         rng: SeededEntropy::from_label("firewall agent tests"),
         now: Now::at(T0),
         next_txn: 0,
+        events: Vec::new(),
     }
 }
 
@@ -132,12 +135,16 @@ impl Bench {
         let outcome = self.agent.handle_receive(self.now, receive, &mut self.rng);
         let mut answer = None;
         while let Some(output) = self.agent.poll_output() {
-            if let Output::Transmit(t) = output {
-                assert_eq!(
-                    t.destination, self.server_addr,
-                    "answered where it came from"
-                );
-                answer = Some(t.message);
+            match output {
+                Output::Transmit(t) => {
+                    assert_eq!(
+                        t.destination, self.server_addr,
+                        "answered where it came from"
+                    );
+                    answer = Some(t.message);
+                }
+                Output::Event(event) => self.events.push(event),
+                _ => {}
             }
         }
         (outcome, answer.expect("every request is answered"))
@@ -268,6 +275,12 @@ fn kw_fw_008_opens_are_idempotent() {
         ErrorCode::BAD_STATE,
     );
     assert_eq!(b.pinholes(), held);
+    assert_eq!(b.agent.len(), 1, "one pinhole, however often opened");
+    assert!(!b.agent.is_empty());
+
+    let second = b.open(2, None, t, 60);
+    assert_ok(b.send(second), MsgType::PinholeOpen, 2);
+    assert_eq!((b.agent.len(), b.pinholes().len()), (2, 2));
 }
 
 /// KW-FW-008: closing is idempotent and final: a close of a pinhole not
@@ -309,6 +322,74 @@ fn kw_fw_008_closes_are_idempotent_and_final() {
     let stop = b.copy(5, false, t);
     assert_ok(b.send(stop), MsgType::MediaCopy, 5);
     assert!(b.pinholes().is_empty() && b.agent.is_empty());
+}
+
+/// The agent tells its application what each request did: a request that
+/// changed a held pinhole or found it as asked is `Applied`, one refused is
+/// `Refused` with the server and pinhole it named (so that logs and metrics
+/// can say whose request failed).
+#[test]
+fn the_agent_reports_what_each_request_did() {
+    let mut b = bench();
+    let t = b.secs();
+    let server = b.server.account.clone();
+    let open = b.open(1, None, t, 60);
+    assert_ok(b.send(open), MsgType::PinholeOpen, 1);
+    let again = b.open(1, None, t, 60);
+    assert_ok(b.send(again), MsgType::PinholeOpen, 1);
+    let narrow = b.narrow(1, addr("198.51.100.2:20000"), t);
+    assert_ok(b.send(narrow), MsgType::PinholeNarrow, 1);
+    let copy = b.copy(1, true, t);
+    assert_ok(b.send(copy), MsgType::MediaCopy, 1);
+    let unknown = b.narrow(5, addr("198.51.100.2:20000"), t);
+    assert_refused(
+        b.send(unknown),
+        MsgType::PinholeNarrow,
+        ErrorCode::UNKNOWN_PINHOLE,
+    );
+    let copy_unknown = b.copy(6, true, t);
+    assert_refused(
+        b.send(copy_unknown),
+        MsgType::MediaCopy,
+        ErrorCode::UNKNOWN_PINHOLE,
+    );
+    let other_lifetime = b.open(1, None, t, 61);
+    assert_refused(
+        b.send(other_lifetime),
+        MsgType::PinholeOpen,
+        ErrorCode::BAD_STATE,
+    );
+    let stale_close = b.close(1, t - 61);
+    assert_refused(
+        b.send(stale_close),
+        MsgType::PinholeClose,
+        ErrorCode::STALE_REQUEST,
+    );
+    let applied = |re, pinhole| FirewallEvent::Applied {
+        server: server.clone(),
+        re,
+        pinhole,
+    };
+    let refused = |re, code, pinhole| FirewallEvent::Refused {
+        re,
+        code,
+        pinhole: Some((server.clone(), pinhole)),
+    };
+    let want = vec![
+        FirewallEvent::Opened {
+            server: server.clone(),
+            pinhole: 1,
+            session: SESSION,
+        },
+        applied(MsgType::PinholeOpen, 1),
+        applied(MsgType::PinholeNarrow, 1),
+        applied(MsgType::MediaCopy, 1),
+        refused(MsgType::PinholeNarrow, ErrorCode::UNKNOWN_PINHOLE, 5),
+        refused(MsgType::MediaCopy, ErrorCode::UNKNOWN_PINHOLE, 6),
+        refused(MsgType::PinholeOpen, ErrorCode::BAD_STATE, 1),
+        refused(MsgType::PinholeClose, ErrorCode::STALE_REQUEST, 1),
+    ];
+    assert_eq!(b.events, want);
 }
 
 /// KW-FW-008: a pinhole belongs to the server that opened it; the same

@@ -229,6 +229,25 @@ fn kw_sm_023_unreachable_and_unregistered_peers_end_the_call() {
     assert_eq!(lab.device("u2@a.example").call_state(&session), None);
 }
 
+/// KW-SM-020, KW-CRYPTO-050: once a call is set up, each device holds the
+/// peer's certificate it confirmed, and the callee the key-encryption key
+/// of the offer it accepted.
+#[test]
+fn kw_sm_020_a_call_binds_each_peers_certificate() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    assert_eq!(lab.device(CALLEE).cached_keys(), 0);
+    let session = lab.call(CALLER, CALLEE);
+    let subject = |lab: &Lab, who: &str| {
+        lab.device(who)
+            .peer_certificate(&session)
+            .map(|c| c.tbs.subject.clone())
+    };
+    assert_eq!(subject(&lab, CALLER), Some(principal(CALLEE)));
+    assert_eq!(subject(&lab, CALLEE), Some(principal(CALLER)));
+    assert!(lab.device(CALLEE).cached_keys() > 0);
+}
+
 /// KW-ERR-004 at a device: an offer that unwraps but fails verification
 /// (a read-only server changed it) leaves no key in the device's cache.
 #[test]

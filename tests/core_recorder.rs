@@ -1137,3 +1137,110 @@ fn kw_rec_008_a_recorder_keeps_at_most_its_capacity() {
     let kept: Vec<RecordingId> = b.recorder.recordings().map(|r| r.id).collect();
     assert_eq!(kept, [RecordingId([2; 16]), RecordingId([3; 16])]);
 }
+
+/// KW-REC-004: in ciphertext-and-keys mode a recorder keeps the packet as
+/// received, which the keys it holds open; in plaintext mode, the frame.
+#[test]
+fn kw_rec_004_a_recording_keeps_what_its_mode_says() {
+    for mode in [RecordingMode::CiphertextAndKeys, RecordingMode::Plaintext] {
+        let mut b = bench();
+        let t = b.secs();
+        let server = b.server_addr;
+        let start = b.start(t, mode, vec![key(&alice(), 1, 0, 1)]);
+        assert_ok(&b.command(start), server, MsgType::RecordStart);
+        let frame = b"a frame of a recorded call";
+        assert_eq!(b.media(1, 0, frame).outcome, Ok(()));
+        let kept = b.recorder.recording_of(&SESSION).unwrap().packets[0]
+            .data
+            .clone();
+        let ad = keyway::crypto::media_ad(&SESSION, &alice(), 1, 0, 0);
+        let k = keyway::crypto::Secret32::new([1; 32]);
+        match mode {
+            RecordingMode::CiphertextAndKeys => {
+                assert_ne!(kept, frame.to_vec());
+                assert_eq!(keyway::crypto::open_media(&k, &ad, &kept).unwrap(), frame);
+            }
+            _ => assert_eq!(kept, frame.to_vec()),
+        }
+    }
+}
+
+/// A `record-start` of recording `n` (session `n`, media key `n`) with
+/// these parties.
+fn start_with(b: &mut Bench, n: u8, parties: Vec<Principal>) -> Message {
+    let session = SessionId([n; 16]);
+    let keys = b.keys_for(&session, MsgType::RecordStart, vec![key(&alice(), 1, 0, n)]);
+    let time = Time(b.secs());
+    Message::RecordStart(RecordStart {
+        txn: b.txn(),
+        from: b.server.account.clone(),
+        session,
+        sig: unsigned(),
+        time,
+        recording: RecordingId([n; 16]),
+        mode: RecordingMode::Plaintext,
+        keys,
+        parties: List::new(parties).unwrap(),
+        ext: Extensions::new(),
+    })
+}
+
+/// What alice's `record-list` (of `session`, or all) gets back.
+fn alice_lists(b: &mut Bench, session: Option<SessionId>) -> Vec<keyway::wire::RecordingInfo> {
+    let alice_id = b.alice.clone();
+    let alice_addr = b.alice_addr;
+    let mut reader = b.reader(&alice_id);
+    let list = reader.list(b.now, session, &mut b.rng);
+    let answer = b
+        .deliver(alice_addr, &list.encode())
+        .answer(alice_addr)
+        .clone();
+    match reader.open(&answer) {
+        Ok(Read::Listing(infos)) => infos,
+        other => panic!("not a listing: {other:?} from {answer:?}"),
+    }
+}
+
+/// messages.md §3.10, KW-REC-005: a listing holds only the recordings of
+/// the session asked for, and at most 64, however many the reader may see.
+#[test]
+fn kw_rec_005_a_listing_holds_the_session_asked_for_and_at_most_64() {
+    let mut b = bench();
+    b.config.capacity = 80;
+    b.recorder = Recorder::new(b.config.clone());
+    for n in 1..=70 {
+        let m = start_with(&mut b, n, vec![alice(), bob()]);
+        assert_eq!(b.command(m).outcome, Ok(()));
+    }
+    assert_eq!(alice_lists(&mut b, None).len(), 64);
+    let one = alice_lists(&mut b, Some(SessionId([5; 16])));
+    assert_eq!(
+        one.iter().map(|i| i.session).collect::<Vec<_>>(),
+        [SessionId([5; 16])]
+    );
+}
+
+/// messages.md §3.10: a listing holds as many recordings as fit in one
+/// message (`recordings` at most 16,384 bytes); those of eight long
+/// account names each do not all fit.
+#[test]
+fn a_listing_holds_as_many_recordings_as_fit() {
+    let mut b = bench();
+    let long = |i: usize| {
+        let local = format!("p{i}{}", "x".repeat(62));
+        let domain = format!(
+            "{}.{}.{}.example",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(50)
+        );
+        Principal::new(&format!("{local}@{domain}")).unwrap()
+    };
+    let parties: Vec<Principal> = std::iter::once(alice()).chain((1..8).map(long)).collect();
+    for n in 1..=12 {
+        let m = start_with(&mut b, n, parties.clone());
+        assert_eq!(b.command(m).outcome, Ok(()));
+    }
+    let listed = alice_lists(&mut b, None).len();
+    assert!((1..12).contains(&listed), "{listed} listed of 12");
+}

@@ -755,6 +755,24 @@ mod tests {
             fw.filter(1, UDP, stranger(), caller()).copies,
             Vec::<Addr>::new()
         );
+
+        // Among pinholes open to any source, the lowest identifier wins:
+        // the copy hangs off pinhole 3, not the later 4.
+        let mut fw = MemoryFirewall::new(8);
+        fw.apply(0, &open(3, caller(), None, 60_000)).unwrap();
+        fw.apply(0, &open(4, caller(), None, 60_000)).unwrap();
+        fw.apply(
+            0,
+            &FirewallCommand::Copy {
+                pinhole: 3,
+                sink: Some(recorder()),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            fw.filter(1, UDP, stranger(), caller()).copies,
+            vec![recorder()]
+        );
     }
 
     #[test]
