@@ -1637,3 +1637,21 @@ fn kw_seal_007_a_read_only_server_rewrites_no_address() {
         assert_eq!(bodies[0] == bodies[1], !rewrites, "{perm:?}");
     }
 }
+
+/// KW-SM-019: a device keeps at most 64 certificate queries outstanding; a
+/// 65th for another account is refused as the application's misuse, while
+/// one for an account already asked about is taken (it joins that query).
+#[test]
+fn kw_sm_019_a_device_keeps_at_most_64_queries_outstanding() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let query = |n: usize| DeviceCommand::QueryCertificate(principal(&format!("q{n}@a.example")));
+    for n in 0..64 {
+        assert_eq!(lab.try_command("u1@a.example", query(n)), Ok(()));
+    }
+    assert_eq!(
+        lab.try_command("u1@a.example", query(64)),
+        Err(keyway::core::ApiMisuse::TooManyQueries)
+    );
+    assert_eq!(lab.try_command("u1@a.example", query(3)), Ok(()));
+}

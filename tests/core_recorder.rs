@@ -1244,3 +1244,21 @@ fn a_listing_holds_as_many_recordings_as_fit() {
     let listed = alice_lists(&mut b, None).len();
     assert!((1..12).contains(&listed), "{listed} listed of 12");
 }
+
+/// KW-REC-007: the recorder asks to be woken while it remembers requests
+/// — when the first of them may be forgotten, never earlier than now — and
+/// not when it remembers none, so that its memory of requests is freed
+/// without being polled in a loop.
+#[test]
+fn kw_rec_007_the_recorder_is_woken_to_forget_requests() {
+    let mut b = bench();
+    assert_eq!(b.recorder.poll_timeout(), None);
+    let t = b.secs();
+    let server = b.server_addr;
+    let start = b.start(t, RecordingMode::Plaintext, vec![key(&alice(), 1, 0, 1)]);
+    assert_ok(&b.command(start), server, MsgType::RecordStart);
+    let due = b.recorder.poll_timeout().expect("woken to forget");
+    assert!(due > b.now.mono && due <= b.now.mono + 130_000, "{due}");
+    b.advance(200_000);
+    assert_eq!(b.recorder.poll_timeout(), None);
+}
