@@ -626,6 +626,25 @@ fn kw_sm_027_an_unacknowledged_answer_ends_the_session() {
     assert!(lab.firewall(0).is_empty() && lab.firewall(1).is_empty());
 }
 
+/// The driver contract (`Party::handle_timeout`: waking a party early does
+/// no harm): a callee woken before its deadline while it waits for the
+/// caller's `ack` keeps the call, which fails only at the deadline
+/// (KW-SM-027).
+#[test]
+fn a_callee_woken_early_keeps_its_answered_call() {
+    let mut lab = lab();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Ack(_))));
+    let session = lab.call(CALLER, CALLEE);
+    let i = lab.dev(CALLEE);
+    let early = lab.clock().later(1_000);
+    let d = &mut lab.devices[i];
+    d.device.handle_timeout(early, &mut d.rng);
+    assert_eq!(
+        lab.device(CALLEE).call_state(&session),
+        Some(keyway::core::CallState::Answered)
+    );
+}
+
 /// KW-SM-027: only the caller's `ack` sets the session up. An `ack`
 /// the callee signs for its own call — a party to the session, so its
 /// signature passes — is carried on, but the servers still wait for the
