@@ -246,6 +246,25 @@ fn kw_sm_020_a_call_binds_each_peers_certificate() {
     assert_eq!(subject(&lab, CALLER), Some(principal(CALLEE)));
     assert_eq!(subject(&lab, CALLEE), Some(principal(CALLER)));
     assert!(lab.device(CALLEE).cached_keys() > 0);
+    // The servers on the path keep the keys of what they read, too.
+    assert!(
+        lab.server(0).cached_keys() >= 2,
+        "{}",
+        lab.server(0).cached_keys()
+    );
+}
+
+/// KW-SM-012: the caller's server holds a public address for the caller's
+/// media address, other than it, while the call lasts.
+#[test]
+fn kw_sm_012_a_server_maps_its_callers_media_address() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let media = lab.devices[lab.dev(CALLER)].media;
+    assert_eq!(lab.server(0).public_address(&media), None);
+    lab.call(CALLER, CALLEE);
+    let public = lab.server(0).public_address(&media);
+    assert!(public.is_some_and(|p| p != media), "{public:?}");
 }
 
 /// KW-ERR-004 at a device: an offer that unwraps but fails verification

@@ -794,3 +794,126 @@ fn kw_reg_022_a_registration_that_keeps_a_certificate_proves_its_key() {
     };
     assert_eq!(ok.contact.addr, device);
 }
+
+/// The `register`s `account` sent since `mark`, in order.
+fn registers_sent(lab: &Lab, mark: usize, account: &str) -> Vec<Register> {
+    lab.trace[mark..]
+        .iter()
+        .filter_map(|s| match s {
+            Step::Sent {
+                from,
+                message: Message::Register(r),
+                ..
+            } if from == account => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// KW-SM-025: a device whose answer to a challenge comes back
+/// `stale-nonce` — the server no longer holds the nonce (it expired on the
+/// way, or a restart lost it) — starts over once, with a request without
+/// proof under a new `txn`, and registers.
+#[test]
+fn kw_sm_025_a_device_starts_over_when_its_nonce_is_stale() {
+    let mut lab = one_domain();
+    let mark = lab.trace.len();
+    let challenge = challenged(&mut lab, "u1@a.example", DeviceCommand::Register);
+    let (device, server) = (lab.devices[0].contact, lab.servers[0].addr);
+    let lifetime = challenge.expires;
+    lab.inject(device, server, &Message::Challenge(challenge).encode());
+    // The answer is held on the way until its nonce has expired (its
+    // retransmissions lost), within the 32 s the device waits for it.
+    let (_, _, answer) = lab.queue.pop_front().unwrap();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Register(_))));
+    lab.advance(lifetime * 1000 + 1_000);
+    lab.drop_if = None;
+    lab.inject(server, device, &answer);
+    lab.settle();
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+    let sent = registers_sent(&lab, mark, "u1@a.example");
+    let again = sent
+        .iter()
+        .position(|r| r.auth.is_none() && r.txn != sent[0].txn)
+        .expect("a request started over");
+    assert!(sent[..again].iter().any(|r| r.auth.is_some()));
+    assert!(sent[..again].iter().all(|r| r.txn != sent[again].txn));
+}
+
+/// State table, registering: `interval-too-brief` → retry with
+/// `min-expires`. A device that asks for less than its server's minimum
+/// registers for the minimum.
+#[test]
+fn a_device_asking_below_the_minimum_registers_for_the_minimum() {
+    let mut plan = LabOptions {
+        domains: vec!["a.example"],
+        devices: 1,
+        hub: false,
+        ..LabOptions::default()
+    }
+    .plan();
+    plan.device_expires = 30;
+    let mut lab = Lab::from_plan(&plan);
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    lab.settle();
+    let terms: Vec<u64> = registers_sent(&lab, mark, "u1@a.example")
+        .iter()
+        .map(|r| r.expires)
+        .collect();
+    assert_eq!(terms.first(), Some(&30));
+    assert_eq!(terms.last(), Some(&60));
+    let start = lab.clock().wall_secs();
+    let until = lab.device("u1@a.example").registered_until().unwrap();
+    assert!(
+        (start + 55..=start + 60).contains(&until),
+        "{until} from {start}"
+    );
+
+    // With its certificate (F2) alike: the retry keeps the certificate,
+    // and asks for no new one.
+    let serial = cert_of(&lab, "u1@a.example").tbs.serial;
+    let mark = lab.trace.len();
+    lab.command("u1@a.example", DeviceCommand::RegisterWithCertificate);
+    lab.settle();
+    let sent = registers_sent(&lab, mark, "u1@a.example");
+    assert!(sent.iter().all(|r| r.csr.is_none() && r.cert.is_some()));
+    assert_eq!(sent.last().map(|r| r.expires), Some(60));
+    assert_eq!(cert_of(&lab, "u1@a.example").tbs.serial, serial);
+}
+
+/// An `interval-too-brief` whose `min-expires` is not above the term asked
+/// for (a server that refuses what it says it takes) ends the attempt:
+/// no retry of the same term, which would go on for ever.
+#[test]
+fn a_minimum_not_above_the_term_asked_for_ends_the_attempt() {
+    let mut lab = one_domain();
+    lab.command("u1@a.example", DeviceCommand::Register);
+    let (_, server, bytes) = lab.queue.pop_front().unwrap();
+    let Ok(Message::Register(asked)) = Message::decode(&bytes) else {
+        panic!("a register")
+    };
+    let error = Message::Error(keyway::wire::ErrorResponse {
+        txn: Some(asked.txn),
+        re: Some(MsgType::Register),
+        code: ErrorCode::INTERVAL_TOO_BRIEF,
+        reason: None,
+        offset: None,
+        min_expires: Some(asked.expires),
+        retry_after: None,
+        ext: Extensions::new(),
+    });
+    let device = lab.devices[0].contact;
+    lab.inject(device, server, &error.encode());
+    assert!(lab.queue.is_empty(), "no register sent again");
+    assert!(
+        lab.device_events("u1@a.example")
+            .contains(&DeviceEvent::RegistrationFailed(
+                ErrorCode::INTERVAL_TOO_BRIEF
+            ))
+    );
+}
