@@ -1655,3 +1655,34 @@ fn kw_sm_019_a_device_keeps_at_most_64_queries_outstanding() {
     );
     assert_eq!(lab.try_command("u1@a.example", query(3)), Ok(()));
 }
+
+/// KW-SM-017: a server remembers the sessions that ended, not only the
+/// last: the offer of the first of two ended calls, sent again once the
+/// transaction cache forgot it, is refused with `bad-state` and opens no
+/// pinhole.
+#[test]
+fn kw_sm_017_a_server_refuses_the_offer_of_any_ended_session() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let mut offers = Vec::new();
+    for _ in 0..2 {
+        let session = lab.call("u1@a.example", "u2@a.example");
+        offers.push(
+            lab.sent()
+                .into_iter()
+                .find_map(|(from, _, m)| match m {
+                    Message::Offer(o) if from == "u1@a.example" && o.session == session => Some(o),
+                    _ => None,
+                })
+                .unwrap(),
+        );
+        lab.command("u1@a.example", DeviceCommand::HangUp(session));
+        lab.settle();
+    }
+    lab.advance(65_000);
+    let (server, caller) = (lab.servers[0].addr, lab.devices[0].contact);
+    let mark = lab.trace.len();
+    lab.inject(server, caller, &Message::Offer(offers[0].clone()).encode());
+    assert_eq!(last_error(&lab, mark), Some(ErrorCode::BAD_STATE));
+    assert!(lab.firewall(0).is_empty());
+}

@@ -917,3 +917,31 @@ fn a_minimum_not_above_the_term_asked_for_ends_the_attempt() {
             ))
     );
 }
+
+/// A server restarted with a longer minimum between its challenge and the
+/// device's answer refuses the answer with `interval-too-brief`; the
+/// device's retry with the minimum is a new request without the proof
+/// (which answered the challenge for the shorter term), and registers.
+#[test]
+fn a_retry_with_the_minimum_carries_no_old_proof() {
+    let mut lab = one_domain();
+    let mark = lab.trace.len();
+    let challenge = challenged(&mut lab, "u1@a.example", DeviceCommand::Register);
+    lab.servers[0].config.policy.min_expires = 7200;
+    lab.servers[0].config.policy.max_expires = 7200;
+    lab.restart_server(0);
+    let (device, server) = (lab.devices[0].contact, lab.servers[0].addr);
+    lab.inject(device, server, &Message::Challenge(challenge).encode());
+    lab.settle();
+    let sent = registers_sent(&lab, mark, "u1@a.example");
+    let retry = sent
+        .iter()
+        .find(|r| r.expires == 7200)
+        .expect("a retry with the minimum");
+    assert!(retry.auth.is_none());
+    assert!(
+        lab.device_events("u1@a.example")
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. }))
+    );
+}
