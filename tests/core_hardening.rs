@@ -1686,3 +1686,147 @@ fn kw_sm_017_a_server_refuses_the_offer_of_any_ended_session() {
     assert_eq!(last_error(&lab, mark), Some(ErrorCode::BAD_STATE));
     assert!(lab.firewall(0).is_empty());
 }
+
+/// KW-CRYPTO-061, KW-SM-020: an `ack` made for the caller by a server on
+/// the path is refused by the callee with `signature-invalid`, and the call
+/// stays answered; the caller's own `ack` then sets it up.
+#[test]
+fn kw_crypto_061_a_callee_takes_only_its_callers_own_ack() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Ack(_))));
+    let session = lab.call("u1@a.example", "u1@b.example");
+    lab.drop_if = None;
+    let callee_addr = lab.devices[lab.dev("u1@b.example")].contact;
+    let sc_b = lab.servers[1].addr;
+    let ack = |txn: u8, signer: &keyway::crypto::SigningKeyPair| {
+        let mut ack = Message::Ack(keyway::wire::Ack {
+            txn: TxnId([txn; 8]),
+            from: principal("u1@a.example"),
+            to: principal("u1@b.example"),
+            session,
+            hops: keyway::wire::Hops::new(8).unwrap(),
+            via: None,
+            sig: keyway::crypto::unsigned(),
+            ext: Extensions::new(),
+        });
+        keyway::crypto::sign_message(&mut ack, signer).unwrap();
+        ack.encode()
+    };
+    let server_key = lab.servers[0].config.identity.signing.clone();
+    let mark = lab.trace.len();
+    lab.inject(callee_addr, sc_b, &ack(0xa1, &server_key));
+    assert_eq!(
+        lab.refusals(mark, "u1@b.example"),
+        [ProtocolError::Refused {
+            re: MsgType::Ack,
+            code: ErrorCode::SIGNATURE_INVALID
+        }]
+    );
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(keyway::core::CallState::Answered)
+    );
+    let caller_key = lab.devices[lab.dev("u1@a.example")]
+        .identity
+        .signing
+        .clone();
+    lab.inject(callee_addr, sc_b, &ack(0xa2, &caller_key));
+    assert_eq!(
+        lab.device("u1@b.example").call_state(&session),
+        Some(keyway::core::CallState::Established)
+    );
+}
+
+/// KW-SM-025, KW-SM-017: what a server stores of a session is kept while
+/// it matters: a live session's record ends with the session's term, and
+/// an ended session outlives a pruning of the store (the spent nonces of
+/// registration expiring) while its term lasts.
+#[test]
+fn kw_sm_025_the_store_keeps_a_session_while_its_term_lasts() {
+    let mut lab = one_domain();
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u2@a.example");
+    let stored = lab.servers[0].store.load().unwrap();
+    let term = lab.server(0).session_expiry(&session).unwrap();
+    assert_eq!(stored.sessions.get(&session).map(|r| r.until()), Some(term));
+    lab.command("u1@a.example", DeviceCommand::HangUp(session));
+    lab.settle();
+    let spent = stored.spent.len();
+    assert!(spent > 0);
+    lab.advance(40_000);
+    let stored = lab.servers[0].store.load().unwrap();
+    assert!(stored.spent.len() < spent, "a pruning happened");
+    assert!(stored.ended.contains_key(&session));
+}
+
+/// KW-SM-025, KW-KEY-004: a restarted server keeps an old epoch's grace by
+/// the wall clock, which is what survives a restart (its monotonic clock
+/// starts again). The caller's rekey retires epoch 0 at the server 30 s
+/// on; 5 s later the wall clock is stepped 20 s ahead and the server
+/// restarted. A payload of epoch 0 is then still within its grace (5 s of
+/// 30, plus the 20 stepped), and one 10 s later is past it.
+#[test]
+fn kw_sm_025_a_restarted_server_keeps_an_epochs_grace_by_the_wall_clock() {
+    let mut lab = Lab::new(LabOptions::default());
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    let callee = lab.dev("u1@b.example");
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Offer(o) if o.via.is_some() && o.session == session => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    let key = keyway::crypto::open(
+        &offer.body,
+        &session,
+        &lab.devices[callee].identity,
+        &mut keyway::crypto::KeyCache::new(4),
+    )
+    .unwrap()
+    .cek;
+    lab.command("u1@a.example", DeviceCommand::Rekey(session, false));
+    lab.settle();
+    lab.advance(5_000);
+    lab.step_wall(20_000);
+    lab.restart_server(0);
+    lab.settle();
+    let caller = lab.dev("u1@a.example");
+    let signer = lab.devices[caller].identity.signing.clone();
+    let mut keys = keyway::crypto::DirectionKeys::new(
+        session,
+        principal("u1@a.example"),
+        principal("u1@b.example"),
+        key,
+        0,
+    );
+    // The caller's rekey went under epoch 0 too: past its sequence numbers.
+    for _ in 0..4 {
+        keys.seal(MsgType::Info, b"").unwrap();
+    }
+    let (server, from) = (lab.servers[0].addr, lab.devices[caller].contact);
+    let mut observe = |lab: &mut Lab, txn: u8| {
+        let old = in_session(MsgType::Info, &mut keys, session, txn, &signer);
+        let events = lab.server_events("sc@a.example").len();
+        lab.inject(server, from, &old.encode());
+        lab.settle();
+        lab.server_events("sc@a.example").split_off(events)
+    };
+    let within = observe(&mut lab, 0xe0);
+    assert!(
+        within.contains(&keyway::core::ServerEvent::Observed(session, MsgType::Info)),
+        "{within:?}"
+    );
+    lab.advance(10_000);
+    let past = observe(&mut lab, 0xe1);
+    assert!(
+        past.contains(&keyway::core::ServerEvent::Rejected(
+            MsgType::Info,
+            ErrorCode::STALE_EPOCH
+        )),
+        "{past:?}"
+    );
+}
