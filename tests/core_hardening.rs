@@ -1347,6 +1347,10 @@ fn kw_cert_006_a_certificate_deregistered_in_its_last_second_is_revoked() {
             if *account == who && *s == serial
     )));
     assert!(lab.server(0).revoked().any(|(_, s)| *s == serial));
+    // Restarted in that second, the server still holds the revocation.
+    lab.restart_server(0);
+    assert_eq!(lab.clock().wall_secs(), not_after);
+    assert!(lab.server(0).revoked().any(|(_, s)| *s == serial));
 }
 
 /// KW-CERT-006: an answer that presents a certificate its domain's
@@ -1829,4 +1833,45 @@ fn kw_sm_025_a_restarted_server_keeps_an_epochs_grace_by_the_wall_clock() {
         )),
         "{past:?}"
     );
+}
+
+/// KW-FRAME-012, KW-SM-025: a server restarted less than 64 s after it
+/// answered a `register` answers that request's retransmission as before,
+/// with its `register-ok`; from 64 s on the request is a new one, whose
+/// nonce is spent (`stale-nonce`).
+#[test]
+fn kw_frame_012_a_restarted_server_answers_a_recent_register_again() {
+    for (after, answered_again) in [(63, true), (64, false)] {
+        let mut lab = one_domain();
+        lab.register_all();
+        let who = principal("u1@a.example");
+        let answer = lab
+            .sent()
+            .into_iter()
+            .find_map(|(_, _, m)| match m {
+                Message::Register(r) if r.auth.is_some() && r.from == who => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        let registration = lab.server(0).registration(&who).unwrap();
+        let registered_at = registration.not_after - registration.granted;
+        lab.advance((registered_at + after) * 1000 - lab.clock().wall);
+        lab.restart_server(0);
+        let (server, device) = (lab.servers[0].addr, lab.devices[0].contact);
+        let mark = lab.trace.len();
+        lab.inject(server, device, &Message::Register(answer).encode());
+        let ok_again = lab.trace[mark..].iter().any(|s| {
+            matches!(
+                s,
+                Step::Sent {
+                    message: Message::RegisterOk(_),
+                    ..
+                }
+            )
+        });
+        assert_eq!(ok_again, answered_again, "{after} s after");
+        if !answered_again {
+            assert_eq!(last_error(&lab, mark), Some(ErrorCode::STALE_NONCE));
+        }
+    }
 }
