@@ -292,3 +292,29 @@ impl Store for MemoryStore {
         Ok(self.state.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// KW-SM-024: a store told to fail after `n` commits takes exactly `n`
+    /// groups, then refuses every one, changing nothing.
+    #[test]
+    fn a_memory_store_fails_after_the_commits_it_was_told() {
+        let mut store = MemoryStore {
+            fail_after: Some(2),
+            ..MemoryStore::default()
+        };
+        assert_eq!(store.commit(&[StoreWrite::NextSerial(2)]), Ok(()));
+        assert_eq!(store.commit(&[StoreWrite::NextSerial(3)]), Ok(()));
+        for n in [4, 5] {
+            assert!(matches!(
+                store.commit(&[StoreWrite::NextSerial(n)]),
+                Err(StoreError::Unavailable(_))
+            ));
+        }
+        assert_eq!(store.load().unwrap().next_serial, 3);
+        assert_eq!((store.commits, store.writes), (2, 2));
+    }
+}
