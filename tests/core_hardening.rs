@@ -574,15 +574,31 @@ fn in_session(
     txn: u8,
     signer: &keyway::crypto::SigningKeyPair,
 ) -> Message {
-    let header = |txn: u8| {
-        (
-            TxnId([txn; 8]),
-            principal("u1@a.example"),
-            principal("u1@b.example"),
-            keyway::wire::Hops::new(8).unwrap(),
-        )
-    };
-    let (txn, from, to, hops) = header(txn);
+    in_session_between(
+        kind,
+        keys,
+        session,
+        txn,
+        signer,
+        ("u1@a.example", "u1@b.example"),
+    )
+}
+
+/// [`in_session`] from and to the accounts named.
+fn in_session_between(
+    kind: MsgType,
+    keys: &mut keyway::crypto::DirectionKeys,
+    session: keyway::wire::SessionId,
+    txn: u8,
+    signer: &keyway::crypto::SigningKeyPair,
+    (from, to): (&str, &str),
+) -> Message {
+    let (txn, from, to, hops) = (
+        TxnId([txn; 8]),
+        principal(from),
+        principal(to),
+        keyway::wire::Hops::new(8).unwrap(),
+    );
     let mut message = match kind {
         MsgType::Info => {
             let update = keyway::wire::SessionUpdate {
@@ -1689,6 +1705,14 @@ fn kw_sm_017_a_server_refuses_the_offer_of_any_ended_session() {
     lab.inject(server, caller, &Message::Offer(offers[0].clone()).encode());
     assert_eq!(last_error(&lab, mark), Some(ErrorCode::BAD_STATE));
     assert!(lab.firewall(0).is_empty());
+    // And after a restart, from what it stored (KW-SM-025).
+    lab.restart_server(0);
+    lab.settle();
+    lab.advance(65_000);
+    let mark = lab.trace.len();
+    lab.inject(server, caller, &Message::Offer(offers[1].clone()).encode());
+    assert_eq!(last_error(&lab, mark), Some(ErrorCode::BAD_STATE));
+    assert!(lab.firewall(0).is_empty());
 }
 
 /// KW-CRYPTO-061, KW-SM-020: an `ack` made for the caller by a server on
@@ -1766,16 +1790,17 @@ fn kw_sm_025_the_store_keeps_a_session_while_its_term_lasts() {
 
 /// KW-SM-025, KW-KEY-004: a restarted server keeps an old epoch's grace by
 /// the wall clock, which is what survives a restart (its monotonic clock
-/// starts again). The caller's rekey retires epoch 0 at the server 30 s
-/// on; 5 s later the wall clock is stepped 20 s ahead and the server
-/// restarted. A payload of epoch 0 is then still within its grace (5 s of
-/// 30, plus the 20 stepped), and one 10 s later is past it.
+/// starts again). Both parties rekey, which retires epoch 0 of each
+/// direction at the server 30 s on; 5 s later the wall clock is stepped
+/// 20 s ahead and the server restarted. A payload of epoch 0 is then still
+/// within its grace (5 s of 30, plus the 20 stepped), and one 10 s later is
+/// past it, in either direction.
 #[test]
 fn kw_sm_025_a_restarted_server_keeps_an_epochs_grace_by_the_wall_clock() {
+    let (caller, callee) = ("u1@a.example", "u1@b.example");
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
-    let callee = lab.dev("u1@b.example");
+    let session = lab.call(caller, callee);
     let offer = lab
         .sent()
         .into_iter()
@@ -1787,52 +1812,58 @@ fn kw_sm_025_a_restarted_server_keeps_an_epochs_grace_by_the_wall_clock() {
     let key = keyway::crypto::open(
         &offer.body,
         &session,
-        &lab.devices[callee].identity,
+        &lab.devices[lab.dev(callee)].identity,
         &mut keyway::crypto::KeyCache::new(4),
     )
     .unwrap()
     .cek;
-    lab.command("u1@a.example", DeviceCommand::Rekey(session, false));
-    lab.settle();
+    for who in [caller, callee] {
+        lab.command(who, DeviceCommand::Rekey(session, false));
+        lab.settle();
+    }
     lab.advance(5_000);
     lab.step_wall(20_000);
     lab.restart_server(0);
     lab.settle();
-    let caller = lab.dev("u1@a.example");
-    let signer = lab.devices[caller].identity.signing.clone();
-    let mut keys = keyway::crypto::DirectionKeys::new(
-        session,
-        principal("u1@a.example"),
-        principal("u1@b.example"),
-        key,
-        0,
-    );
-    // The caller's rekey went under epoch 0 too: past its sequence numbers.
-    for _ in 0..4 {
-        keys.seal(MsgType::Info, b"").unwrap();
-    }
-    let (server, from) = (lab.servers[0].addr, lab.devices[caller].contact);
-    let mut observe = |lab: &mut Lab, txn: u8| {
-        let old = in_session(MsgType::Info, &mut keys, session, txn, &signer);
+    let server = lab.servers[0].addr;
+    let mut txn = 0xe0;
+    let mut observe = |lab: &mut Lab, from: &str, to: &str, seq: u64| {
+        let d = lab.dev(from);
+        let mut keys = keyway::crypto::DirectionKeys::new(
+            session,
+            principal(from),
+            principal(to),
+            key.clone(),
+            0,
+        );
+        // Past the sequence numbers the party used under epoch 0.
+        for _ in 0..seq {
+            keys.seal(MsgType::Info, b"").unwrap();
+        }
+        txn += 1;
+        let signer = lab.devices[d].identity.signing.clone();
+        let info = in_session_between(MsgType::Info, &mut keys, session, txn, &signer, (from, to));
+        let source = if from == caller {
+            lab.devices[d].contact
+        } else {
+            lab.servers[2].addr
+        };
         let events = lab.server_events("sc@a.example").len();
-        lab.inject(server, from, &old.encode());
+        lab.inject(server, source, &info.encode());
         lab.settle();
         lab.server_events("sc@a.example").split_off(events)
     };
-    let within = observe(&mut lab, 0xe0);
-    assert!(
-        within.contains(&keyway::core::ServerEvent::Observed(session, MsgType::Info)),
-        "{within:?}"
-    );
+    let observed = keyway::core::ServerEvent::Observed(session, MsgType::Info);
+    let stale = keyway::core::ServerEvent::Rejected(MsgType::Info, ErrorCode::STALE_EPOCH);
+    for (from, to) in [(caller, callee), (callee, caller)] {
+        let within = observe(&mut lab, from, to, 4);
+        assert!(within.contains(&observed), "{from}: {within:?}");
+    }
     lab.advance(10_000);
-    let past = observe(&mut lab, 0xe1);
-    assert!(
-        past.contains(&keyway::core::ServerEvent::Rejected(
-            MsgType::Info,
-            ErrorCode::STALE_EPOCH
-        )),
-        "{past:?}"
-    );
+    for (from, to) in [(caller, callee), (callee, caller)] {
+        let past = observe(&mut lab, from, to, 5);
+        assert!(past.contains(&stale), "{from}: {past:?}");
+    }
 }
 
 /// KW-FRAME-012, KW-SM-025: a server restarted less than 64 s after it
