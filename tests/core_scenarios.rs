@@ -2681,9 +2681,10 @@ fn kw_rec_002_a_restarted_server_sends_the_latest_media_keys() {
     assert_eq!(numbers(&callee), [0].into());
 }
 
-/// KW-ROUTE-001, KW-ROUTE-003: in-session requests — `ack`, `info`,
-/// `rekey`, `bye` — go hop by hop like the offer: each server decrements
-/// `hops` and adds itself to `via`, so a loop of them ends too.
+/// KW-ROUTE-001, KW-ROUTE-003: the offer that servers read, and the
+/// in-session requests — `ack`, `info`, `rekey`, `bye` — go hop by hop:
+/// each server decrements `hops` and adds itself to `via`, so a loop of
+/// them ends.
 #[test]
 fn in_session_requests_carry_via_and_hops() {
     let mut lab = Lab::new(LabOptions::default());
@@ -2695,13 +2696,20 @@ fn in_session_requests_carry_via_and_hops() {
     lab.command(caller, DeviceCommand::HangUp(session));
     lab.settle();
     let route = |m: &Message| match m {
+        Message::Offer(r) => Some((r.from.clone(), r.hops, r.via.clone())),
         Message::Ack(r) => Some((r.from.clone(), r.hops, r.via.clone())),
         Message::Info(r) => Some((r.from.clone(), r.hops, r.via.clone())),
         Message::Rekey(r) => Some((r.from.clone(), r.hops, r.via.clone())),
         Message::Bye(r) => Some((r.from.clone(), r.hops, r.via.clone())),
         _ => None,
     };
-    for re in [MsgType::Ack, MsgType::Info, MsgType::Rekey, MsgType::Bye] {
+    for re in [
+        MsgType::Offer,
+        MsgType::Ack,
+        MsgType::Info,
+        MsgType::Rekey,
+        MsgType::Bye,
+    ] {
         let mut hops_and_via = Vec::new();
         for sender in [caller, "sc@a.example", "sc@hub.example"] {
             let (_, hops, via) = lab
