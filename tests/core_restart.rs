@@ -411,3 +411,67 @@ fn kw_sm_025_an_offer_waiting_for_the_firewall_survives_a_restart() {
             .contains(&DeviceEvent::CallEstablished(session, principal(CALLEE)))
     );
 }
+
+/// KW-SM-025, KW-FRAME-012: a server restarted after it relayed an answer
+/// answers the offer's retransmission — the same `txn` from the same hop —
+/// with that answer again, also once its transaction cache no longer holds
+/// it; the offer under another `txn`, or from another address, gets no
+/// answer but a refusal.
+#[test]
+fn kw_sm_025_a_restarted_server_answers_only_the_offers_retransmission() {
+    let mut lab = lab();
+    lab.register_all();
+    lab.drop_if = Some(Box::new(|m| matches!(m, Message::Ack(_))));
+    let session = lab.call(CALLER, CALLEE);
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Offer(o) if from == CALLER && o.session == session => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    lab.restart_server(0);
+    lab.settle();
+    let server = lab.servers[0].addr;
+    let caller = lab.devices[lab.dev(CALLER)].contact;
+    let elsewhere = "203.0.113.9:5060".parse().unwrap();
+    // The restored transaction cache holds the answer too; 4,100 other
+    // answered requests push it out, so that the session must answer.
+    for n in 0u32..4100 {
+        let mut txn = [0x51; 8];
+        txn[..4].copy_from_slice(&n.to_be_bytes());
+        let query = Message::CertQuery(keyway::wire::CertQuery {
+            txn: keyway::wire::TxnId(txn),
+            from: principal("u9@a.example"),
+            hops: keyway::wire::UpTo::new(8).unwrap(),
+            via: None,
+            target: principal("u7@a.example"),
+            ext: keyway::wire::Extensions::new(),
+        });
+        lab.inject(server, elsewhere, &query.encode());
+    }
+    lab.settle();
+    let other_txn = keyway::wire::Offer {
+        txn: keyway::wire::TxnId([0x0f; 8]),
+        ..offer.clone()
+    };
+    for (from, sent, answered) in [
+        (elsewhere, offer.clone(), false),
+        (caller, other_txn, false),
+        (caller, offer, true),
+    ] {
+        let mark = lab.trace.len();
+        lab.inject(server, from, &Message::Offer(sent).encode());
+        let answers: Vec<bool> = lab.trace[mark..]
+            .iter()
+            .filter_map(|s| match s {
+                Step::Sent { to, message, .. } if *to == from => {
+                    Some(matches!(message, Message::Answer(a) if a.session == session))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, [answered], "{from}");
+    }
+}

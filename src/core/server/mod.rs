@@ -128,7 +128,7 @@ pub struct FirewallPlan {
     pub public_ip: IpAddr,
     /// First public port handed out.
     pub first_port: u16,
-    /// How many ports are handed out, round robin.
+    /// How many ports are handed out, from `first_port` on.
     pub ports: u16,
 }
 

@@ -2,8 +2,10 @@
 //! media address is mapped to one public address, kept across sessions
 //! (an endpoint-independent mapping) and across restarts (it is in the
 //! store), so that a party is seen at the same address by every peer.
-//! Ports are handed out round robin; when none is free, a mapping no
-//! session uses is given up. Every operation is logarithmic in the number
+//! The lowest free port is handed out; when none is free, a mapping no
+//! session uses is given up. (A port is freed only then, when every port
+//! is mapped, so lowest-first hands ports out in turn, as round robin
+//! would, without a cursor to keep.) Every operation is logarithmic in the number
 //! of mappings.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,12 +17,11 @@ use crate::core::store::StoreWrite;
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct PortMap {
-    plan: Option<(std::net::IpAddr, u16, u16)>,
+    /// The public address, when the domain has a firewall.
+    public_ip: Option<std::net::IpAddr>,
     public_of: BTreeMap<Addr, Addr>,
     /// Ports of the range not mapped.
     free: BTreeSet<u16>,
-    /// Where the round robin goes on from.
-    cursor: u16,
     /// Live sessions using each mapped internal address.
     users: BTreeMap<Addr, u32>,
     /// Mapped internal addresses no session uses: given up first.
@@ -29,14 +30,16 @@ pub(super) struct PortMap {
 
 impl PortMap {
     pub fn new(plan: Option<&FirewallPlan>) -> Self {
-        let plan = plan.map(|p| (p.public_ip, p.first_port, p.ports.max(1)));
         let free = plan
-            .map(|(_, first, n)| (0..n).map(|i| first.saturating_add(i)).collect())
+            .map(|p| {
+                (0..p.ports.max(1))
+                    .map(|i| p.first_port.saturating_add(i))
+                    .collect()
+            })
             .unwrap_or_default();
         Self {
-            plan,
+            public_ip: plan.map(|p| p.public_ip),
             free,
-            cursor: plan.map_or(0, |(_, first, _)| first),
             ..Self::default()
         }
     }
@@ -61,7 +64,7 @@ impl PortMap {
         if let Some(public) = self.get(&internal) {
             return Some(public);
         }
-        let (ip, first, n) = self.plan?;
+        let ip = self.public_ip?;
         if self.free.is_empty() {
             // Every port is mapped: give up a mapping no session uses.
             let idle = self.idle.pop_first()?;
@@ -70,19 +73,7 @@ impl PortMap {
                 writes.push(StoreWrite::DeleteMapping(idle));
             }
         }
-        let port = self
-            .free
-            .range(self.cursor..)
-            .next()
-            .or_else(|| self.free.first())
-            .copied()?;
-        self.free.remove(&port);
-        let last = first.saturating_add(n - 1);
-        self.cursor = if port >= last {
-            first
-        } else {
-            port.saturating_add(1)
-        };
+        let port = self.free.pop_first()?;
         let public = Addr::new(ip, port);
         self.public_of.insert(internal, public);
         self.idle.insert(internal);
@@ -151,5 +142,26 @@ mod tests {
         assert_eq!(c, a);
         assert_eq!(map.get(&addr(1)), None);
         assert!(writes.contains(&StoreWrite::DeleteMapping(addr(1))));
+    }
+
+    /// KW-SM-012: a mapping used by two sessions is in use until both have
+    /// let it go; one restored from the store is free to give up until a
+    /// session uses it again.
+    #[test]
+    fn kw_sm_012_a_mapping_in_use_is_kept_and_a_restored_one_can_give_way() {
+        let mut map = PortMap::new(Some(&plan(1)));
+        let mut writes = Vec::new();
+        let a = map.map(addr(1), &mut writes).unwrap();
+        map.acquire(addr(1));
+        map.acquire(addr(1));
+        map.release(addr(1));
+        assert_eq!(map.map(addr(2), &mut writes), None, "still in use");
+        map.release(addr(1));
+        assert_eq!(map.map(addr(2), &mut writes), Some(a));
+
+        let mut restored = PortMap::new(Some(&plan(1)));
+        restored.restore(addr(1), a);
+        assert_eq!(restored.get(&addr(1)), Some(a));
+        assert_eq!(restored.map(addr(2), &mut writes), Some(a));
     }
 }
