@@ -1906,3 +1906,96 @@ fn kw_frame_012_a_restarted_server_answers_a_recent_register_again() {
         }
     }
 }
+
+/// KW-SM-016 at a server: an answer is read only as the callee's own —
+/// from the callee the offer named, sealed by it, with its certificate.
+/// One that names the callee but carries a body u3 sealed for the session
+/// is not read (`permission-denied`), nor is one that names u3, with u3's
+/// certificate and body: each is relayed unread, for the caller to refuse.
+#[test]
+fn kw_sm_016_a_server_reads_only_the_callees_own_answer() {
+    for case in 0..2 {
+        let mut lab = one_domain();
+        lab.register_all();
+        // u2's answer to the next call is lost on its way to the server.
+        lab.drop_if = Some(Box::new(|m| matches!(m, Message::Answer(_))));
+        let mark = lab.trace.len();
+        lab.command(
+            "u1@a.example",
+            DeviceCommand::Call(principal("u2@a.example")),
+        );
+        lab.settle();
+        lab.drop_if = None;
+        let answer = lab.trace[mark..]
+            .iter()
+            .find_map(|s| match s {
+                Step::Sent {
+                    from,
+                    message: Message::Answer(a),
+                    ..
+                } if from == "u2@a.example" => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let server = lab.servers[0].addr;
+        let u2 = lab.devices[lab.dev("u2@a.example")].contact;
+        // u2's description, sealed for the server by u3 for this session: a
+        // body that opens and whose signature is u3's.
+        let server_id = lab.servers[0].config.identity.clone();
+        let mut cache = keyway::crypto::KeyCache::new(4);
+        let plaintext = keyway::crypto::open(&answer.body, &answer.session, &server_id, &mut cache)
+            .unwrap()
+            .plaintext;
+        let spec = keyway::crypto::RecipientSpec {
+            id: server_id.account.clone(),
+            kx_key: server_id.kx.public(),
+            kind: keyway::wire::RecipientKind::Server,
+            perm: keyway::wire::Permission::Read,
+            anonymous: false,
+        };
+        let ctx = keyway::crypto::SealContext {
+            session: &answer.session,
+            cid: 1,
+            re: MsgType::Answer,
+            to: Some(&answer.to),
+        };
+        let u3_identity = lab.devices[lab.dev("u3@a.example")].identity.clone();
+        let u3_body = keyway::crypto::seal(
+            ctx,
+            &u3_identity,
+            &[spec],
+            &plaintext,
+            None,
+            &mut cache,
+            &mut keyway::crypto::SeededEntropy::from_label("u3 forges"),
+        )
+        .unwrap()
+        .0;
+        let other_sealed = keyway::wire::Answer {
+            body: u3_body.clone(),
+            ..answer.clone()
+        };
+        let other_sent = keyway::wire::Answer {
+            from: principal("u3@a.example"),
+            body: u3_body,
+            cert: lab.device("u3@a.example").certificate().cloned(),
+            ..answer
+        };
+        // Each on the way the answer comes, from u2's address.
+        let forged = if case == 0 { other_sealed } else { other_sent };
+        let from = u2;
+        {
+            let events = lab.server_events("sc@a.example").len();
+            lab.inject(server, from, &Message::Answer(forged).encode());
+            let after = lab.server_events("sc@a.example");
+            assert!(
+                after[events..].contains(&keyway::core::ServerEvent::Rejected(
+                    MsgType::Answer,
+                    ErrorCode::PERMISSION_DENIED
+                )),
+                "{from}: {:?}",
+                &after[events..]
+            );
+        }
+    }
+}
