@@ -921,6 +921,43 @@ fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
     );
 }
 
+/// KW-SEAL-011: a server that does not follow the session signs an answer
+/// only where the callee named it — by its account, as a server, with
+/// read-modify. Named read-only, it relays the answer as it is, and the
+/// call is set up.
+#[test]
+fn kw_seal_011_a_server_named_read_only_does_not_sign_the_answer() {
+    let mut lab = Lab::new(LabOptions {
+        device_policy: DevicePolicy {
+            own_server: Some(keyway::wire::Permission::Read),
+            peer_server: None,
+            ..DevicePolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u1@b.example");
+    assert!(!lab.server(1).session_ids().contains(&session));
+    let answer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(from, _, m)| match m {
+            Message::Answer(a) if from == "sc@b.example" => Some(a),
+            _ => None,
+        })
+        .unwrap();
+    let named = answer.body.recipients.iter().any(|r| {
+        r.id.as_ref().map(|p| p.as_str()) == Some("sc@b.example")
+            && r.perm == keyway::wire::Permission::Read
+    });
+    assert!(named);
+    assert!(answer.body.edits.is_none());
+    assert_eq!(
+        lab.device("u1@a.example").call_state(&session),
+        Some(keyway::core::CallState::Established)
+    );
+}
+
 /// KW-SEAL-011: a server named read-modify that has nothing to change
 /// (the callee's server, on an offer from another domain) signs the offer
 /// unchanged (`next` = `prev`), and the callee takes it.
