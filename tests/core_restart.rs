@@ -474,4 +474,8 @@ fn kw_sm_025_a_restarted_server_answers_only_the_offers_retransmission() {
             .collect();
         assert_eq!(answers, [answered], "{from}");
     }
+    // The caller's ack never comes: the restored server still ends the
+    // session unacknowledged (KW-SM-027), its deadline kept in the store.
+    lab.advance(70_000);
+    assert!(lab.session_ended(0, session, SessionEnd::Unacknowledged));
 }

@@ -112,4 +112,21 @@ mod tests {
         assert_eq!(d.take_due(6), Vec::<u8>::new());
         assert_eq!(d.take_due(7), vec![0, 1, 2, 3, 4]);
     }
+
+    /// A key's deadline is read back as set, and the earliest is taken
+    /// first, with its deadline, once.
+    #[test]
+    fn deadlines_are_read_back_and_taken_earliest_first() {
+        let mut d = Deadlines::default();
+        d.set("a", 30);
+        d.set("b", 10);
+        assert_eq!(
+            (d.get(&"a"), d.get(&"b"), d.get(&"c")),
+            (Some(30), Some(10), None)
+        );
+        assert_eq!(d.pop_first(), Some(("b", 10)));
+        assert_eq!(d.get(&"b"), None);
+        assert_eq!(d.pop_first(), Some(("a", 30)));
+        assert_eq!(d.pop_first(), None);
+    }
 }
