@@ -120,6 +120,7 @@ mod tests {
         let mut d = Deadlines::default();
         d.set("a", 30);
         d.set("b", 10);
+        assert_eq!(d.len(), 2);
         assert_eq!(
             (d.get(&"a"), d.get(&"b"), d.get(&"c")),
             (Some(30), Some(10), None)
