@@ -574,6 +574,46 @@ fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
     assert!(lab.firewall(0).is_empty());
 }
 
+/// KW-SM-026 on the answer: the callee's firewall refuses the pinholes the
+/// answer needs; the callee's server does not relay the answer but fails
+/// the offer with `firewall-failure` and ends the session, and the caller's
+/// call fails.
+#[test]
+fn kw_sm_026_a_refused_pinhole_fails_the_answer() {
+    let mut lab = lab();
+    let mut config = lab.deployment.domains[1].agent.clone();
+    config.servers.clear();
+    lab.agents[1].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
+    let mark = lab.trace.len();
+    lab.command(
+        CALLER,
+        DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
+    );
+    lab.settle();
+    let (session, code) = lab
+        .device_events(CALLER)
+        .iter()
+        .find_map(|e| match e {
+            DeviceEvent::CallFailed(s, code) => Some((*s, *code)),
+            _ => None,
+        })
+        .expect("the call failed");
+    assert_eq!(code, ErrorCode::FIREWALL_FAILURE);
+    assert!(lab.session_ended(1, session, SessionEnd::Failed));
+    // The callee answered; its server relayed no answer.
+    assert!(
+        lab.find(mark, sent_by(CALLEE, |m| matches!(m, Message::Answer(_))))
+            .is_some()
+    );
+    assert!(
+        lab.find(
+            mark,
+            sent_by("sc@b.example", |m| matches!(m, Message::Answer(_)))
+        )
+        .is_none()
+    );
+}
+
 /// KW-SM-026: a firewall that does not answer fails the offer after
 /// the give-up time; nothing is forwarded and no session is left.
 #[test]

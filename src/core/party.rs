@@ -168,7 +168,6 @@ impl<E> Outbox<E> {
             let at = self.mark.min(self.queue.len());
             self.queue.insert(at, Output::Store(group));
         }
-        self.mark = self.queue.len();
     }
 
     /// A write of the current input.
@@ -249,5 +248,49 @@ mod tests {
         let mut driver = Failing(Vec::new());
         assert!(carry(outputs, &mut driver).is_err());
         assert_eq!(driver.0, vec!["event 1".to_string()]);
+    }
+
+    /// A party whose every timeout tells its application the time.
+    struct Clockwork(Outbox<u8>);
+    impl Party for Clockwork {
+        type Event = u8;
+        type Command = NoCommand;
+        fn handle_receive(
+            &mut self,
+            _: Now,
+            _: Receive<'_>,
+            _: &mut impl Entropy,
+        ) -> Result<(), ProtocolError> {
+            Ok(())
+        }
+        fn handle_timeout(&mut self, now: Now, _: &mut impl Entropy) {
+            self.0.begin();
+            self.0.event(u8::try_from(now.mono).unwrap_or(u8::MAX));
+            self.0.end();
+        }
+        fn command(&mut self, _: Now, c: NoCommand, _: &mut impl Entropy) -> Result<(), ApiMisuse> {
+            match c {}
+        }
+        fn poll_output(&mut self) -> Option<Output<u8>> {
+            self.0.poll()
+        }
+        fn poll_timeout(&self) -> Option<Millis> {
+            None
+        }
+    }
+
+    /// `drain` carries out every output of a party, in order, and leaves
+    /// none.
+    #[test]
+    fn drain_carries_out_every_output() {
+        let mut party = Clockwork(Outbox::default());
+        let mut rng = crate::crypto::SeededEntropy::from_label("drain");
+        for t in [1, 2] {
+            party.handle_timeout(Now::at(t), &mut rng);
+        }
+        let mut driver = Failing(Vec::new());
+        assert_eq!(drain(&mut party, &mut driver), Ok(()));
+        assert_eq!(driver.0, ["event 1", "event 2"]);
+        assert!(party.poll_output().is_none());
     }
 }
