@@ -614,6 +614,54 @@ fn kw_sm_026_a_refused_pinhole_fails_the_answer() {
     );
 }
 
+/// A session that ends while its offer, or its answer, waits for the
+/// firewall — the caller hangs up — leaves no transaction in progress: a
+/// retransmission of the offer is then refused (the session ended), not
+/// ignored as still being carried out.
+#[test]
+fn a_session_ended_while_waiting_for_the_firewall_leaves_nothing_in_progress() {
+    for waits_on_answer in [false, true] {
+        let mut lab = lab();
+        lab.drop_if = Some(Box::new(move |m| match waits_on_answer {
+            false => matches!(m, Message::PinholeOpen(_)),
+            true => matches!(m, Message::PinholeNarrow(_)),
+        }));
+        let mark = lab.trace.len();
+        lab.command(
+            CALLER,
+            DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
+        );
+        lab.settle();
+        // The caller's offer, which sc@a is still carrying out (its answer
+        // is the offer's response, under the same txn).
+        let offer = lab
+            .find(mark, sent_by(CALLER, |m| matches!(m, Message::Offer(_))))
+            .map(|i| match &lab.trace[i] {
+                Step::Sent { message, .. } => message.clone(),
+                _ => unreachable!(),
+            })
+            .unwrap();
+        let from = lab.devices[lab.dev(CALLER)].contact;
+        if waits_on_answer {
+            assert!(
+                lab.find(mark, sent_by(CALLEE, |m| matches!(m, Message::Answer(_))))
+                    .is_some()
+            );
+        }
+        let session = lab.device(CALLER).sessions()[0];
+        lab.command(CALLER, DeviceCommand::HangUp(session));
+        lab.settle();
+        assert!(lab.server(0).session_ids().is_empty(), "{waits_on_answer}");
+        let mark = lab.trace.len();
+        lab.inject(lab.servers[0].addr, from, &offer.encode());
+        assert!(
+            lab.find(mark, sent_by(A, |m| matches!(m, Message::Error(_))))
+                .is_some(),
+            "{waits_on_answer}: the retransmission is answered"
+        );
+    }
+}
+
 /// KW-SM-026: a firewall that does not answer fails the offer after
 /// the give-up time; nothing is forwarded and no session is left.
 #[test]
