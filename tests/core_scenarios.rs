@@ -16,8 +16,8 @@
 mod support;
 
 use keyway::core::{
-    CallState, DeviceCommand, DeviceEvent, Firewall, FirewallCommand, RecorderEvent, ServerEvent,
-    ServerPolicy, SessionEnd, StoreWrite,
+    CallState, DeviceCommand, DeviceEvent, Firewall, FirewallCommand, Party, RecorderEvent,
+    ServerEvent, ServerPolicy, SessionEnd, StoreWrite,
 };
 use keyway::crypto::KeyPolicy;
 use keyway::testkit::{ClaimStep, Faults, Lab, LabOptions, Step, principal};
@@ -2155,6 +2155,19 @@ fn undecodable_datagrams_get_bounded_rate_limited_errors() {
     assert_eq!(errors.len(), 10, "rate-limited per source");
     assert!(errors.iter().all(|e| e.offset.is_some() && e.txn.is_none()));
     assert!(Message::Error(errors[0].clone()).encode().len() <= garbage.len());
+    // A datagram exactly as long as its answer is answered.
+    let fits = Message::Error(errors[0].clone()).encode().len();
+    let mark = lab.trace.len();
+    lab.now += 1000;
+    lab.inject(server, from, &garbage[..fits]);
+    let answered: Vec<usize> = lab.trace[mark..]
+        .iter()
+        .filter_map(|s| match s {
+            Step::Sent { message, .. } => Some(message.encode().len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, [fits]);
     // A tiny datagram gets nothing: the answer would be larger.
     let mark = lab.trace.len();
     lab.now += 1000;
@@ -2830,4 +2843,45 @@ fn an_unreadable_offer_is_forwarded_with_via_and_hops() {
         ]
     );
     assert!(offers.iter().all(|o| o.body == offers[0].body));
+}
+
+/// KW-FW-004, KW-REC-003: a recorded session that reaches its term ends
+/// there: its pinholes are closed for the record, but no copy is stopped —
+/// the agent closed the pinholes, and their copies with them, at that same
+/// instant.
+#[test]
+fn a_session_at_its_term_stops_no_copy() {
+    let mut lab = Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 2,
+        hub: false,
+        record: true,
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    let session = lab.call("u1@a.example", "u2@a.example");
+    assert!(
+        lab.trace
+            .iter()
+            .any(|s| matches!(s, Step::Sent { message: Message::MediaCopy(c), .. } if c.copy))
+    );
+    let term = lab.server(0).session_expiry(&session).unwrap();
+    lab.advance(term - lab.clock().mono - 1000);
+    // The server woken at the very instant its term ends.
+    lab.now = term;
+    let mark = lab.trace.len();
+    let now = lab.clock();
+    let s = &mut lab.servers[0];
+    s.server.handle_timeout(now, &mut s.rng);
+    lab.drain(keyway::testkit::Node::Server(0));
+    assert!(lab.session_ended(0, session, keyway::core::SessionEnd::Expired));
+    let sent: Vec<MsgType> = lab.trace[mark..]
+        .iter()
+        .filter_map(|s| match s {
+            Step::Sent { from, message, .. } if from == "sc@a.example" => Some(message.msg_type()),
+            _ => None,
+        })
+        .collect();
+    assert!(sent.contains(&MsgType::PinholeClose), "{sent:?}");
+    assert!(!sent.contains(&MsgType::MediaCopy), "{sent:?}");
 }
