@@ -2139,8 +2139,11 @@ fn undecodable_datagrams_get_bounded_rate_limited_errors() {
     let mut garbage = vec![0xa2, 0x00, 0x01, 0x01, 0x0e];
     garbage.extend_from_slice(&[0u8; 40]);
     let mark = lab.trace.len();
+    // Twenty within one second, a millisecond apart.
+    lab.now = lab.now / 1000 * 1000;
     for _ in 0..20 {
         lab.inject(server, from, &garbage);
+        lab.now += 1;
     }
     let errors: Vec<keyway::wire::ErrorResponse> = lab.trace[mark..]
         .iter()
@@ -2153,6 +2156,20 @@ fn undecodable_datagrams_get_bounded_rate_limited_errors() {
         })
         .collect();
     assert_eq!(errors.len(), 10, "rate-limited per source");
+    // Another source in that second neither answers for the first nor
+    // frees it from its limit.
+    let other = "203.0.113.8:5000".parse().unwrap();
+    let mark_other = lab.trace.len();
+    lab.inject(server, other, &garbage);
+    lab.inject(server, from, &garbage);
+    let to: Vec<keyway::core::Addr> = lab.trace[mark_other..]
+        .iter()
+        .filter_map(|s| match s {
+            Step::Sent { to, .. } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to, [other]);
     assert!(errors.iter().all(|e| e.offset.is_some() && e.txn.is_none()));
     assert!(Message::Error(errors[0].clone()).encode().len() <= garbage.len());
     // A datagram exactly as long as its answer is answered.
