@@ -2036,3 +2036,38 @@ fn kw_sm_016_a_server_reads_only_the_callees_own_answer() {
         }
     }
 }
+
+/// KW-SM-019: a server keeps at most its bound of requests outstanding; a
+/// request it would forward beyond it is refused with `busy`, and one
+/// whose `txn` is already outstanding there with `bad-state`.
+#[test]
+fn kw_sm_019_a_server_keeps_at_most_its_bound_of_requests_outstanding() {
+    let mut lab = Lab::new(LabOptions {
+        server_policy: ServerPolicy {
+            max_outstanding: 3,
+            ..ServerPolicy::default()
+        },
+        ..LabOptions::default()
+    });
+    lab.register_all();
+    // Forwarded queries go unanswered: they stay outstanding at sc@a.
+    lab.drop_if = Some(Box::new(
+        |m| matches!(m, Message::CertQuery(q) if q.via.is_some()),
+    ));
+    for n in 1..=4 {
+        lab.command(
+            "u1@a.example",
+            DeviceCommand::QueryCertificate(principal(&format!("q{n}@b.example"))),
+        );
+    }
+    lab.settle();
+    let failed: Vec<(String, ErrorCode)> = lab
+        .device_events("u1@a.example")
+        .into_iter()
+        .filter_map(|e| match e {
+            DeviceEvent::QueryFailed(p, code) => Some((p.to_string(), code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [("q4@b.example".to_string(), ErrorCode::BUSY)]);
+}

@@ -95,6 +95,10 @@ pub struct ServerPolicy {
     /// Most sessions followed at once; further offers are refused with
     /// `busy`.
     pub max_sessions: usize,
+    /// Most requests outstanding at once — forwarded, or the server's own
+    /// to firewall and recorder; a request to forward beyond it is refused
+    /// with `busy` (KW-SM-019).
+    pub max_outstanding: usize,
     /// Replace the content key of offers it may modify, when it can
     /// re-wrap every entry after it (claim 39, KW-SM-011).
     pub rekey_offers: bool,
@@ -112,6 +116,7 @@ impl Default for ServerPolicy {
             session_secs: 3600,
             record: RecordPolicy::Nothing,
             max_sessions: 10_000,
+            max_outstanding: 10_000,
             rekey_offers: false,
         }
     }
@@ -351,8 +356,6 @@ enum SessionTimer {
     Ack,
 }
 
-/// Most requests a server forwards or sends at once.
-const OUTSTANDING: usize = 10_000;
 /// Sessions that ended, remembered so that a replayed offer cannot start
 /// them again (KW-SM-017).
 const ENDED: usize = 10_000;
@@ -568,7 +571,7 @@ impl Server {
         if self.client.contains(txn) {
             return Err(ErrorCode::BAD_STATE);
         }
-        if self.client.len() >= OUTSTANDING {
+        if self.client.len() >= self.cfg.policy.max_outstanding {
             return Err(ErrorCode::BUSY);
         }
         Ok(())
@@ -595,7 +598,8 @@ impl Server {
         transmit: Transmit,
         pending: Pending,
     ) -> bool {
-        self.client.len() < OUTSTANDING && self.client.start(now.mono, txn, transmit, pending)
+        self.client.len() < self.cfg.policy.max_outstanding
+            && self.client.start(now.mono, txn, transmit, pending)
     }
 
     /// A session the current input changes: its record is written when the
