@@ -90,3 +90,25 @@ impl DecodeRejects {
         Some(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// KW-SM-019: the sources whose answers are counted are bounded; a new
+    /// one beyond the bound takes the place of the stalest.
+    #[test]
+    fn the_sources_counted_are_bounded() {
+        let mut rejects = DecodeRejects::default();
+        let mut garbage = vec![0xa2, 0x00, 0x01, 0x01, 0x0e];
+        garbage.extend_from_slice(&[0u8; 40]);
+        let error = Message::decode(&garbage).unwrap_err();
+        for n in 0..=u32::try_from(SOURCES).unwrap() {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + n);
+            let from = Addr::new(ip.into(), 5000);
+            assert!(rejects.answer(1000, from, garbage.len(), &error).is_some());
+        }
+        assert_eq!(rejects.sources.len(), SOURCES);
+    }
+}

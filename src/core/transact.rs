@@ -348,3 +348,28 @@ impl ServerTxns {
         [answered, progress].into_iter().flatten().min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KW-SM-019: the requests a party holds in progress are bounded; at
+    /// the bound the oldest is forgotten first.
+    #[test]
+    fn requests_in_progress_are_bounded_oldest_first() {
+        let mut txns = ServerTxns::new(2);
+        let from = Addr::new([192, 0, 2, 9].into(), 5060);
+        for n in 1..=3u8 {
+            assert!(matches!(
+                txns.seen(u64::from(n), TxnId([n; 8]), from),
+                Seen::New
+            ));
+        }
+        assert!(matches!(
+            txns.seen(4, TxnId([3; 8]), from),
+            Seen::InProgress
+        ));
+        assert!(matches!(txns.seen(5, TxnId([1; 8]), from), Seen::New));
+        assert!(matches!(txns.seen(6, TxnId([2; 8]), from), Seen::New));
+    }
+}
