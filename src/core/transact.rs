@@ -372,4 +372,36 @@ mod tests {
         assert!(matches!(txns.seen(5, TxnId([1; 8]), from), Seen::New));
         assert!(matches!(txns.seen(6, TxnId([2; 8]), from), Seen::New));
     }
+
+    /// KW-SM-019, KW-FRAME-012: the answers a party keeps for
+    /// retransmissions are bounded; at the bound the oldest is forgotten
+    /// first, and the one answered again keeps its place.
+    #[test]
+    fn answers_kept_are_bounded_oldest_first() {
+        let mut txns = ServerTxns::new(2);
+        let from = Addr::new([192, 0, 2, 9].into(), 5060);
+        let ok = |n: u8| {
+            Message::Ok(crate::wire::OkResponse {
+                txn: TxnId([n; 8]),
+                session: None,
+                epoch: None,
+                re: MsgType::Info,
+                pinhole: None,
+                recording: None,
+                ext: crate::wire::Extensions::new(),
+            })
+        };
+        for n in 1..=3u8 {
+            txns.answer(u64::from(n), TxnId([n; 8]), from, ok(n));
+        }
+        assert!(matches!(
+            txns.seen(4, TxnId([3; 8]), from),
+            Seen::Answered(_)
+        ));
+        assert!(matches!(
+            txns.seen(5, TxnId([2; 8]), from),
+            Seen::Answered(_)
+        ));
+        assert!(matches!(txns.seen(6, TxnId([1; 8]), from), Seen::New));
+    }
 }
