@@ -373,6 +373,25 @@ mod tests {
         assert!(matches!(txns.seen(6, TxnId([2; 8]), from), Seen::New));
     }
 
+    /// A request in progress that was never answered is forgotten once
+    /// the cache's time has passed: the same request is then new.
+    #[test]
+    fn a_request_in_progress_is_forgotten_after_the_cache_time() {
+        let mut txns = ServerTxns::new(8);
+        let from = Addr::new([192, 0, 2, 9].into(), 5060);
+        assert!(matches!(txns.seen(0, TxnId([1; 8]), from), Seen::New));
+        txns.expire(ANSWERED_KEEP - 1);
+        assert!(matches!(
+            txns.seen(1, TxnId([1; 8]), from),
+            Seen::InProgress
+        ));
+        txns.expire(ANSWERED_KEEP);
+        assert!(matches!(
+            txns.seen(ANSWERED_KEEP, TxnId([1; 8]), from),
+            Seen::New
+        ));
+    }
+
     /// KW-SM-019, KW-FRAME-012: the answers a party keeps for
     /// retransmissions are bounded; at the bound the oldest is forgotten
     /// first, and the one answered again keeps its place.
