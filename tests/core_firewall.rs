@@ -392,6 +392,39 @@ fn the_agent_reports_what_each_request_did() {
     assert_eq!(b.events, want);
 }
 
+/// KW-SM-019, KW-FW-008: the agent remembers at most its bound of closed
+/// pinholes; at the bound the oldest is forgotten — an open of it sent
+/// again is then taken — while a later one still cannot be reopened.
+#[test]
+fn kw_sm_019_the_agent_remembers_at_most_its_bound_of_closes() {
+    let deployment = Plan {
+        domains: vec!["a.example".into()],
+        devices: 0,
+        hub: false,
+        ..Plan::default()
+    }
+    .provision();
+    let mut config = deployment.domains[0].agent.clone();
+    config.max_closed = 2;
+    let mut b = bench();
+    b.agent = FirewallAgent::new(config, MemoryFirewall::new(8));
+    let t = b.secs();
+    for pinhole in 1..=3 {
+        let open = b.open(pinhole, None, t, 60);
+        assert_ok(b.send(open), MsgType::PinholeOpen, pinhole);
+        let close = b.close(pinhole, t);
+        assert_ok(b.send(close), MsgType::PinholeClose, pinhole);
+    }
+    let reopen_last = b.open(3, None, t, 60);
+    assert_refused(
+        b.send(reopen_last),
+        MsgType::PinholeOpen,
+        ErrorCode::BAD_STATE,
+    );
+    let reopen_oldest = b.open(1, None, t, 60);
+    assert_ok(b.send(reopen_oldest), MsgType::PinholeOpen, 1);
+}
+
 /// KW-FW-008: a pinhole belongs to the server that opened it; the same
 /// identifier of another server it obeys is another pinhole.
 #[test]

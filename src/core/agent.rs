@@ -40,6 +40,10 @@ pub struct FirewallAgentConfig {
     /// How far a request's `time` may be from the agent's clock
     /// (KW-FW-007).
     pub window_secs: u64,
+    /// Most closed pinholes remembered, so that an open sent again cannot
+    /// reopen one (KW-FW-008); at the bound the oldest is forgotten
+    /// (KW-SM-019).
+    pub max_closed: usize,
 }
 
 /// The default freshness window (KW-FW-007): longer than a request is
@@ -141,8 +145,8 @@ impl<F: Firewall> core::fmt::Debug for FirewallAgent<F> {
     }
 }
 
-/// Most remembered closes.
-const CLOSED: usize = 100_000;
+/// The default bound on remembered closes.
+pub const MAX_CLOSED: usize = 100_000;
 
 impl<F: Firewall> FirewallAgent<F> {
     /// An agent driving `backend`, which holds no pinhole of its servers.
@@ -424,7 +428,7 @@ impl<F: Firewall> FirewallAgent<F> {
                 .mono
                 .saturating_add(self.cfg.window_secs.saturating_mul(2000)),
         };
-        if self.closed.len() >= CLOSED {
+        if self.closed.len() >= self.cfg.max_closed.max(1) {
             let _ = self.closed.pop_first();
         }
         self.closed.set(key, until.max(now.mono.saturating_add(1)));

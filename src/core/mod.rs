@@ -29,7 +29,9 @@ mod store;
 mod transact;
 mod transport;
 
-pub use agent::{FRESHNESS_WINDOW_SECS, FirewallAgent, FirewallAgentConfig, FirewallEvent};
+pub use agent::{
+    FRESHNESS_WINDOW_SECS, FirewallAgent, FirewallAgentConfig, FirewallEvent, MAX_CLOSED,
+};
 pub use clock::Now;
 pub use device::{CallState, Device, DeviceCommand, DeviceConfig, DeviceEvent, DevicePolicy};
 pub use error::{ApiMisuse, ProtocolError};

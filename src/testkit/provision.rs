@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::core::{
     Addr, DeviceConfig, DevicePolicy, FRESHNESS_WINDOW_SECS, FirewallAgentConfig, FirewallLink,
-    FirewallPlan, Millis, RecordPolicy, RecorderConfig, RecorderLink, RetransmitPolicy, Route,
-    ServerConfig, ServerDirectory, ServerPolicy,
+    FirewallPlan, MAX_CLOSED, Millis, RecordPolicy, RecorderConfig, RecorderLink, RetransmitPolicy,
+    Route, ServerConfig, ServerDirectory, ServerPolicy,
 };
 use crate::crypto::register::Verifier;
 use crate::crypto::{
@@ -285,6 +285,7 @@ impl Plan {
                 trust: TrustStore::new(vec![ca.anchor()]),
                 servers: obeyed,
                 window_secs: FRESHNESS_WINDOW_SECS,
+                max_closed: MAX_CLOSED,
             };
             let mut accounts = BTreeMap::new();
             let mut devices = Vec::new();
