@@ -571,23 +571,21 @@ fn kw_sm_026_offer_and_answer_wait_for_their_pinholes() {
     );
 }
 
-/// KW-SM-026: a firewall that refuses the caller's pinhole fails the
-/// offer with `firewall-failure`; nothing is forwarded, the session
-/// ends, no pinhole is left.
-#[test]
-fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
+/// The caller calls while domain `d`'s firewall no longer obeys its
+/// server: the lab after it, the trace mark before the call, and the
+/// session and code of the call's failure.
+fn call_past_a_disobeying_firewall(d: usize) -> (Lab, usize, (SessionId, ErrorCode)) {
     let mut lab = lab();
-    // The firewall no longer obeys the server.
-    let mut config = lab.deployment.domains[0].agent.clone();
+    let mut config = lab.deployment.domains[d].agent.clone();
     config.servers.clear();
-    lab.agents[0].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
+    lab.agents[d].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
     let mark = lab.trace.len();
     lab.command(
         CALLER,
         DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
     );
     lab.settle();
-    let session = lab
+    let failed = lab
         .device_events(CALLER)
         .iter()
         .find_map(|e| match e {
@@ -595,6 +593,15 @@ fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
             _ => None,
         })
         .expect("the call failed");
+    (lab, mark, failed)
+}
+
+/// KW-SM-026: a firewall that refuses the caller's pinhole fails the
+/// offer with `firewall-failure`; nothing is forwarded, the session
+/// ends, no pinhole is left.
+#[test]
+fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
+    let (lab, mark, session) = call_past_a_disobeying_firewall(0);
     assert_eq!(session.1, ErrorCode::FIREWALL_FAILURE);
     assert!(lab.session_ended(0, session.0, SessionEnd::Failed));
     assert!(lab.server_events(A).iter().any(
@@ -613,24 +620,7 @@ fn kw_sm_026_a_refused_pinhole_fails_the_offer() {
 /// call fails.
 #[test]
 fn kw_sm_026_a_refused_pinhole_fails_the_answer() {
-    let mut lab = lab();
-    let mut config = lab.deployment.domains[1].agent.clone();
-    config.servers.clear();
-    lab.agents[1].agent = FirewallAgent::new(config, TracingFirewall::new(1000));
-    let mark = lab.trace.len();
-    lab.command(
-        CALLER,
-        DeviceCommand::Call(keyway::testkit::principal(CALLEE)),
-    );
-    lab.settle();
-    let (session, code) = lab
-        .device_events(CALLER)
-        .iter()
-        .find_map(|e| match e {
-            DeviceEvent::CallFailed(s, code) => Some((*s, *code)),
-            _ => None,
-        })
-        .expect("the call failed");
+    let (lab, mark, (session, code)) = call_past_a_disobeying_firewall(1);
     assert_eq!(code, ErrorCode::FIREWALL_FAILURE);
     assert!(lab.session_ended(1, session, SessionEnd::Failed));
     // The callee answered; its server relayed no answer.

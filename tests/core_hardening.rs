@@ -664,6 +664,31 @@ fn in_session_between(
     message
 }
 
+/// The key of `session`, opened by `callee` from the offer a server
+/// forwarded to it, as every trusted server on the path holds it.
+fn session_key(
+    lab: &Lab,
+    session: keyway::wire::SessionId,
+    callee: &str,
+) -> keyway::crypto::Secret32 {
+    let offer = lab
+        .sent()
+        .into_iter()
+        .find_map(|(_, _, m)| match m {
+            Message::Offer(o) if o.via.is_some() && o.session == session => Some(o),
+            _ => None,
+        })
+        .unwrap();
+    keyway::crypto::open(
+        &offer.body,
+        &session,
+        &lab.devices[lab.dev(callee)].identity,
+        &mut keyway::crypto::KeyCache::new(4),
+    )
+    .unwrap()
+    .cek
+}
+
 /// KW-KEY-008, KW-CRYPTO-061, KW-ERR-004: a server holds the session key
 /// and can make `info`, `bye` and wrapped `rekey` payloads that decrypt;
 /// signed with its own key they are refused with `signature-invalid` by
@@ -682,22 +707,7 @@ fn kw_key_008_servers_read_in_session_traffic_but_cannot_forge_it() {
     let hub = lab.servers[2].addr;
     // The session key of the caller's direction, as every server on the
     // path holds it (KW-KEY-006).
-    let offer = lab
-        .sent()
-        .into_iter()
-        .find_map(|(_, _, m)| match m {
-            Message::Offer(o) if o.via.is_some() && o.session == session => Some(o),
-            _ => None,
-        })
-        .unwrap();
-    let key = keyway::crypto::open(
-        &offer.body,
-        &session,
-        &lab.devices[callee].identity,
-        &mut keyway::crypto::KeyCache::new(4),
-    )
-    .unwrap()
-    .cek;
+    let key = session_key(&lab, session, "u1@b.example");
     let keys = || {
         keyway::crypto::DirectionKeys::new(
             session,
@@ -882,15 +892,16 @@ fn kw_seal_011_the_callee_refuses_an_offer_its_editor_did_not_sign() {
     );
 }
 
-/// KW-SEAL-011: a callee's server that the offer did not name (the caller
-/// gave the peer's server no entry) does not follow the session, but the
-/// callee names it read-modify in its answer: it checks and signs the
-/// answer it relays, so the caller finds the edit it requires and the
-/// call is set up.
-#[test]
-fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
+/// A call from u1@a to u1@b whose offer gives the callee's server no
+/// entry (so it does not follow the session), the callee naming its own
+/// server with `own_server`: the lab after it, the session, and the answer
+/// as sc@b relayed it.
+fn unfollowed_answer(
+    own_server: Option<keyway::wire::Permission>,
+) -> (Lab, keyway::wire::SessionId, keyway::wire::Answer) {
     let mut lab = Lab::new(LabOptions {
         device_policy: DevicePolicy {
+            own_server,
             peer_server: None,
             ..DevicePolicy::default()
         },
@@ -907,6 +918,17 @@ fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
             _ => None,
         })
         .unwrap();
+    (lab, session, answer)
+}
+
+/// KW-SEAL-011: a callee's server that the offer did not name (the caller
+/// gave the peer's server no entry) does not follow the session, but the
+/// callee names it read-modify in its answer: it checks and signs the
+/// answer it relays, so the caller finds the edit it requires and the
+/// call is set up.
+#[test]
+fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
+    let (lab, session, answer) = unfollowed_answer(DevicePolicy::default().own_server);
     let editors: Vec<String> = answer
         .body
         .edits
@@ -927,25 +949,7 @@ fn kw_seal_011_a_server_signs_an_answer_of_a_session_it_does_not_follow() {
 /// call is set up.
 #[test]
 fn kw_seal_011_a_server_named_read_only_does_not_sign_the_answer() {
-    let mut lab = Lab::new(LabOptions {
-        device_policy: DevicePolicy {
-            own_server: Some(keyway::wire::Permission::Read),
-            peer_server: None,
-            ..DevicePolicy::default()
-        },
-        ..LabOptions::default()
-    });
-    lab.register_all();
-    let session = lab.call("u1@a.example", "u1@b.example");
-    assert!(!lab.server(1).session_ids().contains(&session));
-    let answer = lab
-        .sent()
-        .into_iter()
-        .find_map(|(from, _, m)| match m {
-            Message::Answer(a) if from == "sc@b.example" => Some(a),
-            _ => None,
-        })
-        .unwrap();
+    let (lab, session, answer) = unfollowed_answer(Some(keyway::wire::Permission::Read));
     let named = answer.body.recipients.iter().any(|r| {
         r.id.as_ref().map(|p| p.as_str()) == Some("sc@b.example")
             && r.perm == keyway::wire::Permission::Read
@@ -1838,22 +1842,7 @@ fn kw_sm_025_a_restarted_server_keeps_an_epochs_grace_by_the_wall_clock() {
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
     let session = lab.call(caller, callee);
-    let offer = lab
-        .sent()
-        .into_iter()
-        .find_map(|(_, _, m)| match m {
-            Message::Offer(o) if o.via.is_some() && o.session == session => Some(o),
-            _ => None,
-        })
-        .unwrap();
-    let key = keyway::crypto::open(
-        &offer.body,
-        &session,
-        &lab.devices[lab.dev(callee)].identity,
-        &mut keyway::crypto::KeyCache::new(4),
-    )
-    .unwrap()
-    .cek;
+    let key = session_key(&lab, session, callee);
     for who in [caller, callee] {
         lab.command(who, DeviceCommand::Rekey(session, false));
         lab.settle();

@@ -447,11 +447,9 @@ fn kw_sm_005_only_the_next_epoch_is_held_for_its_rekey() {
     }
 }
 
-/// KW-SM-005: a `bye` that overtakes its `rekey` is held and carried out
-/// as soon as the rekey arrives — the caller sends it once, and the call
-/// ends when the rekey lands, not at the bye's retransmission.
-#[test]
-fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
+/// An established call whose caller rekeys and loses the `rekey` (its
+/// retransmission comes later): the lab, and the session.
+fn call_whose_rekey_is_lost() -> (Lab, SessionId) {
     let mut lab = Lab::new(LabOptions::default());
     lab.register_all();
     let session = lab.call(CALLER, CALLEE);
@@ -462,6 +460,15 @@ fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
         first_rekey
     }));
     lab.command(CALLER, DeviceCommand::Rekey(session, false));
+    (lab, session)
+}
+
+/// KW-SM-005: a `bye` that overtakes its `rekey` is held and carried out
+/// as soon as the rekey arrives — the caller sends it once, and the call
+/// ends when the rekey lands, not at the bye's retransmission.
+#[test]
+fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
+    let (mut lab, session) = call_whose_rekey_is_lost();
     lab.command(CALLER, DeviceCommand::HangUp(session));
     lab.settle();
     assert_eq!(
@@ -511,16 +518,7 @@ fn kw_sm_005_a_bye_that_overtakes_its_rekey_ends_the_call_with_the_rekey() {
 /// retransmission brings it.
 #[test]
 fn kw_sm_005_at_most_eight_requests_are_held() {
-    let mut lab = Lab::new(LabOptions::default());
-    lab.register_all();
-    let session = lab.call(CALLER, CALLEE);
-    let mut dropped = false;
-    lab.drop_if = Some(Box::new(move |m| {
-        let first_rekey = matches!(m, Message::Rekey(_)) && !dropped;
-        dropped |= first_rekey;
-        first_rekey
-    }));
-    lab.command(CALLER, DeviceCommand::Rekey(session, false));
+    let (mut lab, session) = call_whose_rekey_is_lost();
     for i in 0..8 {
         lab.command(CALLER, DeviceCommand::Info(session, format!("info {i}")));
     }

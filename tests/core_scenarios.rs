@@ -32,6 +32,17 @@ fn one_domain(devices: usize) -> Lab {
     })
 }
 
+/// One domain of two devices whose server records every session.
+fn recorded_domain() -> Lab {
+    Lab::new(LabOptions {
+        domains: vec!["a.example"],
+        devices: 2,
+        hub: false,
+        record: true,
+        ..LabOptions::default()
+    })
+}
+
 fn position(lab: &Lab, from: usize, f: impl Fn(&Step) -> bool) -> usize {
     lab.find(from, f)
         .unwrap_or_else(|| panic!("step not found after {from}"))
@@ -1408,12 +1419,7 @@ fn claims_30_33_36_52_55_58_recording_decrypts_copied_media_across_rekeys() {
     const CALLER: &str = "u1@a.example";
     const CALLEE: &str = "u2@a.example";
     const A: &str = "sc@a.example";
-    let mut lab = Lab::new(LabOptions {
-        domains: vec!["a.example"],
-        hub: false,
-        record: true,
-        ..LabOptions::default()
-    });
+    let mut lab = recorded_domain();
     lab.register_all();
     let mark = lab.trace.len();
     let session = lab.call(CALLER, CALLEE);
@@ -2664,13 +2670,7 @@ fn the_device_policy_chooses_servers_per_destination_domain() {
 #[test]
 fn kw_rec_002_a_restarted_server_sends_the_latest_media_keys() {
     use keyway::wire::{MediaKeys, decode_plaintext};
-    let mut lab = Lab::new(LabOptions {
-        domains: vec!["a.example"],
-        devices: 2,
-        hub: false,
-        record: true,
-        ..LabOptions::default()
-    });
+    let mut lab = recorded_domain();
     lab.register_all();
     let (caller, callee) = (principal("u1@a.example"), principal("u2@a.example"));
     let session = lab.call(caller.as_str(), callee.as_str());
@@ -2868,13 +2868,7 @@ fn an_unreadable_offer_is_forwarded_with_via_and_hops() {
 /// instant.
 #[test]
 fn a_session_at_its_term_stops_no_copy() {
-    let mut lab = Lab::new(LabOptions {
-        domains: vec!["a.example"],
-        devices: 2,
-        hub: false,
-        record: true,
-        ..LabOptions::default()
-    });
+    let mut lab = recorded_domain();
     lab.register_all();
     let session = lab.call("u1@a.example", "u2@a.example");
     assert!(
